@@ -1,0 +1,239 @@
+"""Load and validate environments.py: the user's description of each lab.
+
+The file defines ENVIRONMENTS, a dict: name -> {"provider", "network", "hosts", "min"}. Host keys may
+be ranges (`web[01:04]` keeps zero padding, `web[1:4]` does not). Every error names the file, the
+line, the environment, the host and the key, and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+import ipaddress
+import re
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from booted.errors import ConfigError
+
+PROVIDERS = ("netns", "qemu", "virtualbox")
+HOST_KEYS = {"role", "service", "version", "memory", "cpus"}
+ENV_KEYS = {"provider", "network", "hosts", "min"}
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+RANGE_RE = re.compile(r"^([a-z][a-z0-9-]*)\[(\d+):(\d+)\]([a-z0-9-]*)$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One host as the user wants it."""
+
+    name: str
+    role: str
+    service: str | None
+    version: str | None
+    memory: int = 256
+    cpus: int = 1
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One validated environment."""
+
+    name: str
+    provider: str
+    network: ipaddress.IPv4Network
+    hosts: tuple[HostSpec, ...]
+    minimum: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+
+    def host(self, name: str) -> HostSpec:
+        for spec in self.hosts:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"{self.source}: environment {self.name!r} has no host {name!r} "
+                          f"(hosts: {', '.join(h.name for h in self.hosts)})")
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return next(self.network.hosts())
+
+
+def expand_range(key: str) -> list[str]:
+    """`web[01:03]` -> web01 web02 web03; a plain name -> [name]. Raises ValueError on a bad range."""
+    match = RANGE_RE.match(key)
+    if not match:
+        if "[" in key or "]" in key:
+            raise ValueError("a range is written like web[01:04] or web[1:4] (first <= last)")
+        return [key]
+    prefix, first, last, suffix = match.groups()
+    low, high = int(first), int(last)
+    if low > high:
+        raise ValueError(f"range start {first} is after its end {last}")
+    if high - low >= 1000:
+        raise ValueError("a range may name at most 1000 hosts")
+    width = len(first) if first.startswith("0") and len(first) > 1 else 0
+    return [f"{prefix}{str(n).zfill(width)}{suffix}" for n in range(low, high + 1)]
+
+
+class _Lines:
+    """Line numbers of string keys in the environments file, for error messages."""
+
+    def __init__(self, path: Path, source: str) -> None:
+        self.path = path
+        self.lines: dict[str, int] = {}
+        try:
+            tree = ast.parse(source, str(path))
+        except SyntaxError:
+            return
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict):
+                for key in node.keys:
+                    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                        self.lines.setdefault(key.value, key.lineno)
+
+    def where(self, *keys: str) -> str:
+        for key in reversed(keys):
+            if key in self.lines:
+                return f"{self.path}:{self.lines[key]}"
+        return str(self.path)
+
+
+def load_environments(path: Path) -> dict[str, Environment]:
+    """Run the user's file and validate every environment in it."""
+    if not path.exists():
+        raise ConfigError(f"{path}: not found. Create it (see README: 'environments.py') "
+                          "or point BOOTED_ENVIRONMENTS at your file")
+    source = path.read_text()
+    try:
+        namespace = runpy.run_path(str(path))
+    except SyntaxError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except Exception as exc:  # the user's code failed: report where, never a traceback
+        raise ConfigError(f"{path}: running it failed: {type(exc).__name__}: {exc}") from None
+    raw = namespace.get("ENVIRONMENTS")
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: define ENVIRONMENTS = {{'name': {{'provider': ..., 'network': ..., "
+                          "'hosts': {...}}}}} (a non-empty dict)")
+    lines = _Lines(path, source)
+    return {name: _environment(name, value, lines) for name, value in raw.items()}
+
+
+def select_environment(envs: dict[str, Environment], name: str | None, path: Path) -> Environment:
+    """--env / BOOTED_ENV, or the only environment in the file."""
+    if name is None:
+        if len(envs) == 1:
+            return next(iter(envs.values()))
+        raise ConfigError(f"{path} has {len(envs)} environments ({', '.join(envs)}): "
+                          "choose one with --env NAME or BOOTED_ENV")
+    if name not in envs:
+        raise ConfigError(f"{path}: no environment {name!r} (defined: {', '.join(envs)})")
+    return envs[name]
+
+
+def _environment(name: Any, value: Any, lines: _Lines) -> Environment:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(f"{lines.where()}: environment name {name!r}: use lowercase letters, digits and -")
+    where = lines.where(name)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: environment {name!r} must be a dict with keys {sorted(ENV_KEYS)}")
+    unknown = set(value) - ENV_KEYS
+    if unknown:
+        raise ConfigError(f"{lines.where(name, *map(str, unknown))}: environment {name!r}: unknown key(s) "
+                          f"{sorted(map(str, unknown))} (allowed: {sorted(ENV_KEYS)})")
+    provider = value.get("provider", "netns")
+    if provider not in PROVIDERS:
+        raise ConfigError(f"{lines.where(name, 'provider')}: environment {name!r}: provider {provider!r} "
+                          f"is not one of {', '.join(PROVIDERS)}")
+    network = _network(name, value.get("network"), lines)
+    hosts_raw = value.get("hosts")
+    if not isinstance(hosts_raw, dict) or not hosts_raw:
+        raise ConfigError(f"{lines.where(name, 'hosts')}: environment {name!r}: 'hosts' must be a non-empty "
+                          "dict of NAME_OR_RANGE -> {'role': ..., 'service': ..., 'version': ...}")
+    hosts: list[HostSpec] = []
+    seen: set[str] = set()
+    for key, spec in hosts_raw.items():
+        for host in _hosts(name, key, spec, lines):
+            if host.name in seen:
+                raise ConfigError(f"{lines.where(name, str(key))}: environment {name!r}: host {host.name!r} "
+                                  "is defined twice (check overlapping ranges)")
+            seen.add(host.name)
+            hosts.append(host)
+    if len(hosts) > network.num_addresses - 3:
+        raise ConfigError(f"{lines.where(name, 'network')}: environment {name!r}: network {network} has room "
+                          f"for {network.num_addresses - 3} hosts, {len(hosts)} are defined: use a larger network")
+    minimum = _minimum(name, value.get("min", {}), hosts, lines)
+    return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path))
+
+
+def _network(env: str, raw: Any, lines: _Lines) -> ipaddress.IPv4Network:
+    where = lines.where(env, "network")
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where}: environment {env!r}: 'network' must be a CIDR string like '10.77.0.0/24'")
+    try:
+        net = ipaddress.IPv4Network(raw, strict=True)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: environment {env!r}: network {raw!r} is not a valid IPv4 CIDR ({exc})") from None
+    if not net.is_private or net.prefixlen > 29 or net.prefixlen < 16:
+        raise ConfigError(f"{where}: environment {env!r}: network {raw!r} must be a private range "
+                          "(10/8, 172.16/12, 192.168/16) between /16 and /29")
+    return net
+
+
+def _hosts(env: str, key: Any, spec: Any, lines: _Lines) -> list[HostSpec]:
+    where = lines.where(env, str(key))
+    if not isinstance(key, str):
+        raise ConfigError(f"{where}: environment {env!r}: host key {key!r} must be a string")
+    try:
+        names = expand_range(key)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: environment {env!r}: host {key!r}: {exc}") from None
+    for host in names:
+        if not NAME_RE.match(host):
+            raise ConfigError(f"{where}: environment {env!r}: host name {host!r}: use lowercase letters, digits "
+                              "and -, starting with a letter, at most 31 characters")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: environment {env!r}: host {key!r} must map to a dict with keys "
+                          f"{sorted(HOST_KEYS)}")
+    unknown = set(spec) - HOST_KEYS
+    if unknown:
+        raise ConfigError(f"{lines.where(env, key, *map(str, unknown))}: environment {env!r}: host {key!r}: "
+                          f"unknown key(s) {sorted(map(str, unknown))} (allowed: {sorted(HOST_KEYS)})")
+    role = spec.get("role", "worker")
+    service = spec.get("service")
+    version = spec.get("version")
+    for label, val in (("role", role), ("service", service)):
+        if val is not None and (not isinstance(val, str) or not NAME_RE.match(val)):
+            raise ConfigError(f"{where}: environment {env!r}: host {key!r}: {label} {val!r}: use lowercase "
+                              "letters, digits and -")
+    if version is not None and (not isinstance(version, str) or not VERSION_RE.match(version)):
+        raise ConfigError(f"{where}: environment {env!r}: host {key!r}: version {version!r}: a tag or commit "
+                          "(letters, digits, . _ -)")
+    if version is not None and service is None:
+        raise ConfigError(f"{where}: environment {env!r}: host {key!r}: 'version' needs a 'service'")
+    memory, cpus = spec.get("memory", 256), spec.get("cpus", 1)
+    if not isinstance(memory, int) or not 64 <= memory <= 65536:
+        raise ConfigError(f"{where}: environment {env!r}: host {key!r}: memory {memory!r}: MB, 64..65536")
+    if not isinstance(cpus, int) or not 1 <= cpus <= 64:
+        raise ConfigError(f"{where}: environment {env!r}: host {key!r}: cpus {cpus!r}: 1..64")
+    return [HostSpec(n, role, service, version, memory, cpus) for n in names]
+
+
+def _minimum(env: str, raw: Any, hosts: list[HostSpec], lines: _Lines) -> dict[str, int]:
+    where = lines.where(env, "min")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: environment {env!r}: 'min' must be a dict ROLE -> COUNT")
+    roles: dict[str, int] = {}
+    for host in hosts:
+        roles[host.role] = roles.get(host.role, 0) + 1
+    result: dict[str, int] = {}
+    for role, count in raw.items():
+        if role not in roles:
+            raise ConfigError(f"{lines.where(env, 'min', str(role))}: environment {env!r}: min: no host has role "
+                              f"{role!r} (roles: {', '.join(sorted(roles))})")
+        if not isinstance(count, int) or not 0 <= count <= roles[role]:
+            raise ConfigError(f"{lines.where(env, 'min', str(role))}: environment {env!r}: min[{role!r}] = "
+                              f"{count!r}: a whole number from 0 to {roles[role]} (hosts with that role)")
+        result[role] = count
+    return result

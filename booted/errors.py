@@ -1,0 +1,58 @@
+"""Typed errors of the engine; the task layer turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class BootedError(Exception):
+    """Base of every error a user can cause or fix; `exit_code` is what `fab` exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(BootedError):
+    """environments.py or a BOOTED_* variable is wrong."""
+
+    exit_code = 2
+
+
+class NeedsRoot(BootedError):
+    """The chosen provider needs root."""
+
+    exit_code = 3
+
+
+class ToolMissing(BootedError):
+    """A program booted relies on is not installed."""
+
+    exit_code = 4
+
+
+class ProviderError(BootedError):
+    """A provider could not make, start or stop a host."""
+
+
+class ImageError(BootedError):
+    """The golden image could not be built."""
+
+
+class StateError(BootedError):
+    """The state store refused an operation (unknown image, duplicate name...)."""
+
+
+class DeployError(BootedError):
+    """A service could not be packaged or deployed."""
+
+
+class HostsFailed(BootedError):
+    """One or more hosts failed a fanned-out step; `results` holds every host's outcome."""
+
+    def __init__(self, what: str, failed: list[str]) -> None:
+        super().__init__(f"{what}: {len(failed)} host(s) failed: {', '.join(failed)}")
+        self.failed = failed

@@ -1,0 +1,60 @@
+"""The current host list: filled from the boot log, filtered by who answers, shown as a table."""
+
+from __future__ import annotations
+
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+from booted import bootlog
+from booted.context import Booted
+from booted.machines import Outcome, ssh_banner
+
+
+def logged(ctx: Booted) -> bootlog.ReadResult:
+    """Read new boot-log lines into the host list (incremental: from where the last read stopped)."""
+    return bootlog.read_new(ctx.inventory, ctx.settings.boot_log)
+
+
+def _ping(ip: str) -> bool:
+    return subprocess.run(["ping", "-c", "1", "-W", "1", "-q", ip], capture_output=True, check=False).returncode == 0
+
+
+def probe(ip: str) -> tuple[bool, str]:
+    """Does the host answer? Ping (when ping is installed) and the SSH banner on port 22."""
+    try:
+        pinged = _ping(ip)
+    except FileNotFoundError:
+        pinged = True  # no ping binary: the SSH banner decides
+    if not pinged:
+        return False, "no ping reply"
+    if not ssh_banner(ip):
+        return False, "no SSH banner on port 22"
+    return True, "answers ping and SSH"
+
+
+def filter_hosts(ctx: Booted) -> list[Outcome]:
+    """Probe every listed host; keep the ones that answer, drop the others (and say so)."""
+    hosts = ctx.inventory.hosts()
+    with ThreadPoolExecutor(max_workers=max(1, min(ctx.settings.parallel, len(hosts) or 1))) as pool:
+        probes = list(pool.map(lambda h: probe(h.ip), hosts))
+    ctx.inventory.set_reachable({h.name: ok for h, (ok, _) in zip(hosts, probes)})
+    dead = [h.name for h, (ok, _) in zip(hosts, probes) if not ok]
+    ctx.inventory.remove_hosts(dead)
+    return [Outcome(h.name, ok, why if ok else f"{why}: removed from the host list")
+            for h, (ok, why) in zip(hosts, probes)]
+
+
+def rows(ctx: Booted) -> list[dict[str, object]]:
+    """One dict per listed host: what hosts_list prints (table or JSON)."""
+    images = {i.name: i for i in ctx.inventory.images()}
+    deployed = ctx.inventory.releases()
+    out: list[dict[str, object]] = []
+    for h in ctx.inventory.hosts():
+        img = images.get(h.name)
+        service = img.service if img else None
+        out.append({
+            "name": h.name, "ip": h.ip, "env": img.env if img else None, "role": img.role if img else None,
+            "service": service, "version": deployed.get((h.name, service or "")) if service else None,
+            "booted_at": h.booted_at, "reachable": h.reachable, "known": img is not None,
+        })
+    return out

@@ -1,0 +1,245 @@
+"""Host images: one lab host's machine (identity + disk). Build, start, wait for boot, stop, clone, delete."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from booted import bootlog
+from booted.context import Booted
+from booted.environments import Environment, HostSpec
+from booted.errors import ConfigError, StateError
+from booted.identity import Identity, hash_password
+from booted.image import GoldenImage, build_golden, find_golden
+from booted.inventory import Image
+from booted.nginx import Nginx, local_addresses
+
+
+def fingerprint(pub: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key line (what a host reports in its boot URL)."""
+    blob = base64.b64decode(pub.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def golden(ctx: Booted) -> GoldenImage:
+    """The golden image, built on first use (about a minute), then reused from the cache."""
+    return find_golden(ctx.settings.cache_dir) or build_golden(ctx.settings.cache_dir, ctx.say)
+
+
+def ensure_image(ctx: Booted, env: Environment, spec: HostSpec) -> Image:
+    """The host image for `spec`, leased on first use; follows role/service/version changes."""
+    image = ctx.inventory.image(spec.name)
+    if image is None:
+        hostkey = ctx.keys.ensure_host_key(spec.name)
+        image = ctx.inventory.lease(name=spec.name, env=env.name, provider=env.provider, network=env.network,
+                                    role=spec.role, service=spec.service, version=spec.version, hostkey=hostkey,
+                                    memory=spec.memory, cpus=spec.cpus)
+        write_known_hosts(ctx)
+        return image
+    if image.env != env.name:
+        raise StateError(f"host image {spec.name!r} belongs to environment {image.env!r}, not {env.name!r}: "
+                         "host names are unique per state directory; rename one of them")
+    if (image.role, image.service, image.version, image.memory, image.cpus) != (
+            spec.role, spec.service, spec.version, spec.memory, spec.cpus):
+        ctx.inventory.update_spec(spec.name, spec.role, spec.service, spec.version, spec.memory, spec.cpus)
+        image = ctx.inventory.image(spec.name)
+        assert image is not None
+    return image
+
+
+def write_known_hosts(ctx: Booted) -> None:
+    ctx.keys.write_known_hosts([(i.ip, i.hostkey) for i in ctx.inventory.images()])
+
+
+def image_env(ctx: Booted, name: str, env_name: str | None = None) -> tuple[Environment, Image | None]:
+    """The environment a host image belongs to (from state, else from environments.py)."""
+    image = ctx.inventory.image(name)
+    if image is not None:
+        if image.env not in ctx.environments:
+            raise ConfigError(f"host image {name!r} belongs to environment {image.env!r}, which "
+                              f"{ctx.settings.environments_file} no longer defines; delete it with "
+                              f"'fab image_del {name}'")
+        return ctx.environments[image.env], image
+    if env_name or ctx.settings.env_name or len(ctx.environments) == 1:
+        env = ctx.environment(env_name)
+        env.host(name)  # raises with the list of hosts
+        return env, None
+    owners = [e for e in ctx.environments.values() if name in {h.name for h in e.hosts}]
+    if len(owners) != 1:
+        raise ConfigError(f"host {name!r} is defined in {len(owners)} environments: pick one with --env NAME")
+    return owners[0], None
+
+
+def identity(ctx: Booted, env: Environment, image: Image) -> Identity:
+    settings = ctx.settings
+    return Identity(
+        name=image.name, ip=image.ip, prefix=env.network.prefixlen, gateway=str(env.gateway), mac=image.mac,
+        boot_url=f"http://{env.gateway}:{settings.http_port}/booted", login_user=settings.user,
+        pw_hash=hash_password(settings.password) if settings.password else None,
+        host_key=ctx.keys.host_key(image.name), authorized_key=ctx.keys.ensure_lab_key())
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Per-host result of a host-level operation."""
+
+    host: str
+    ok: bool
+    detail: str
+
+
+def ensure_nginx(ctx: Booted) -> str:
+    """Run booted's nginx on every lab gateway that exists on this machine."""
+    gateways = {str(e.gateway) for e in ctx.environments.values()} & local_addresses()
+    return Nginx(ctx.settings).ensure(sorted(gateways))
+
+
+def start_images(ctx: Booted, env: Environment, images: list[Image]) -> list[Outcome]:
+    """Start host images (already-running ones are left as they are) and wait until each has booted:
+    phoned home in the boot log with its pinned host key, and answers SSH."""
+    if not images:
+        return []
+    provider = ctx.provider(env)
+    provider.check()
+    lab = ctx.lab(env)
+    image = golden(ctx)
+    since = time.time()
+    already = provider.running(lab)
+    idents = [identity(ctx, env, i) for i in images]
+    ctx.say(f"starting {len(images)} host(s) of {env.name} on {env.provider} ({len(already)} already running)")
+    started, errors = provider.start(lab, image, idents, ctx.say)
+    for s in started:
+        ctx.inventory.set_running(s.name, s.pid)
+    ensure_nginx(ctx)
+    fresh = [i for i in images if i.name not in already and i.name not in errors]
+    waited = wait_booted(ctx, env, fresh, since)
+    outcomes = []
+    for img in images:
+        if img.name in errors:
+            outcomes.append(Outcome(img.name, False, errors[img.name]))
+        elif img.name in already:
+            outcomes.append(Outcome(img.name, True, "already running"))
+        else:
+            outcomes.append(waited[img.name])
+    return outcomes
+
+
+def _console_tail(ctx: Booted, env: Environment, name: str, lines: int = 3) -> str:
+    path = ctx.lab(env).host_dir(name) / "console.log"
+    try:
+        tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return " | console: " + " / ".join(tail) if tail else ""
+
+
+def ssh_banner(ip: str, timeout: float = 2.0) -> bool:
+    """True when something on ip:22 greets with an SSH banner."""
+    try:
+        with socket.create_connection((ip, 22), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(16).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def wait_booted(ctx: Booted, env: Environment, images: list[Image], since: float) -> dict[str, Outcome]:
+    """Poll the boot log until every image phoned home after `since`, then check its SSH banner."""
+    timeout = ctx.settings.boot_timeout
+    pending = {i.name: i for i in images}
+    result: dict[str, Outcome] = {}
+    deadline = time.monotonic() + timeout
+    shown = -1
+    while pending and time.monotonic() < deadline:
+        bootlog.read_new(ctx.inventory, ctx.settings.boot_log)
+        booted = {h.name: h for h in ctx.inventory.hosts() if h.booted_at >= since - 1}
+        for name in [n for n in pending if n in booted]:
+            img, host = pending.pop(name), booted[name]
+            if host.hostkey != fingerprint(img.hostkey):
+                result[name] = Outcome(name, False, f"reported host key {host.hostkey} is not the pinned one")
+            elif host.ip != img.ip:
+                result[name] = Outcome(name, False, f"phoned home from {host.ip}, expected {img.ip}")
+            else:
+                result[name] = Outcome(name, True, f"booted in {host.booted_at - since:.1f}s")
+        if len(result) != shown:
+            shown = len(result)
+            ctx.say(f"  discovered {len(result)}/{len(images)} host(s)")
+        if pending:
+            time.sleep(0.1)
+    for name in pending:
+        result[name] = Outcome(name, False, f"no boot-log line within {timeout}s{_console_tail(ctx, env, name)}")
+    ok = [n for n, o in result.items() if o.ok]
+    with ThreadPoolExecutor(max_workers=min(32, max(1, len(ok)))) as pool:
+        banners = dict(zip(ok, pool.map(lambda n: _wait_banner(pending_ip(images, n), deadline), ok)))
+    for name, up in banners.items():
+        if not up:
+            result[name] = Outcome(name, False, f"phoned home but SSH does not answer{_console_tail(ctx, env, name)}")
+    ctx.inventory.set_reachable({n: o.ok for n, o in result.items() if n in banners})
+    return result
+
+
+def pending_ip(images: list[Image], name: str) -> str:
+    return next(i.ip for i in images if i.name == name)
+
+
+def _wait_banner(ip: str, deadline: float) -> bool:
+    while True:
+        if ssh_banner(ip, 1.0):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def stop_images(ctx: Booted, env: Environment, names: list[str]) -> list[Outcome]:
+    """Stop hosts; stopped hosts leave the current host list. Removes the lab network when none runs."""
+    provider = ctx.provider(env)
+    provider.check()
+    lab = ctx.lab(env)
+    running = provider.running(lab)
+    errors = provider.stop(lab, names)
+    for name in names:
+        if name not in errors:
+            ctx.inventory.set_running(name, None)
+    ctx.inventory.remove_hosts([n for n in names if n not in errors])
+    provider.teardown(lab)
+    if not provider.running(lab):
+        ensure_nginx(ctx)  # stop listening on a gateway that is gone
+    return [Outcome(n, n not in errors, errors.get(n, "stopped" if n in running else "was not running"))
+            for n in names]
+
+
+def delete_image(ctx: Booted, name: str, env_name: str | None = None) -> Outcome:
+    env, image = image_env(ctx, name, env_name)
+    if image is None:
+        return Outcome(name, True, "no such image (nothing to delete)")
+    provider = ctx.provider(env)
+    lab = ctx.lab(env)
+    if name in provider.running(lab):
+        stop_images(ctx, env, [name])
+    provider.destroy(lab, name)
+    ctx.inventory.release_image(name)
+    ctx.keys.drop_host_key(name)
+    write_known_hosts(ctx)
+    return Outcome(name, True, f"deleted; {image.ip} and {image.mac} released")
+
+
+def clone_image(ctx: Booted, src: str, new: str) -> Image:
+    """A new host image like `src` (role, service, version, disk contents) with a fresh identity."""
+    from booted.environments import NAME_RE
+
+    if not NAME_RE.match(new):
+        raise ConfigError(f"image name {new!r}: use lowercase letters, digits and -, starting with a letter")
+    env, image = image_env(ctx, src)
+    if image is None:
+        raise StateError(f"host image {src!r} does not exist yet: build it first with 'fab image_build {src}'")
+    if ctx.inventory.image(new) is not None:
+        raise StateError(f"host image {new!r} already exists: pick another name or 'fab image_del {new}'")
+    spec = HostSpec(new, image.role, image.service, image.version, image.memory, image.cpus)
+    clone = ensure_image(ctx, env, spec)
+    ctx.provider(env).clone(ctx.lab(env), src, new)
+    return clone

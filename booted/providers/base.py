@@ -1,0 +1,71 @@
+"""The provider contract: a handful of typed methods, nothing reported done that was not done."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from booted.identity import Identity
+from booted.image import GoldenImage
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Lab:
+    """One environment's lab on this machine: its network and where its hosts keep their files."""
+
+    env: str
+    lab_id: str
+    network: ipaddress.IPv4Network
+    dir: Path
+
+    @property
+    def gateway(self) -> str:
+        return str(next(self.network.hosts()))
+
+    @property
+    def bridge(self) -> str:
+        return f"bt{self.lab_id}"
+
+    def host_dir(self, name: str) -> Path:
+        return self.dir / "hosts" / name
+
+
+@dataclass(frozen=True)
+class Started:
+    """A host the provider started: the PID of its handle process (VM, namespace init...)."""
+
+    name: str
+    pid: int
+
+
+class Provider(Protocol):
+    """What every provider implements. Errors are raised as ProviderError/NeedsRoot/ToolMissing."""
+
+    name: str
+
+    def check(self) -> None:
+        """Raise a clear error if this machine cannot run the provider (tool missing, not root)."""
+
+    def start(self, lab: Lab, golden: GoldenImage, hosts: list[Identity], progress: Progress
+              ) -> tuple[list[Started], dict[str, str]]:
+        """Start hosts (network first). Returns the started ones and host -> error for the others."""
+
+    def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        """Stop hosts; return host -> error for those that could not be stopped. Stopped hosts are gone."""
+
+    def running(self, lab: Lab) -> dict[str, int]:
+        """Hosts that really run now, observed on the machine: name -> handle PID."""
+
+    def destroy(self, lab: Lab, name: str) -> None:
+        """Remove a stopped host's disk (overlay, qcow2...)."""
+
+    def clone(self, lab: Lab, src: str, new: str) -> None:
+        """Give host `new` a copy of host `src`'s disk (its writes since the golden image)."""
+
+    def teardown(self, lab: Lab) -> None:
+        """Remove the lab network once no host runs; reap leftovers of crashed runs."""

@@ -1,0 +1,228 @@
+"""netns provider: lab hosts as Linux namespaces (net, uts, mount, pid) on a bridge.
+
+Each host: a network namespace with a veth (eth0 inside) on the lab bridge, and a handle process
+`unshare --uts --mount --pid --fork --kill-child` whose child mounts a private overlay (upper on disk
+under the host's directory, lower = the golden image), proc, a fresh sysfs, /dev, tmpfs /run and /tmp,
+copies the identity into /run/booted and execs the image's boot script in a chroot. Killing the handle
+kills the whole PID namespace; deleting the netns removes the veth.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from booted.errors import NeedsRoot, ProviderError, ToolMissing
+from booted.identity import Identity
+from booted.image import GoldenImage
+from booted.providers.base import Lab, Progress, Started
+
+TOOLS = ("ip", "nsenter", "unshare", "chroot", "mount")
+MARK = "booted-host"
+# Runs in the host's new mount/pid/uts namespaces; every path arrives as an argument, never in the text.
+SETUP = r"""set -e
+root=$1 lower=$2 upper=$3 work=$4 ident=$5
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$root"
+mount -t proc proc "$root/proc"
+mount -t sysfs sysfs "$root/sys"
+mount --rbind /dev "$root/dev"
+mount -t tmpfs -o mode=0755,size=64m tmpfs "$root/run"
+mount -t tmpfs -o mode=1777,size=256m tmpfs "$root/tmp"
+mkdir -p "$root/run/booted"
+cp "$ident"/* "$root/run/booted/"
+exec chroot "$root" /usr/lib/booted/boot
+"""
+
+
+def _ip_batch(lines: list[str]) -> str:
+    """Run `ip -force -batch -`; returns stderr (errors of single lines do not stop the others)."""
+    if not lines:
+        return ""
+    proc = subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n",
+                          capture_output=True, text=True, check=False)
+    return proc.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+class NetnsProvider:
+    name = "netns"
+
+    def check(self) -> None:
+        if os.geteuid() != 0:
+            raise NeedsRoot("the netns provider needs root (namespaces, bridge, mounts): run fab as root, "
+                            "e.g. sudo -E fab ...")
+        missing = [t for t in TOOLS if shutil.which(t) is None]
+        if missing:
+            raise ToolMissing(f"{', '.join(missing)} not found: apt-get install iproute2 util-linux "
+                              "(or run setup.sh)")
+
+    # names ---------------------------------------------------------------------------------------
+    @staticmethod
+    def netns(lab: Lab, name: str) -> str:
+        return f"bt{lab.lab_id}-{name}"
+
+    @staticmethod
+    def veth(lab: Lab, ip: str) -> str:
+        index = int.from_bytes(bytes(int(p) for p in ip.split("."))) - int(lab.network.network_address)
+        return f"bv{lab.lab_id}{index}"
+
+    # contract ------------------------------------------------------------------------------------
+    def start(self, lab: Lab, golden: GoldenImage, hosts: list[Identity], progress: Progress
+              ) -> tuple[list[Started], dict[str, str]]:
+        self.check()
+        for path in golden.lowerdirs:
+            if ":" in str(path) or "," in str(path):
+                raise ProviderError(f"image path {path} contains ':' or ',': overlayfs cannot use it; "
+                                    "set BOOTED_CACHE_DIR to a plain path")
+        self._ensure_bridge(lab)
+        running = self.running(lab)
+        todo = [h for h in hosts if h.name not in running]
+        existing = set(self._namespaces(lab))
+        lines = []
+        for host in todo:
+            ns = self.netns(lab, host.name)
+            if ns in existing:  # leftover of a crashed run: its processes are gone (not running)
+                self._kill_netns_pids(ns)
+                lines.append(f"netns del {ns}")
+            veth = self.veth(lab, host.ip)
+            lines += [f"netns add {ns}",
+                      f"link add {veth} type veth peer name eth0 address {host.mac} netns {ns}",
+                      f"link set {veth} master {lab.bridge} up"]
+        errors_text = _ip_batch(lines)
+        started: list[Started] = []
+        errors: dict[str, str] = {}
+        lower = ":".join(str(p) for p in golden.lowerdirs)
+        for host in todo:
+            ns, veth = self.netns(lab, host.name), self.veth(lab, host.ip)
+            if not Path(f"/run/netns/{ns}").exists() or not Path(f"/sys/class/net/{veth}").exists():
+                errors[host.name] = f"could not create namespace/veth: {errors_text.strip()[-300:]}"
+                continue
+            try:
+                started.append(Started(host.name, self._spawn(lab, host, ns, lower)))
+            except OSError as exc:
+                errors[host.name] = f"could not start: {exc}"
+        started += [Started(n, pid) for n, pid in running.items() if n in {h.name for h in hosts}]
+        return started, errors
+
+    def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        running = self.running(lab)
+        for name in names:
+            if name in running:
+                try:
+                    os.kill(running[name], signal.SIGKILL)  # --kill-child takes the PID namespace down
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(running[n]) for n in names if n in running):
+            time.sleep(0.02)
+        present = set(self._namespaces(lab))
+        gone = [self.netns(lab, n) for n in names if self.netns(lab, n) in present]
+        for ns in gone:
+            self._kill_netns_pids(ns)
+        _ip_batch([f"netns del {ns}" for ns in gone])
+        left = set(self._namespaces(lab))
+        errors = {n: "namespace still present after stop" for n in names if self.netns(lab, n) in left}
+        errors |= {n: f"handle PID {running[n]} did not exit" for n in names if n in running and _alive(running[n])}
+        return errors
+
+    def running(self, lab: Lab) -> dict[str, int]:
+        """Scan /proc for this lab's handle processes (unshare ... booted-host <host root> ...)."""
+        hosts_dir = str(lab.dir / "hosts") + "/"
+        found: dict[str, int] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if len(argv) > 2 and argv[0].endswith(b"unshare") and MARK.encode() in argv:
+                root = argv[argv.index(MARK.encode()) + 1].decode(errors="replace")
+                if root.startswith(hosts_dir) and _alive(int(entry.name)):
+                    found[Path(root).parent.name] = int(entry.name)
+        present = set(self._namespaces(lab))
+        return {n: pid for n, pid in found.items() if self.netns(lab, n) in present}
+
+    def destroy(self, lab: Lab, name: str) -> None:
+        if name in self.running(lab):
+            raise ProviderError(f"host {name} is running: stop it first (fab image_stop {name})")
+        shutil.rmtree(lab.host_dir(name), ignore_errors=True)
+
+    def clone(self, lab: Lab, src: str, new: str) -> None:
+        upper = lab.host_dir(src) / "upper"
+        target = lab.host_dir(new) / "upper"
+        if target.exists():
+            raise ProviderError(f"host {new} already has a disk at {target}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if upper.exists():
+            subprocess.run(["cp", "-a", str(upper), str(target)], check=True)
+
+    def teardown(self, lab: Lab) -> None:
+        running = self.running(lab)
+        stale = [ns for ns in self._namespaces(lab) if ns.split("-", 1)[1] not in running]
+        for ns in stale:
+            self._kill_netns_pids(ns)
+        _ip_batch([f"netns del {ns}" for ns in stale])
+        if not running and Path(f"/sys/class/net/{lab.bridge}").exists():
+            _ip_batch([f"link del {lab.bridge}"])
+
+    # helpers -------------------------------------------------------------------------------------
+    def _namespaces(self, lab: Lab) -> list[str]:
+        prefix = f"bt{lab.lab_id}-"
+        try:
+            return sorted(n for n in os.listdir("/run/netns") if n.startswith(prefix))
+        except FileNotFoundError:
+            return []
+
+    @staticmethod
+    def _kill_netns_pids(ns: str) -> None:
+        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
+        for pid in out.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
+    def _ensure_bridge(self, lab: Lab) -> None:
+        if Path(f"/sys/class/net/{lab.bridge}").exists():
+            return
+        mac = "52:54:ff:" + ":".join(lab.lab_id[i:i + 2] for i in (0, 2, 4))
+        err = _ip_batch([f"link add {lab.bridge} address {mac} type bridge",
+                         f"addr add {lab.gateway}/{lab.network.prefixlen} dev {lab.bridge}"])
+        try:
+            Path(f"/proc/sys/net/ipv6/conf/{lab.bridge}/disable_ipv6").write_text("1")
+        except OSError:
+            pass
+        err += _ip_batch([f"link set {lab.bridge} up"])
+        if not Path(f"/sys/class/net/{lab.bridge}").exists():
+            raise ProviderError(f"could not create bridge {lab.bridge} for {lab.network}: {err.strip()}")
+
+    def _spawn(self, lab: Lab, host: Identity, ns: str, lower: str) -> int:
+        hdir = lab.host_dir(host.name)
+        for sub in ("root", "upper", "work"):
+            (hdir / sub).mkdir(parents=True, exist_ok=True)
+        ident = hdir / "identity"
+        host.write_dir(ident)
+        cmd = ["nsenter", f"--net=/run/netns/{ns}", "unshare", "--uts", "--mount", "--pid", "--fork",
+               "--kill-child", "--propagation", "private", "sh", "-c", SETUP, MARK,
+               str(hdir / "root"), lower, str(hdir / "upper"), str(hdir / "work"), str(ident)]
+        with open(hdir / "console.log", "ab") as console:
+            console.write(f"--- booted: starting {host.name} at {time.strftime('%F %T')}\n".encode())
+            console.flush()
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        return proc.pid
+
+
+PROVIDER = NetnsProvider()

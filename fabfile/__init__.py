@@ -1,0 +1,12 @@
+"""booted's tasks, all flat at the top level (fab --list). Thin: the engine lives in booted/."""
+
+from invoke import Collection
+
+from fabfile import deploy, envmanager, hostbuilder, hostmanager
+
+ns = Collection()
+for _module in (envmanager, hostbuilder, hostmanager):
+    for _task in _module.TASKS:
+        ns.add_task(_task)
+for _task in deploy.service_tasks():
+    ns.add_task(_task)

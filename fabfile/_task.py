@@ -1,0 +1,69 @@
+"""The one place where engine errors become messages and exit codes (like invoke's Program.run)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fabric import task
+from invoke.exceptions import Exit
+
+from booted.config import Settings
+from booted.context import Booted
+from booted.environments import expand_range
+from booted.errors import BootedError, ConfigError
+from booted.report import host_results
+
+
+def booted_task(help: dict[str, str] | None = None) -> Callable[[Callable[..., Any]], Any]:
+    """A Fabric task whose body gets a Booted context instead of invoke's; BootedError -> message + code."""
+    def decorate(fn: Callable[..., Any]) -> Any:
+        @functools.wraps(fn)
+        def body(c: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                ctx = Booted(Settings.from_env())
+            except BootedError as exc:
+                raise Exit(f"booted: {exc}", code=exc.exit_code) from None
+            try:
+                return fn(ctx, *args, **kwargs)
+            except BootedError as exc:
+                raise Exit(f"booted: {exc}", code=exc.exit_code) from None
+            except KeyboardInterrupt:
+                raise Exit("booted: interrupted", code=130) from None
+            finally:
+                ctx.close()
+        return task(help=help or {})(body)
+    return decorate
+
+
+def names(arg: str | None) -> list[str] | None:
+    """'web01,web[02:03]' -> [web01, web02, web03]; None stays None."""
+    if not arg:
+        return None
+    out: list[str] = []
+    for part in arg.split(","):
+        part = part.strip()
+        if part:
+            try:
+                out += expand_range(part)
+            except ValueError as exc:
+                raise ConfigError(f"{part!r}: {exc}") from None
+    return out
+
+
+def finish(title: str, rows: Sequence[tuple[str, bool, str, float | None]], as_json: bool = False) -> None:
+    """Print per-host results; exit 1 naming the failed hosts when any failed."""
+    if as_json:
+        print(json.dumps([{"host": h, "ok": ok, "detail": d, "seconds": s} for h, ok, d, s in rows], indent=2))
+    else:
+        print(host_results(title, rows))
+    failed = [h for h, ok, _, _ in rows if not ok]
+    if failed:
+        raise Exit(f"booted: {len(failed)} host(s) failed: {', '.join(failed)}", code=1)
+
+
+def err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,98 @@
+"""Host list tasks: discover from the boot log, filter, list, clear, reset, run a command; nginx."""
+
+from __future__ import annotations
+
+import json
+
+from booted import hostlist, machines
+from booted.context import Booted
+from booted.fanout import Target, run_command
+from booted.nginx import Nginx
+from booted.report import table, when
+from fabfile._task import booted_task, finish, names
+
+
+@booted_task()
+def hosts_logged(ctx: Booted) -> None:
+    """Read new boot-log lines into the current host list (incremental)."""
+    result = hostlist.logged(ctx)
+    print(f"read {result.lines} new line(s) of {ctx.settings.boot_log}: {len(result.new_events)} boot(s), "
+          f"{result.skipped} malformed line(s) skipped; {len(ctx.inventory.hosts())} host(s) listed")
+
+
+@booted_task()
+def hosts_filter(ctx: Booted) -> None:
+    """Keep only the listed hosts that answer ping and the SSH banner."""
+    outcomes = hostlist.filter_hosts(ctx)
+    finish("host check", [(o.host, o.ok, o.detail, None) for o in outcomes])
+
+
+@booted_task(help={"json": "print JSON instead of a table"})
+def hosts_list(ctx: Booted, json_: bool = False) -> None:
+    """Show the current host list: name, IP, role, service and version, boot time, reachability."""
+    rows = hostlist.rows(ctx)
+    if json_:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("no hosts listed (fab env_start_all, or fab hosts_logged after hosts booted)")
+        return
+    print(table(["name", "ip", "env", "role", "service", "booted at", "reachable"],
+                [(r["name"], r["ip"], r["env"], r["role"], f"{r['service'] or '-'} {r['version'] or ''}".strip(),
+                  when(r["booted_at"]),  # type: ignore[arg-type]
+                  {True: "yes", False: "no", None: "unchecked"}[r["reachable"]])  # type: ignore[index]
+                 for r in rows]))
+
+
+@booted_task()
+def hosts_clear(ctx: Booted) -> None:
+    """Empty the current host list (hosts keep running)."""
+    print(f"cleared {ctx.inventory.remove_hosts()} host(s) from the list")
+
+
+@booted_task()
+def hosts_reset(ctx: Booted) -> None:
+    """Rebuild the host list from scratch: clear, read the whole boot log, keep hosts that answer."""
+    ctx.inventory.remove_hosts()
+    ctx.inventory.bootlog_reset(str(ctx.settings.boot_log))
+    result = hostlist.logged(ctx)
+    print(f"read {result.lines} boot-log line(s): {len(result.new_events)} boot(s), {result.skipped} skipped")
+    outcomes = hostlist.filter_hosts(ctx)
+    finish("host check", [(o.host, o.ok, o.detail, None) for o in outcomes])
+
+
+@booted_task(help={"command": "shell command to run on every host",
+                   "hosts": "only these hosts (comma list or range)", "env": "only this environment"})
+def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | None = None) -> None:
+    """Run a shell command on the listed hosts in parallel; print each host's output."""
+    wanted = names(hosts)
+    images = {i.name: i for i in ctx.inventory.images()}
+    targets = [Target(h.name, h.ip) for h in ctx.inventory.hosts()
+               if (not wanted or h.name in wanted) and (env is None or (h.name in images and images[h.name].env == env))]
+    if wanted:
+        missing = set(wanted) - {t.name for t in targets}
+        if missing:
+            from booted.errors import ConfigError
+            raise ConfigError(f"not in the current host list: {', '.join(sorted(missing))} (see fab hosts_list)")
+    with ctx.fleet() as fleet:
+        results = fleet.run(targets, lambda t: run_command(fleet.connection(t), command), "hosts_run")
+    for r in results:
+        if r.ok and r.detail:
+            print(f"--- {r.host}\n{r.detail}")
+    finish(f"ran on {len(results)} host(s): {command}",
+           [(r.host, r.ok, "ok" if r.ok else r.detail, r.seconds) for r in results])
+
+
+@booted_task()
+def restart_nginx(ctx: Booted) -> None:
+    """Restart booted's nginx and begin a new boot log (the old one is kept, timestamped)."""
+    nginx = Nginx(ctx.settings)
+    hostlist.logged(ctx)  # take in what the old log has before it is moved aside
+    nginx.stop()
+    kept = nginx.rotate_log()
+    state = machines.ensure_nginx(ctx)
+    print(f"nginx {state} on port {ctx.settings.http_port}; boot log {ctx.settings.boot_log}"
+          + (f" (previous kept as {kept})" if kept else ""))
+
+
+TASKS = [hosts_logged, hosts_filter, hosts_list, hosts_clear, hosts_reset, hosts_run, restart_nginx]
