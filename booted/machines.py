@@ -92,10 +92,14 @@ class Outcome:
     detail: str
 
 
-def ensure_nginx(ctx: Booted) -> str:
-    """Run booted's nginx on every lab gateway that exists on this machine."""
+def ensure_nginx(ctx: Booted, keep: bool = False) -> str:
+    """Run booted's nginx on every lab gateway that exists on this machine. With no lab network left it
+    stops (nothing is left running after env_stop), unless `keep`: then it listens on loopback only."""
     gateways = {str(e.gateway) for e in ctx.environments.values()} & local_addresses()
-    return Nginx(ctx.settings).ensure(sorted(gateways))
+    nginx = Nginx(ctx.settings)
+    if not gateways and not keep:
+        return "stopped" if nginx.stop() else "not running"
+    return nginx.ensure(sorted(gateways))
 
 
 def start_images(ctx: Booted, env: Environment, images: list[Image]) -> list[Outcome]:
@@ -207,8 +211,7 @@ def stop_images(ctx: Booted, env: Environment, names: list[str]) -> list[Outcome
             ctx.inventory.set_running(name, None)
     ctx.inventory.remove_hosts([n for n in names if n not in errors])
     provider.teardown(lab)
-    if not provider.running(lab):
-        ensure_nginx(ctx)  # stop listening on a gateway that is gone
+    ensure_nginx(ctx)  # stop listening on a gateway that is gone
     return [Outcome(n, n not in errors, errors.get(n, "stopped" if n in running else "was not running"))
             for n in names]
 

@@ -90,7 +90,7 @@ def restart_nginx(ctx: Booted) -> None:
     hostlist.logged(ctx)  # take in what the old log has before it is moved aside
     nginx.stop()
     kept = nginx.rotate_log()
-    state = machines.ensure_nginx(ctx)
+    state = machines.ensure_nginx(ctx, keep=True)
     print(f"nginx {state} on port {ctx.settings.http_port}; boot log {ctx.settings.boot_log}"
           + (f" (previous kept as {kept})" if kept else ""))
 

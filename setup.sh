@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up booted on a fresh Debian 12 machine, as root: the Debian packages it drives, and a virtualenv
+# (.venv) with booted, Fabric and the test tools. Safe to run again (it converges).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+export DEBIAN_FRONTEND=noninteractive
+
+packages=(nginx openssh-client debootstrap iproute2 util-linux curl iputils-ping openssl git ca-certificates
+          python3-venv qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio kmod)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  # booted runs its own nginx: keep the package's service from starting on port 80 during install.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
+  fi
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  [ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+python=${BOOTED_PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "setup: done. Run: .venv/bin/fab env_start_all   (or: . .venv/bin/activate; fab --list)"

@@ -1,0 +1,32 @@
+"""Shared fixtures. Unit tests need no root and no network; integration tests are marked and need root."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="integration tests start namespaces and VMs: run as root")
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def settings_env(tmp_path: Path) -> dict[str, str]:
+    """BOOTED_* variables pointing every piece of state into a temp dir (golden cache shared)."""
+    return {
+        "BOOTED_STATE_DIR": str(tmp_path / "state"),
+        "BOOTED_ENVIRONMENTS": str(tmp_path / "environments.py"),
+        "BOOTED_CACHE_DIR": os.environ.get("BOOTED_CACHE_DIR", str(REPO / ".booted" / "cache")),
+        "PATH": os.environ["PATH"],
+    }
