@@ -51,6 +51,18 @@ def ensure_image(ctx: Booted, env: Environment, spec: HostSpec) -> Image:
     return image
 
 
+def images_for(ctx: Booted, env: Environment, names: list[str]) -> list[Image]:
+    """Host images for names: from environments.py (made on first use), or existing clones not in it."""
+    desired = {h.name: h for h in env.hosts}
+    out = []
+    for name in names:
+        image = ctx.inventory.image(name)
+        if name in desired or image is None:
+            image = ensure_image(ctx, env, desired.get(name) or env.host(name))
+        out.append(image)
+    return out
+
+
 def write_known_hosts(ctx: Booted) -> None:
     ctx.keys.write_known_hosts([(i.ip, i.hostkey) for i in ctx.inventory.images()])
 

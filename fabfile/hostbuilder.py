@@ -40,10 +40,8 @@ def image_build(ctx: Booted, name: str | None = None, env: str | None = None) ->
     machines.golden(ctx)
     rows = []
     for environment, hosts in _group(ctx, name, env):
-        for host in hosts:
-            spec = environment.host(host)  # type: ignore[attr-defined]
-            image = machines.ensure_image(ctx, environment, spec)  # type: ignore[arg-type]
-            rows.append((host, True, f"{image.ip} {image.mac} ({image.role})", None))
+        for image in machines.images_for(ctx, environment, hosts):  # type: ignore[arg-type]
+            rows.append((image.name, True, f"{image.ip} {image.mac} ({image.role})", None))
     finish("host images", rows)
 
 
@@ -94,8 +92,7 @@ def image_start(ctx: Booted, name: str, env: str | None = None) -> None:
     """Start host images and wait until each has phoned home and answers SSH."""
     rows = []
     for environment, hosts in _group(ctx, name, env):
-        images = [machines.ensure_image(ctx, environment, environment.host(h))  # type: ignore[attr-defined]
-                  for h in hosts]
+        images = machines.images_for(ctx, environment, hosts)  # type: ignore[arg-type]
         rows += [(o.host, o.ok, o.detail, None) for o in machines.start_images(ctx, environment, images)]
     finish("started host images", rows)
 

@@ -1,0 +1,63 @@
+"""Integration fixtures: a lab in a temp state dir, driven through the real `fab` CLI as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from booted.config import Settings
+from booted.context import Booted
+from booted.nginx import Nginx
+from tests.conftest import REPO
+
+FAB = str(Path(sys.executable).parent / "fab")
+
+
+@dataclass
+class LabRun:
+    env: dict[str, str]
+    tmp: Path
+
+    def fab(self, *args: str, check: bool | None = True, extra: dict[str, str] | None = None,
+            timeout: int = 300) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([FAB, *args], cwd=REPO, env={**self.env, **(extra or {})}, capture_output=True,
+                              text=True, timeout=timeout)
+        if check is True and proc.returncode != 0:
+            raise AssertionError(f"fab {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def ctx(self) -> Booted:
+        return Booted(Settings.from_env(self.env), say=lambda line: None)
+
+
+def leftovers(run: LabRun) -> list[str]:
+    """Anything of this lab still on the machine: namespaces, bridge, host processes, nginx."""
+    ctx = run.ctx()
+    found: list[str] = []
+    for env in ctx.environments.values():
+        lab = ctx.lab(env)
+        found += [f"netns {n}" for n in os.listdir("/run/netns") if n.startswith(f"bt{lab.lab_id}-")] \
+            if os.path.isdir("/run/netns") else []
+        if os.path.exists(f"/sys/class/net/{lab.bridge}"):
+            found.append(f"bridge {lab.bridge}")
+        found += [f"host process {n}={p}" for n, p in ctx.provider(env).running(lab).items()]
+    if Nginx(ctx.settings).pid():
+        found.append("nginx")
+    ctx.close()
+    return found
+
+
+@pytest.fixture
+def lab_run(tmp_path: Path, settings_env: dict[str, str]) -> Iterator[LabRun]:
+    run = LabRun({**os.environ, **settings_env}, tmp_path)
+    for key in ("BOOTED_ENV", "BOOTED_USER", "BOOTED_PW", "HELLO_REPO", "BOOTED_LOG"):
+        run.env.pop(key, None)
+    yield run
+    if Path(run.env["BOOTED_ENVIRONMENTS"]).exists():
+        run.fab("env_stop", check=False)  # teardown even when the test failed half-way

@@ -1,0 +1,50 @@
+"""Fan-out without hosts: a step function stands in for the SSH work (the process boundary is faked)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from booted.fanout import Fleet, StepFailed, Target
+
+
+def fleet(tmp_path: Path, parallel: int) -> Fleet:
+    return Fleet(tmp_path / "key", tmp_path / "known_hosts", "root", parallel)
+
+
+def test_one_dead_host_does_not_abort_the_others(tmp_path: Path) -> None:
+    targets = [Target(f"h{i}", f"10.213.9.{i}") for i in range(2, 8)]
+
+    def step(t: Target) -> str:
+        if t.name == "h4":
+            raise ConnectionRefusedError(111, "Connection refused")
+        if t.name == "h5":
+            raise StepFailed("serves version '1.0', expected '1.1'")
+        return f"did {t.name}"
+
+    results = fleet(tmp_path, 3).run(targets, step)
+    assert [r.host for r in results] == [t.name for t in targets]
+    assert {r.host for r in results if not r.ok} == {"h4", "h5"}
+    assert next(r for r in results if r.host == "h4").detail.startswith("unreachable:")
+    assert next(r for r in results if r.host == "h5").detail == "serves version '1.0', expected '1.1'"
+    assert next(r for r in results if r.host == "h2").detail == "did h2"
+
+
+def test_parallelism_is_bounded(tmp_path: Path) -> None:
+    active = peak = 0
+    lock = threading.Lock()
+
+    def step(t: Target) -> str:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.02)
+        with lock:
+            active -= 1
+        return "ok"
+
+    results = fleet(tmp_path, 4).run([Target(f"h{i}", "10.0.0.1") for i in range(20)], step)
+    assert all(r.ok for r in results) and len(results) == 20
+    assert 2 <= peak <= 4

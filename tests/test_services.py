@@ -1,0 +1,84 @@
+"""Services as data: discovery, release packaging from the tree and from a git repo (<NAME>_REPO)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from booted.errors import ConfigError, DeployError
+from booted.services import discover, get_service, package
+from tests.conftest import REPO
+
+
+def files(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def test_hello_is_discovered() -> None:
+    services = discover(REPO / "service")
+    hello = services["hello"]
+    assert hello.port == 8000 and hello.health == "/health" and hello.repo_var == "HELLO_REPO"
+
+
+def test_in_tree_release_is_reproducible() -> None:
+    hello = get_service(REPO / "service", "hello")
+    one, two = package(hello, None, env={}), package(hello, "1.0", env={})
+    assert one.version == "1.0" and one.data == two.data and one.id == two.id
+    content = files(one.data)
+    assert content["VERSION"] == b"1.0\n" and b"def main" in content["app.py"]
+
+
+def test_in_tree_has_one_version() -> None:
+    hello = get_service(REPO / "service", "hello")
+    with pytest.raises(DeployError, match="only version 1.0.*Set HELLO_REPO"):
+        package(hello, "2.0", env={})
+
+
+def test_unknown_service_and_bad_version(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown service 'nope'.*hello"):
+        get_service(REPO / "service", "nope")
+    hello = get_service(REPO / "service", "hello")
+    with pytest.raises(ConfigError, match="tag or commit"):
+        package(hello, "1.0;reboot", env={})
+
+
+def test_a_new_folder_is_a_new_service(tmp_path: Path) -> None:
+    (tmp_path / "echo").mkdir()
+    (tmp_path / "echo" / "service.toml").write_text('port = 9000\nstart = "exec python3 -m http.server"\n')
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "service.toml").write_text("port = 'x'\n")
+    with pytest.raises(ConfigError, match="broken/service.toml: 'port'"):
+        discover(tmp_path)
+    (tmp_path / "broken" / "service.toml").unlink()
+    assert list(discover(tmp_path)) == ["echo"]
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t", *args], check=True,
+                   capture_output=True)
+
+
+def test_release_from_repo(tmp_path: Path) -> None:
+    repo = tmp_path / "hello-repo"
+    (repo / "service" / "hello").mkdir(parents=True)
+    app = repo / "service" / "hello" / "app.py"
+    git(repo, "init", "-q")
+    for version in ("1.0", "1.1"):
+        app.write_text(f"print('v{version}')\n")
+        (repo / "service" / "hello" / "service.toml").write_text('port = 8000\nstart = "x"\n')
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", version)
+        git(repo, "tag", version)
+    hello = get_service(REPO / "service", "hello")
+    release = package(hello, "1.0", env={"HELLO_REPO": str(repo)})
+    content = files(release.data)
+    assert release.version == "1.0" and content["VERSION"] == b"1.0\n" and content["app.py"] == b"print('v1.0')\n"
+    assert files(package(hello, "1.1", env={"HELLO_REPO": str(repo)}).data)["app.py"] == b"print('v1.1')\n"
+    with pytest.raises(DeployError, match="'9.9' is not a tag or commit.*1.0, 1.1"):
+        package(hello, "9.9", env={"HELLO_REPO": str(repo)})
