@@ -47,11 +47,16 @@ def booted_env(state_dir: Path, environments: Path | None = None, **extra: str) 
 
 
 def timed(cmd: Sequence[str], env: dict[str, str] | None = None, cwd: Path = ROOT,
-          check: bool = True) -> tuple[float, subprocess.CompletedProcess[str]]:
-    """Run a command, return (wall seconds, result); BenchError with its output when it fails."""
+          check: bool = True, log: Path | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Run a command, return (wall seconds, result); BenchError with its output when it fails.
+    `log`: also keep its output there."""
     start = time.perf_counter()
     proc = subprocess.run(list(cmd), env=env, cwd=str(cwd), capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"$ {' '.join(cmd)}\n# exit {proc.returncode}, {seconds:.3f}s\n{proc.stdout}\n"
+                       f"--- stderr\n{proc.stderr}")
     if check and proc.returncode != 0:
         out = (proc.stdout[-2500:] + "\n" + proc.stderr[-2500:]).strip()
         raise BenchError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}:\n{out}")

@@ -114,7 +114,8 @@ def deploy_step(fleet: Fleet, service: Service, releases: dict[str | None, Relea
             f"printf '%s' {q(_run_script(service, target, release.version))} > \"$base/run.sh\"\n"
             'cur=$(readlink "$base/current" || true)\n'
             'if [ "$cur" != "$rel" ]; then\n'
-            '  if [ -n "$cur" ]; then ln -sfn "$cur" "$base/previous.new"; mv -T "$base/previous.new" "$base/previous"; fi\n'
+            '  if [ -n "$cur" ]; then\n'
+            '    ln -sfn "$cur" "$base/previous.new"; mv -T "$base/previous.new" "$base/previous"; fi\n'
             '  ln -sfn "$rel" "$base/current.new"; mv -T "$base/current.new" "$base/current"; echo switched\n'
             'else echo unchanged; fi\n'
             'keep=$(readlink "$base/current"); prev=$(readlink "$base/previous" || true)\n'
@@ -183,7 +184,7 @@ def test_step(service: Service, expected: dict[str, str | None]) -> Callable[[Ta
     def step(target: Target) -> str:
         url = f"http://{target.ip}:{service.port}{service.health}"
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (lab address we created)
+            with urllib.request.urlopen(url, timeout=5) as resp:
                 body = resp.read(65536)
         except OSError as exc:
             raise StepFailed(f"{url}: {getattr(exc, 'reason', exc)}") from None

@@ -31,6 +31,7 @@ STEPS = ("boot", "deploy", "start", "test")
 
 def start_hosts(ctx: Booted, env: Environment, specs: list[HostSpec], service_hosts: bool = True) -> list[Row]:
     """Make and boot `specs`, then deploy, start and test each host's service. Never stops at one host."""
+    ctx.provider(env).check()  # before anything is made: no root, no tool -> one clear message
     images = [machines.ensure_image(ctx, env, s) for s in specs]
     rows = {i.name: Row(i.name, i.ip, i.role) for i in images}
     for out in machines.start_images(ctx, env, images):
@@ -86,13 +87,18 @@ def start_worker(ctx: Booted, name: str, env_name: str | None) -> tuple[Environm
 
 
 def stop(ctx: Booted, env_name: str | None) -> tuple[Environment, list[machines.Outcome]]:
-    """Stop every host of the environment (clones included) and remove its network."""
+    """Stop every host of the environment (clones included), discard their disks (overlay, qcow2), and
+    remove its network. Identities (IP, MAC, host key) stay leased until image_del."""
     env = ctx.environment(env_name)
     provider = ctx.provider(env)
     provider.check()
     lab = ctx.lab(env)
     names = sorted(set(provider.running(lab)) | {i.name for i in ctx.inventory.images(env.name) if i.pid})
     outcomes = machines.stop_images(ctx, env, names) if names else []
+    for image in ctx.inventory.images(env.name):
+        if image.name not in {o.host for o in outcomes if not o.ok}:
+            provider.destroy(lab, image.name)
+            ctx.inventory.forget_releases(image.name)
     provider.teardown(lab)
     return env, outcomes
 

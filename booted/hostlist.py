@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from booted import bootlog
 from booted.context import Booted
-from booted.machines import Outcome, ssh_banner
+from booted.machines import Outcome
+from booted.netcheck import ssh_banner
 
 
 def logged(ctx: Booted) -> bootlog.ReadResult:

@@ -178,6 +178,11 @@ class Inventory:
             db.execute("UPDATE images SET pid = ?, started = ? WHERE name = ?",
                        (pid, time.time() if pid else None, name))
 
+    def forget_releases(self, host: str) -> None:
+        """The host's disk was discarded: nothing is deployed there any more."""
+        with self.write() as db:
+            db.execute("DELETE FROM releases WHERE host = ?", (host,))
+
     def release_image(self, name: str) -> None:
         """Delete the image record: its IP and MAC go back to the pool."""
         with self.write() as db:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from booted.errors import ConfigError, StateError
 from booted.identity import Identity, hash_password
 from booted.image import GoldenImage, build_golden, find_golden
 from booted.inventory import Image
+from booted.netcheck import ssh_banner
 from booted.nginx import Nginx, local_addresses
 
 
@@ -151,16 +151,6 @@ def _console_tail(ctx: Booted, env: Environment, name: str, lines: int = 3) -> s
     except OSError:
         return ""
     return " | console: " + " / ".join(tail) if tail else ""
-
-
-def ssh_banner(ip: str, timeout: float = 2.0) -> bool:
-    """True when something on ip:22 greets with an SSH banner."""
-    try:
-        with socket.create_connection((ip, 22), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            return sock.recv(16).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 def wait_booted(ctx: Booted, env: Environment, images: list[Image], since: float) -> dict[str, Outcome]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import time
 
+from invoke.exceptions import Exit
+
 from booted import envs
 from booted.context import Booted
 from booted.report import table
 from fabfile._task import booted_task, err
-from invoke.exceptions import Exit
 
 ENV_HELP = {"env": "environment name (default: BOOTED_ENV, or the only one in environments.py)"}
 

@@ -73,7 +73,7 @@ def image_list(ctx: Booted, env: str | None = None, json_: bool = False) -> None
                 running |= set(provider.running(ctx.lab(environment)))
             except ConfigError:
                 raise
-            except Exception:  # noqa: S110 (without root, running is shown as unknown)
+            except Exception:
                 pass
     rows = [{"name": i.name, "env": i.env, "provider": i.provider, "ip": i.ip, "mac": i.mac, "role": i.role,
              "service": i.service, "version": i.version, "running": i.name in running,

@@ -68,7 +68,8 @@ def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | No
     wanted = names(hosts)
     images = {i.name: i for i in ctx.inventory.images()}
     targets = [Target(h.name, h.ip) for h in ctx.inventory.hosts()
-               if (not wanted or h.name in wanted) and (env is None or (h.name in images and images[h.name].env == env))]
+               if (not wanted or h.name in wanted)
+               and (env is None or (h.name in images and images[h.name].env == env))]
     if wanted:
         missing = set(wanted) - {t.name for t in targets}
         if missing:

@@ -1,0 +1,383 @@
+"""Fan-out benchmark: deploy + start + test the hello service on N netns lab hosts with booted, Ansible,
+pyinfra and bare Fabric, verified, median of --runs.
+
+    sudo .venv/bin/python bench/fanout.py --hosts 50          # the full benchmark (about 5 minutes)
+    sudo .venv/bin/python bench/fanout.py --hosts 3 --runs 1  # smoke
+
+Brings up N hosts with booted (in-process, private state directory, the cached golden image), then per run
+and per tool deploys a release that no earlier run deployed (a tag of a temporary git repository of
+service/hello, set as HELLO_REPO), starts it and checks /health. Each tool's time counts only after every
+host's /health served the version just deployed (checked by this script, outside the timing).
+Always tears the lab down. The last line is `booted_over_ansible=X booted_over_pyinfra=Y booted_over_floor=Z`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import _benchlib as lib
+from _benchlib import BenchError, say
+
+from booted import deploy, envs, services
+from booted.config import Settings
+from booted.context import Booted
+from booted.fanout import Target
+
+TOOLS = ("floor", "booted", "booted1", "fabric", "pyinfra", "ansible")
+LABELS = {
+    "floor": "floor: Fabric ThreadingGroup `true` (own process)",
+    "booted": "booted: fab hello_deploy; fab hello_start; fab hello_test",
+    "booted1": "booted: fab hello_deploy hello_start hello_test (one fab)",
+    "fabric": "floor + work: bare Fabric script, same 3 steps (one process)",
+    "pyinfra": "pyinfra: put + shell + shell + python.call GET",
+    "ansible": "Ansible: copy + shell + shell + uri (delegate_to localhost)",
+}
+PLAYBOOK = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: upload the release
+      ansible.builtin.copy:
+        src: "{{ release_tarball }}"
+        dest: "{{ incoming }}"
+    - name: unpack, switch current
+      ansible.builtin.shell: "{{ deploy_script }}"
+    - name: start supervised, wait until it answers
+      ansible.builtin.shell: "{{ start_script }}"
+    - name: check /health from the controller
+      ansible.builtin.uri:
+        url: "http://{{ ansible_host }}:8000/health"
+        return_content: true
+      delegate_to: localhost
+      register: health
+      failed_when: >-
+        health.status != 200 or health.json.host != inventory_hostname or health.json.version != want_version
+"""
+PYINFRA_DEPLOY = """\
+import json
+import urllib.request
+
+from pyinfra import host
+from pyinfra.operations import files, python, server
+
+files.put(name="upload the release", src=host.data.release_tarball, dest=host.data.incoming)
+server.shell(name="unpack, switch current", commands=[host.data.deploy_script])
+server.shell(name="start supervised, wait until it answers", commands=[host.data.start_script])
+
+
+def check(ip, host_name, version):
+    with urllib.request.urlopen(f"http://{ip}:8000/health", timeout=5) as resp:
+        data = json.loads(resp.read(65536))
+    if data.get("host") != host_name or data.get("version") != version:
+        raise Exception(f"{host_name}: /health says {data}")
+
+
+python.call(name="check /health from the controller", function=check, ip=host.data.ssh_hostname,
+            host_name=host.name, version=host.data.want_version)
+"""
+
+
+def deploy_script(service: services.Service, target: Target, release: services.Release, incoming: str) -> str:
+    """booted's remote deploy script (booted/deploy.py deploy_step), without its restart-if-running part:
+    the other tools restart in their start step."""
+    q = shlex.quote
+    base = f"{deploy.ROOT}/{service.name}"
+    rel = f"releases/{release.id}"
+    return (
+        f"set -e\nbase={q(base)}\nrel={q(rel)}\ntgz={q(incoming)}\n"
+        'mkdir -p "$base/releases"\n'
+        'if [ ! -d "$base/$rel" ]; then rm -rf "$base/$rel.tmp"; mkdir "$base/$rel.tmp"\n'
+        '  tar -xzf "$tgz" -C "$base/$rel.tmp"; mv "$base/$rel.tmp" "$base/$rel"; fi\n'
+        'rm -f "$tgz"\n'
+        f"printf '%s' {q(deploy._run_script(service, target, release.version))} > \"$base/run.sh\"\n"
+        'cur=$(readlink "$base/current" || true)\n'
+        'if [ "$cur" != "$rel" ]; then\n'
+        '  if [ -n "$cur" ]; then ln -sfn "$cur" "$base/previous.new"; mv -T "$base/previous.new" "$base/previous"; fi\n'
+        '  ln -sfn "$rel" "$base/current.new"; mv -T "$base/current.new" "$base/current"; echo switched\n'
+        'else echo unchanged; fi\n'
+        'keep=$(readlink "$base/current"); prev=$(readlink "$base/previous" || true)\n'
+        'for d in "$base"/releases/*; do r="releases/${d##*/}"\n'
+        '  [ "$r" = "$keep" ] || [ "$r" = "$prev" ] || rm -rf "$d"; done\n')
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.n = args.hosts
+        self.tmp = Path(tempfile.mkdtemp(prefix="booted-bench-fanout-"))
+        self.state = self.tmp / "state"
+        self.envfile = self.tmp / "environments.py"
+        self.repo = self.tmp / "hello-repo"
+        self.tags = ["1.0"] + [f"r{r}-{t}" for r in range(1, args.runs + 1) for t in TOOLS if t != "floor"]
+        self.env = lib.booted_env(self.state, self.envfile, HELLO_REPO=str(self.repo))
+        self.ctx: Booted | None = None
+        self.hosts: list[Target] = []
+        self.times: dict[str, list[float]] = {t: [] for t in TOOLS}
+        self.steps: dict[str, list[float]] = {"hello_deploy": [], "hello_start": [], "hello_test": []}
+        self.startup: list[float] = []
+        self.bringup = 0.0
+
+    # setup ---------------------------------------------------------------------------------------
+    def write_environments(self) -> None:
+        last = f"{self.n:03d}"
+        self.envfile.write_text(
+            "ENVIRONMENTS = " + repr({"bench": {"provider": "netns", "network": self.args.network, "hosts": {
+                f"w[001:{last}]" if self.n > 1 else "w001": {"role": "worker", "service": "hello",
+                                                           "version": "1.0"}}}}) + "\n")
+
+    def make_repo(self) -> None:
+        """A git repository of service/hello with one tag per release this benchmark deploys."""
+        src = lib.ROOT / "service" / "hello"
+        shutil.copytree(src, self.repo, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        git = ["git", "-C", str(self.repo), "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+        for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "hello"]):
+            subprocess.run(git + cmd, check=True, capture_output=True)
+        for tag in self.tags:
+            subprocess.run(git + ["tag", tag], check=True, capture_output=True)
+
+    def bring_up(self) -> None:
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith(("BOOTED_", "HELLO_"))})
+        os.environ.pop("BOOTED_ENV", None)
+        self.ctx = Booted(Settings.from_env(self.env), say=lambda line: say(f"booted: {line}"))
+        start = time.perf_counter()
+        _, rows = envs.start_all(self.ctx, None)
+        self.bringup = time.perf_counter() - start
+        bad = [f"{r.host}: {r.steps}" for r in rows if not r.ok]
+        if bad:
+            raise BenchError(f"{len(bad)} host(s) did not come up: " + "; ".join(bad[:5]))
+        self.hosts = [Target(h.name, h.ip) for h in self.ctx.inventory.hosts()]
+        if len(self.hosts) != self.n:
+            raise BenchError(f"expected {self.n} listed hosts, found {len(self.hosts)}")
+        self.verify("1.0")
+
+    # verification ----------------------------------------------------------------------------------
+    def verify(self, version: str) -> None:
+        """Every host's /health serves `version` with its own name (outside the timing)."""
+        def one(t: Target) -> str | None:
+            try:
+                with urllib.request.urlopen(f"http://{t.ip}:8000/health", timeout=5) as resp:  # noqa: S310
+                    data = json.loads(resp.read(65536))
+            except (OSError, ValueError) as exc:
+                return f"{t.name}: {exc}"
+            if data.get("host") != t.name or data.get("version") != version:
+                return f"{t.name}: serves {data.get('host')!r} {data.get('version')!r}, expected {version!r}"
+            return None
+        with ThreadPoolExecutor(max_workers=min(32, len(self.hosts))) as pool:
+            problems = [p for p in pool.map(one, self.hosts) if p]
+        if problems:
+            raise BenchError(f"verification of {version} failed on {len(problems)} host(s): {problems[:5]}")
+
+    # per-tool inputs -------------------------------------------------------------------------------
+    def release_inputs(self, version: str) -> list[dict[str, str]]:
+        """Per host: the release tarball of `version` on disk and booted's remote scripts for it."""
+        assert self.ctx is not None
+        service = services.get_service(self.ctx.settings.services_dir, "hello")
+        release = services.package(service, version, self.env)
+        tarball = self.tmp / "releases" / f"{release.id}.tar.gz"
+        tarball.parent.mkdir(exist_ok=True)
+        tarball.write_bytes(release.data)
+        incoming = f"{deploy.ROOT}/.incoming-{service.name}-{release.id}.tar.gz"
+        return [{"name": t.name, "ip": t.ip, "tarball": str(tarball), "incoming": incoming, "version": version,
+                 "deploy_script": deploy_script(service, t, release, incoming),
+                 "start_script": deploy._start_snippet(service, t)} for t in self.hosts]
+
+    def log(self, version: str, suffix: str = "") -> Path:
+        return self.tmp / "logs" / f"{version}{suffix}.log"
+
+    @property
+    def key(self) -> str:
+        return str(self.state / "keys" / "lab_ed25519")
+
+    @property
+    def known_hosts(self) -> str:
+        return str(self.state / "keys" / "known_hosts")
+
+    # the tools ------------------------------------------------------------------------------------
+    def run_floor(self, version: str) -> float:
+        job = self.tmp / "floor.json"
+        job.write_text(json.dumps({"key": self.key, "known_hosts": self.known_hosts,
+                                   "hosts": [{"name": t.name, "ip": t.ip} for t in self.hosts]}))
+        seconds, _ = lib.timed([lib.PYTHON, str(lib.ROOT / "bench" / "_fabric_run.py"), "true", str(job)])
+        return seconds
+
+    def run_fabric(self, version: str) -> float:
+        job = self.tmp / "fabric.json"
+        job.write_text(json.dumps({"key": self.key, "known_hosts": self.known_hosts,
+                                   "hosts": self.release_inputs(version)}))
+        seconds, _ = lib.timed([lib.PYTHON, str(lib.ROOT / "bench" / "_fabric_run.py"), "deploy", str(job)])
+        return seconds
+
+    def run_booted(self, version: str) -> float:
+        total = 0.0
+        for cmd in (["hello_deploy", "--version", version], ["hello_start"], ["hello_test"]):
+            seconds, _ = lib.timed([lib.FAB, *cmd], env=self.env)
+            self.steps[cmd[0]].append(seconds)
+            total += seconds
+        return total
+
+    def run_booted1(self, version: str) -> float:
+        seconds, _ = lib.timed([lib.FAB, "hello_deploy", "--version", version, "hello_start", "hello_test"],
+                               env=self.env)
+        return seconds
+
+    def run_ansible(self, version: str) -> float:
+        adir = self.tmp / "ansible"
+        (adir / "cp").mkdir(parents=True, exist_ok=True)
+        lines = ["all:", "  hosts:"]
+        for h in self.release_inputs(version):
+            lines += [f"    {h['name']}:", f"      ansible_host: {h['ip']}",
+                      f"      release_tarball: {json.dumps(h['tarball'])}", f"      incoming: {json.dumps(h['incoming'])}",
+                      f"      want_version: {json.dumps(version)}",
+                      f"      deploy_script: !unsafe {json.dumps(h['deploy_script'])}",
+                      f"      start_script: !unsafe {json.dumps(h['start_script'])}"]
+        (adir / "inventory.yml").write_text("\n".join(lines) + "\n")
+        (adir / "site.yml").write_text(PLAYBOOK)
+        ssh_args = (f"-C -o ControlMaster=auto -o ControlPersist=60s -o StrictHostKeyChecking=yes "
+                    f"-o UserKnownHostsFile={self.known_hosts} -o GlobalKnownHostsFile=/dev/null "
+                    "-o IdentitiesOnly=yes -o BatchMode=yes")
+        (adir / "ansible.cfg").write_text(
+            "[defaults]\n"
+            f"forks = {self.n}\nhost_key_checking = True\ninventory = {adir / 'inventory.yml'}\n"
+            f"remote_user = root\nprivate_key_file = {self.key}\ninterpreter_python = /usr/bin/python3\n"
+            f"gathering = explicit\nretry_files_enabled = False\nlocal_tmp = {adir / 'tmp'}\n"
+            "[ssh_connection]\n"
+            f"pipelining = True\nssh_args = {ssh_args}\ncontrol_path_dir = {adir / 'cp'}\n")
+        env = dict(self.env, ANSIBLE_CONFIG=str(adir / "ansible.cfg"), ANSIBLE_HOME=str(adir / "home"),
+                   ANSIBLE_NOCOLOR="1")
+        seconds, _ = lib.timed([str(lib.BIN / "ansible-playbook"), str(adir / "site.yml")], env=env, cwd=adir,
+                               log=self.log(version))
+        return seconds
+
+    def run_pyinfra(self, version: str) -> float:
+        pdir = self.tmp / "pyinfra"
+        pdir.mkdir(exist_ok=True)
+        hosts = [(h["name"], {"ssh_hostname": h["ip"], "ssh_user": "root", "ssh_key": self.key,
+                              "ssh_allow_agent": False, "ssh_look_for_keys": False,
+                              "ssh_known_hosts_file": self.known_hosts, "ssh_strict_host_key_checking": "yes",
+                              "release_tarball": h["tarball"], "incoming": h["incoming"], "want_version": version,
+                              "deploy_script": h["deploy_script"], "start_script": h["start_script"]})
+                 for h in self.release_inputs(version)]
+        (pdir / "inventory.py").write_text(f"hosts = {hosts!r}\n")
+        (pdir / "deploy.py").write_text(PYINFRA_DEPLOY)
+        seconds, _ = lib.timed([str(lib.BIN / "pyinfra"), "-y", "--parallel", str(self.n),
+                                "inventory.py", "deploy.py"], env=dict(self.env, HOME=str(pdir)), cwd=pdir,
+                               log=self.log(version))
+        return seconds
+
+    # the benchmark ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.write_environments()
+        self.make_repo()
+        say(f"bringing up {self.n} host(s) on {self.args.network} (state {self.state})")
+        self.bring_up()
+        say(f"{self.n} host(s) up and serving 1.0 in {self.bringup:.1f}s")
+        for _ in range(self.args.runs):
+            self.startup.append(lib.timed([lib.FAB, "--list"], env=self.env)[0])
+        for r in range(1, self.args.runs + 1):
+            for tool in self.args.tools:
+                version = f"r{r}-{tool}"
+                seconds = getattr(self, f"run_{tool}")(version)
+                if tool != "floor":
+                    self.verify(version)
+                self.times[tool].append(seconds)
+                say(f"run {r}/{self.args.runs} {tool}: {seconds:.2f}s (verified)")
+
+    def stop_ssh_masters(self) -> None:
+        """Ansible's ControlPersist masters are ours: close them before their hosts go away."""
+        for sock in (self.tmp / "ansible" / "cp").glob("*") if (self.tmp / "ansible" / "cp").exists() else []:
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "bench"], capture_output=True,
+                           check=False, timeout=10)
+
+    def teardown(self) -> None:
+        self.stop_ssh_masters()
+        if self.args.keep_up:
+            say(f"--keep-up: hosts still run; stop them with BOOTED_STATE_DIR={self.state} "
+                f"BOOTED_ENVIRONMENTS={self.envfile} BOOTED_CACHE_DIR={self.env['BOOTED_CACHE_DIR']} fab env_stop")
+            return
+        ctx = self.ctx or Booted(Settings.from_env(self.env), say=lambda line: say(f"booted: {line}"))
+        try:
+            if self.envfile.exists() and self.state.exists():
+                start = time.perf_counter()
+                _, outcomes = envs.stop(ctx, None)
+                bad = [o for o in outcomes if not o.ok]
+                say(f"teardown: stopped {len(outcomes)} host(s) in {time.perf_counter() - start:.1f}s"
+                    + (f", {len(bad)} failed: {bad[:3]}" if bad else ""))
+                prefix = f"bt{ctx.settings.lab_id('bench')}-"
+                left = [n for n in os.listdir("/run/netns") if n.startswith(prefix)] \
+                    if os.path.isdir("/run/netns") else []
+                if left:
+                    say(f"WARNING: {len(left)} namespace(s) left: {left[:5]}")
+        finally:
+            ctx.close()
+            if not self.args.keep_tmp:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def report(self) -> str:
+        booted = lib.median(self.times["booted"])
+        rows = []
+        for tool in self.args.tools:
+            t = lib.median(self.times[tool])
+            if not self.times[tool]:
+                continue
+            rows.append((LABELS[tool], f"{t:.2f}", " ".join(f"{x:.2f}" for x in self.times[tool]),
+                         f"{booted / t:.3f}" if t else "-"))
+        out = [f"fan-out benchmark: {self.n} netns hosts, median of {self.args.runs} run(s); {lib.machine()}",
+               f"bring-up (booted env_start_all in-process, incl. first deploy/start/test): {self.bringup:.2f}s",
+               lib.table(["tool", "median s", "runs s", "booted / this"], rows)]
+        if self.steps["hello_deploy"]:
+            out.append("booted per step (median s): " + ", ".join(
+                f"{k} {lib.median(v):.2f}" for k, v in self.steps.items())
+                       + f"; fab start-up (fab --list) {lib.median(self.startup):.2f}")
+        ratios = {k: booted / lib.median(self.times[k]) if self.times[k] else float("nan")
+                  for k in ("ansible", "pyinfra", "floor")}
+        out.append(f"booted_over_ansible={ratios['ansible']:.3f} booted_over_pyinfra={ratios['pyinfra']:.3f} "
+                   f"booted_over_floor={ratios['floor']:.3f}")
+        return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hosts", type=int, default=50, help="number of lab hosts (1..250)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per tool; the median counts")
+    parser.add_argument("--network", default="10.213.150.0/24", help="lab network (a /24 of 10.213.150-199)")
+    parser.add_argument("--tools", default="", help=f"comma list (default all): {','.join(TOOLS)}")
+    parser.add_argument("--keep-up", action="store_true", help="debugging: leave the hosts running (no teardown)")
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (debugging)")
+    args = parser.parse_args()
+    args.tools = [t for t in args.tools.split(",") if t] if args.tools else list(TOOLS)
+    if any(t not in TOOLS for t in args.tools) or "booted" not in args.tools:
+        parser.error(f"--tools: a comma list of {', '.join(TOOLS)} that includes booted")
+    if not 1 <= args.hosts <= 250 or args.runs < 1:
+        parser.error("--hosts must be 1..250 and --runs at least 1")
+    if os.geteuid() != 0:
+        print("bench/fanout.py needs root (netns lab hosts)", file=sys.stderr)
+        return 2
+    missing = [t for t in ("ansible-playbook", "pyinfra", "fab") if not (lib.BIN / t).exists()]
+    if missing:
+        print(f"missing {', '.join(missing)} in {lib.BIN}: {lib.BIN}/pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    bench = Bench(args)
+    try:
+        bench.run()
+    except BenchError as exc:
+        print(f"bench/fanout.py: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        bench.teardown()
+    print(bench.report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
