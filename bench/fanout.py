@@ -53,8 +53,10 @@ PLAYBOOK = """\
         dest: "{{ incoming }}"
     - name: unpack, switch current
       ansible.builtin.shell: "{{ deploy_script }}"
+      args: {executable: /bin/bash}
     - name: start supervised, wait until it answers
       ansible.builtin.shell: "{{ start_script }}"
+      args: {executable: /bin/bash}
     - name: check /health from the controller
       ansible.builtin.uri:
         url: "http://{{ ansible_host }}:8000/health"
@@ -72,8 +74,10 @@ from pyinfra import host
 from pyinfra.operations import files, python, server
 
 files.put(name="upload the release", src=host.data.release_tarball, dest=host.data.incoming)
-server.shell(name="unpack, switch current", commands=[host.data.deploy_script])
-server.shell(name="start supervised, wait until it answers", commands=[host.data.start_script])
+# bash, like booted (Fabric runs commands in root's login shell): booted's stop snippet needs bash
+server.shell(name="unpack, switch current", commands=[host.data.deploy_script], _shell_executable="bash")
+server.shell(name="start supervised, wait until it answers", commands=[host.data.start_script],
+             _shell_executable="bash")
 
 
 def check(ip, host_name, version):

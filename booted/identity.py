@@ -88,6 +88,8 @@ class Identity:
     pw_hash: str | None
     host_key: Path
     authorized_key: str
+    memory: int = 256  # MB; VM providers size the machine from these, namespaces ignore them
+    cpus: int = 1
 
     def env_text(self) -> str:
         """The /run/booted/identity file: shell KEY='value' lines, every value quoted."""

@@ -2,7 +2,8 @@
 
 Two cached parts make one image, so that editing the boot script does not re-run debootstrap:
 - rootfs-<key>: `debootstrap --variant=minbase` with the packages below, stripped (slow, ~1 min);
-- layer-<key>: booted's guest files (/usr/lib/booted/boot), copied from booted/guest (instant).
+- layer-<key>: booted's guest files (/usr/lib/booted/*, plus /etc/inittab and the busybox-init link
+  /usr/lib/booted/init that qemu hosts boot with), copied from booted/guest (instant).
 Providers stack them: netns as overlay lowerdirs (layer over rootfs), qemu packs both into one disk.
 """
 
@@ -111,6 +112,11 @@ def _build_layer(layer: Path) -> None:
     for src in sorted(GUEST_DIR.iterdir()):
         shutil.copy2(src, target / src.name)
         os.chmod(target / src.name, 0o755)
+    # qemu boots busybox init (init=/usr/lib/booted/init) with booted's inittab; netns never runs init
+    (tmp / "etc").mkdir()
+    shutil.copy2(GUEST_DIR / "inittab", tmp / "etc" / "inittab")
+    os.chmod(tmp / "etc" / "inittab", 0o644)
+    (target / "init").symlink_to("/bin/busybox")
     (tmp / ".booted-complete").write_text("ok\n")
     shutil.rmtree(layer, ignore_errors=True)
     tmp.rename(layer)

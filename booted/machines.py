@@ -92,7 +92,8 @@ def identity(ctx: Booted, env: Environment, image: Image) -> Identity:
         name=image.name, ip=image.ip, prefix=env.network.prefixlen, gateway=str(env.gateway), mac=image.mac,
         boot_url=f"http://{env.gateway}:{settings.http_port}/booted", login_user=settings.user,
         pw_hash=hash_password(settings.password) if settings.password else None,
-        host_key=ctx.keys.host_key(image.name), authorized_key=ctx.keys.ensure_lab_key())
+        host_key=ctx.keys.host_key(image.name), authorized_key=ctx.keys.ensure_lab_key(),
+        memory=image.memory, cpus=image.cpus)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,10 @@ def start_images(ctx: Booted, env: Environment, images: list[Image]) -> list[Out
     already = provider.running(lab)
     idents = [identity(ctx, env, i) for i in images]
     ctx.say(f"starting {len(images)} host(s) of {env.name} on {env.provider} ({len(already)} already running)")
+    prepare = getattr(provider, "prepare_network", None)
+    if prepare is not None:  # network (and nginx on its gateway) first: VMs may boot inside provider.start
+        prepare(lab)
+        ensure_nginx(ctx)
     started, errors = provider.start(lab, image, idents, ctx.say)
     for s in started:
         ctx.inventory.set_running(s.name, s.pid)

@@ -20,6 +20,7 @@ from booted.errors import NeedsRoot, ProviderError, ToolMissing
 from booted.identity import Identity
 from booted.image import GoldenImage
 from booted.providers.base import Lab, Progress, Started
+from booted.providers.bridge import ensure_bridge, ip_batch, remove_bridge
 
 TOOLS = ("ip", "nsenter", "unshare", "chroot", "mount")
 MARK = "booted-host"
@@ -36,15 +37,6 @@ mkdir -p "$root/run/booted"
 cp "$ident"/* "$root/run/booted/"
 exec chroot "$root" /usr/lib/booted/boot
 """
-
-
-def _ip_batch(lines: list[str]) -> str:
-    """Run `ip -force -batch -`; returns stderr (errors of single lines do not stop the others)."""
-    if not lines:
-        return ""
-    proc = subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n",
-                          capture_output=True, text=True, check=False)
-    return proc.stderr
 
 
 def _alive(pid: int) -> bool:
@@ -85,21 +77,21 @@ class NetnsProvider:
             if ":" in str(path) or "," in str(path):
                 raise ProviderError(f"image path {path} contains ':' or ',': overlayfs cannot use it; "
                                     "set BOOTED_CACHE_DIR to a plain path")
-        self._ensure_bridge(lab)
+        ensure_bridge(lab)
         running = self.running(lab)
         todo = [h for h in hosts if h.name not in running]
-        existing = set(self._namespaces(lab))
-        lines = []
+        # leftovers of a crashed run (a namespace whose host process is gone) are reaped first
+        stale = [ns for ns in self._namespaces(lab) if ns.split("-", 1)[1] not in running]
+        for ns in stale:
+            self._kill_netns_pids(ns)
+        lines = [f"netns del {ns}" for ns in stale]
         for host in todo:
             ns = self.netns(lab, host.name)
-            if ns in existing:  # leftover of a crashed run: its processes are gone (not running)
-                self._kill_netns_pids(ns)
-                lines.append(f"netns del {ns}")
             veth = self.veth(lab, host.ip)
             lines += [f"netns add {ns}",
                       f"link add {veth} type veth peer name eth0 address {host.mac} netns {ns}",
                       f"link set {veth} master {lab.bridge} up"]
-        errors_text = _ip_batch(lines)
+        errors_text = ip_batch(lines)
         started: list[Started] = []
         errors: dict[str, str] = {}
         lower = ":".join(str(p) for p in golden.lowerdirs)
@@ -130,7 +122,7 @@ class NetnsProvider:
         gone = [self.netns(lab, n) for n in names if self.netns(lab, n) in present]
         for ns in gone:
             self._kill_netns_pids(ns)
-        _ip_batch([f"netns del {ns}" for ns in gone])
+        ip_batch([f"netns del {ns}" for ns in gone])
         left = set(self._namespaces(lab))
         errors = {n: "namespace still present after stop" for n in names if self.netns(lab, n) in left}
         errors |= {n: f"handle PID {running[n]} did not exit" for n in names if n in running and _alive(running[n])}
@@ -173,9 +165,9 @@ class NetnsProvider:
         stale = [ns for ns in self._namespaces(lab) if ns.split("-", 1)[1] not in running]
         for ns in stale:
             self._kill_netns_pids(ns)
-        _ip_batch([f"netns del {ns}" for ns in stale])
-        if not running and Path(f"/sys/class/net/{lab.bridge}").exists():
-            _ip_batch([f"link del {lab.bridge}"])
+        ip_batch([f"netns del {ns}" for ns in stale])
+        if not running:
+            remove_bridge(lab)
 
     # helpers -------------------------------------------------------------------------------------
     def _namespaces(self, lab: Lab) -> list[str]:
@@ -193,20 +185,6 @@ class NetnsProvider:
                 os.kill(int(pid), signal.SIGKILL)
             except (ProcessLookupError, ValueError):
                 pass
-
-    def _ensure_bridge(self, lab: Lab) -> None:
-        if Path(f"/sys/class/net/{lab.bridge}").exists():
-            return
-        mac = "52:54:ff:" + ":".join(lab.lab_id[i:i + 2] for i in (0, 2, 4))
-        err = _ip_batch([f"link add {lab.bridge} address {mac} type bridge",
-                         f"addr add {lab.gateway}/{lab.network.prefixlen} dev {lab.bridge}"])
-        try:
-            Path(f"/proc/sys/net/ipv6/conf/{lab.bridge}/disable_ipv6").write_text("1")
-        except OSError:
-            pass
-        err += _ip_batch([f"link set {lab.bridge} up"])
-        if not Path(f"/sys/class/net/{lab.bridge}").exists():
-            raise ProviderError(f"could not create bridge {lab.bridge} for {lab.network}: {err.strip()}")
 
     def _spawn(self, lab: Lab, host: Identity, ns: str, lower: str) -> int:
         hdir = lab.host_dir(host.name)
