@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from booted import deploy, machines
 from booted.context import Booted
 from booted.environments import Environment, HostSpec
-from booted.errors import ConfigError
+from booted.errors import BootedError, ConfigError
 from booted.fanout import Fleet, Result, Target
 
 
@@ -48,7 +48,12 @@ def start_hosts(ctx: Booted, env: Environment, specs: list[HostSpec], service_ho
 
 def deliver(ctx: Booted, fleet: Fleet, service: str, hosts: list[str], env: str, rows: dict[str, Row]) -> None:
     """deploy -> start -> test on `hosts`; a host that fails a step skips the later ones."""
-    plan = deploy.plan(ctx, service, hosts=hosts, env=env)
+    try:
+        plan = deploy.plan(ctx, service, hosts=hosts, env=env)
+    except BootedError as exc:  # e.g. a broken service.toml: every host of this service fails, others go on
+        for host in hosts:
+            rows[host].steps["deploy"] = (False, str(exc))
+        return
     for op in ("deploy", "start", "test"):
         if not plan.targets:
             break

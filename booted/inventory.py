@@ -216,6 +216,12 @@ class Inventory:
                        " ON CONFLICT(log) DO UPDATE SET inode=excluded.inode, offset=excluded.offset,"
                        " lines=excluded.lines, skipped=excluded.skipped", (log, *cursor))
 
+    def list_host(self, name: str, ip: str, mac: str, hostkey: str, booted_at: float) -> None:
+        """Put a host on the current list without a boot event (it booted before this boot log)."""
+        with self.write() as db:
+            db.execute("INSERT OR REPLACE INTO hosts (name, ip, mac, hostkey, booted_at, reachable, checked_at)"
+                       " VALUES (?,?,?,?,?,1,?)", (name, ip, mac, hostkey, booted_at, time.time()))
+
     def hosts(self) -> list[Host]:
         return [Host(name=r["name"], ip=r["ip"], mac=r["mac"], hostkey=r["hostkey"], booted_at=r["booted_at"],
                      reachable=None if r["reachable"] is None else bool(r["reachable"]), checked_at=r["checked_at"])

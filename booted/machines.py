@@ -139,14 +139,26 @@ def start_images(ctx: Booted, env: Environment, images: list[Image]) -> list[Out
     fresh = [i for i in images if i.name not in already and i.name not in errors]
     waited = wait_booted(ctx, env, fresh, since)
     outcomes = []
+    listed = {h.name for h in ctx.inventory.hosts()}
     for img in images:
         if img.name in errors:
             outcomes.append(Outcome(img.name, False, errors[img.name]))
+        elif img.name in already and img.name not in listed:
+            outcomes.append(_relist(ctx, img))
         elif img.name in already:
             outcomes.append(Outcome(img.name, True, "already running"))
         else:
             outcomes.append(waited[img.name])
     return outcomes
+
+
+def _relist(ctx: Booted, img: Image) -> Outcome:
+    """A host that runs but is not in the host list (cleared, or booted before the current boot log):
+    list it again from its pinned identity if it answers SSH (connections still verify its host key)."""
+    if not ssh_banner(img.ip):
+        return Outcome(img.name, False, "running but SSH does not answer: fab env_start_worker " + img.name)
+    ctx.inventory.list_host(img.name, img.ip, img.mac, fingerprint(img.hostkey), img.started or time.time())
+    return Outcome(img.name, True, "already running (listed again)")
 
 
 def _console_tail(ctx: Booted, env: Environment, name: str, lines: int = 3) -> str:

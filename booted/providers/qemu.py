@@ -1,0 +1,311 @@
+"""qemu provider: lab hosts as QEMU virtual machines on the lab bridge, one tap each.
+
+Each host: a qcow2 copy-on-write disk over the golden image packed as ext4 (lab.host_dir/disk.qcow2, kept
+across stop/start), the Debian cloud kernel booted directly (qboot, no firmware menus) with a tiny
+initramfs, busybox init from the image's layer, and its identity handed in as fw_cfg files that
+guest-init copies to /run/booted before the same boot script netns hosts run. QEMU processes start in
+their own session and outlive `fab`; they are found again by `-name booted-<lab id>-<host>` in /proc.
+Boots are CPU-bound under TCG: at most BOOTED_BOOT_PARALLEL (default 2 x cores) boot at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from booted.config import Settings, _int
+from booted.errors import NeedsRoot, ProviderError, ToolMissing
+from booted.identity import Identity
+from booted.image import GoldenImage
+from booted.netcheck import ssh_banner
+from booted.providers.base import Lab, Progress, Started
+from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove_bridge
+from booted.providers.qemuctl import QBOOT, QEMU, alive, cmdline, detect_accel, qmp
+from booted.qemu_assets import Assets, ensure_assets
+
+TOOLS = {QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "ip": "iproute2"}
+KERNEL_ARGS = ("console=ttyS0 quiet panic=1 mitigations=off cryptomgr.notests i8042.noaux i8042.nokbd "
+               "i8042.nopnp tsc=reliable no_timer_check 8250.nr_uarts=1 nowatchdog net.ifnames=0 "
+               "root=/dev/vda init=/usr/lib/booted/init")
+IDENTITY_FILES = ("identity", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "authorized_keys")
+POWERDOWN_SECONDS = 3.0
+
+
+def _opt(path: Path | str) -> str:
+    """A path inside a QEMU option value: commas are doubled."""
+    return str(path).replace(",", ",,")
+
+
+def boot_parallel() -> int:
+    return _int(dict(os.environ), "BOOTED_BOOT_PARALLEL", 2 * (os.cpu_count() or 1), 1, 1024)
+
+
+def boot_timeout(base: float, booting: int, cores: int | None = None) -> float:
+    """Seconds a VM may take to answer SSH: the base timeout, longer when more than 2 VMs per core boot."""
+    cores = cores or os.cpu_count() or 1
+    return base * max(1.0, booting / (2 * cores))
+
+
+class QemuProvider:
+    name = "qemu"
+
+    def check(self) -> None:
+        missing = [f"{tool} (apt-get install {pkg})" for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
+        if not Path(QBOOT).exists():
+            missing.append(f"{QBOOT} (apt-get install qemu-system-data)")
+        if missing:
+            raise ToolMissing(f"the qemu provider needs {', '.join(missing)} (or run setup.sh)")
+        if os.geteuid() != 0:
+            raise NeedsRoot("the qemu provider needs root for the lab network (a bridge and one tap per VM): "
+                            "run fab as root, e.g. sudo -E fab ...")
+
+    # names ---------------------------------------------------------------------------------------
+    @staticmethod
+    def vm_name(lab: Lab, name: str) -> str:
+        return f"booted-{lab.lab_id}-{name}"
+
+    @staticmethod
+    def tap(lab: Lab, ip: str) -> str:
+        index = int.from_bytes(bytes(int(p) for p in ip.split("."))) - int(lab.network.network_address)
+        return f"bq{lab.lab_id}{index}"
+
+    def command(self, lab: Lab, host: Identity, assets: Assets, accel: str) -> list[str]:
+        """The QEMU command line of one host."""
+        hdir = lab.host_dir(host.name)
+        cmd = [QEMU, "-name", self.vm_name(lab, host.name), "-M", "pc", "-accel", accel,
+               *(["-cpu", "host"] if accel == "kvm" else []), "-m", str(host.memory), "-smp", str(host.cpus),
+               "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+               "-bios", QBOOT, "-kernel", str(assets.kernel.vmlinuz), "-initrd", str(assets.initramfs),
+               "-append", KERNEL_ARGS,
+               "-drive", f"file={_opt(hdir / 'disk.qcow2')},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
+               "-device", "virtio-rng-pci",
+               "-netdev", f"tap,id=n0,ifname={self.tap(lab, host.ip)},script=no,downscript=no",
+               "-device", f"virtio-net-pci,netdev=n0,mac={host.mac}",
+               # `-serial file:` truncates on every start; append keeps the separator line written before
+               "-chardev", f"file,id=console,path={_opt(hdir / 'console.log')},append=on", "-serial", "chardev:console",
+               "-qmp", f"unix:{_opt(hdir / 'qmp.sock')},server=on,wait=off",
+               "-pidfile", str(hdir / "qemu.pid")]
+        for f in IDENTITY_FILES:
+            cmd += ["-fw_cfg", f"name=opt/booted/{f},file={_opt(hdir / 'identity' / f)}"]
+        return cmd
+
+    # contract ------------------------------------------------------------------------------------
+    def prepare_network(self, lab: Lab) -> None:
+        """The lab bridge, before any VM boots (the engine starts nginx on its gateway next)."""
+        self.check()
+        ensure_bridge(lab)
+
+    def start(self, lab: Lab, golden: GoldenImage, hosts: list[Identity], progress: Progress
+              ) -> tuple[list[Started], dict[str, str]]:
+        self.check()
+        cache_dir = golden.rootfs.parent
+        assets = ensure_assets(cache_dir, golden, progress)
+        accel, why = detect_accel(cache_dir, assets.kernel.vmlinuz)
+        progress(f"qemu accelerator: {accel} ({why})")
+        ensure_bridge(lab)
+        running = self.running(lab)
+        todo = [h for h in hosts if h.name not in running]
+        errors = self._prepare(lab, todo, assets)
+        todo = [h for h in todo if h.name not in errors]
+        parallel = min(boot_parallel(), max(1, len(todo)))
+        timeout = boot_timeout(Settings.from_env().boot_timeout, parallel)
+        if todo:
+            progress(f"booting {len(todo)} VM(s), {parallel} at a time ({accel}, {timeout:.0f}s each)")
+        started: list[Started] = []
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            futures = [pool.submit(self._boot, lab, h, assets, accel, timeout) for h in todo]
+            for done, future in enumerate(as_completed(futures), 1):
+                name, pid, error = future.result()
+                if pid is not None:
+                    started.append(Started(name, pid))
+                if error:
+                    errors[name] = error
+                state = error or "answers SSH"
+                progress(f"  [{time.monotonic() - t0:5.1f}s] {name}: {state} ({done}/{len(todo)})")
+        failed = [h for h in todo if h.name in errors and h.name not in {s.name for s in started}]
+        ip_batch([f"link del {self.tap(lab, h.ip)}" for h in failed if link_exists(self.tap(lab, h.ip))])
+        started += [Started(n, pid) for n, pid in running.items() if n in {h.name for h in hosts}]
+        return started, errors
+
+    def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        scan = self._scan(lab)
+        targets = {n: scan[n][0] for n in names if n in scan}
+        if targets:
+            with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
+                list(pool.map(lambda n: self._stop_vm(lab, n, targets[n]), targets))
+        taps = [t for t in (self._recorded_tap(lab, n) for n in names) if t and link_exists(t)]
+        ip_batch([f"link del {t}" for t in taps])
+        errors = {n: f"qemu PID {pid} did not exit" for n, pid in targets.items() if self._ours(lab, n, pid)}
+        for n in names:
+            if n not in errors:
+                for f in ("qmp.sock", "qemu.pid"):
+                    (lab.host_dir(n) / f).unlink(missing_ok=True)
+        return errors
+
+    def running(self, lab: Lab) -> dict[str, int]:
+        """Scan /proc for this lab's QEMU processes (-name booted-<lab id>-<host>)."""
+        return {name: pid for name, (pid, _) in self._scan(lab).items()}
+
+    def destroy(self, lab: Lab, name: str) -> None:
+        if name in self.running(lab):
+            raise ProviderError(f"host {name} is running: stop it first (fab image_stop {name})")
+        shutil.rmtree(lab.host_dir(name), ignore_errors=True)
+
+    def clone(self, lab: Lab, src: str, new: str) -> None:
+        disk, target = lab.host_dir(src) / "disk.qcow2", lab.host_dir(new) / "disk.qcow2"
+        if target.exists():
+            raise ProviderError(f"host {new} already has a disk at {target}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not disk.exists():
+            return  # never booted: the clone starts from the golden image too
+        sock = lab.host_dir(src) / "qmp.sock"
+        paused = src in self.running(lab) and self._qmp(sock, "stop")  # a consistent copy of a live disk
+        try:
+            subprocess.run(["cp", "--sparse=always", str(disk), str(target)], check=True)
+        finally:
+            if paused:
+                self._qmp(sock, "cont")
+
+    def teardown(self, lab: Lab) -> None:
+        scan = self._scan(lab)
+        in_use = {m.group(1) for _, argv in scan.values() for a in argv if (m := re.search(r"ifname=([^,]+)", a))}
+        pattern = re.compile(rf"bq{lab.lab_id}\d+")
+        try:
+            links = os.listdir("/sys/class/net")
+        except OSError:
+            links = []
+        ip_batch([f"link del {t}" for t in links if pattern.fullmatch(t) and t not in in_use])
+        if not scan:
+            remove_bridge(lab)
+
+    # helpers -------------------------------------------------------------------------------------
+    def _scan(self, lab: Lab) -> dict[str, tuple[int, list[str]]]:
+        prefix = f"booted-{lab.lab_id}-"
+        found: dict[str, tuple[int, list[str]]] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            argv = cmdline(int(entry.name))
+            if not argv or not argv[0].endswith(QEMU) or "-name" not in argv[:-1]:
+                continue
+            value = argv[argv.index("-name") + 1]
+            if value.startswith(prefix) and alive(int(entry.name)):
+                found[value[len(prefix):]] = (int(entry.name), argv)
+        return found
+
+    def _ours(self, lab: Lab, name: str, pid: int) -> bool:
+        """PID still is this host's live QEMU (checked before every signal: PIDs get reused)."""
+        argv = cmdline(pid)
+        return alive(pid) and "-name" in argv[:-1] and argv[argv.index("-name") + 1] == self.vm_name(lab, name)
+
+    @staticmethod
+    def _recorded_tap(lab: Lab, name: str) -> str | None:
+        try:
+            return (lab.host_dir(name) / "tap").read_text().strip() or None
+        except OSError:
+            return None
+
+    @staticmethod
+    def _qmp(sock: Path, command: str) -> bool:
+        try:
+            reply = qmp(sock, command)
+        except (OSError, ValueError):
+            return False
+        return bool(reply and reply[0] and "return" in reply[0])
+
+    def _prepare(self, lab: Lab, hosts: list[Identity], assets: Assets) -> dict[str, str]:
+        """Disks, identity files and taps for hosts about to boot; host -> error for those that failed."""
+        errors: dict[str, str] = {}
+        for host in hosts:
+            hdir = lab.host_dir(host.name)
+            hdir.mkdir(parents=True, exist_ok=True)
+            host.write_dir(hdir / "identity")
+            (hdir / "tap").write_text(self.tap(lab, host.ip) + "\n")
+            disk = hdir / "disk.qcow2"
+            if not disk.exists():
+                proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(assets.disk), "-F", "raw",
+                                       str(disk)], capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    errors[host.name] = f"qemu-img create failed: {proc.stderr.strip()[-300:]}"
+        taps = [self.tap(lab, h.ip) for h in hosts if h.name not in errors]
+        lines = [f"link del {t}" for t in taps if link_exists(t)]  # leftover of a crashed run
+        lines += [f"tuntap add dev {t} mode tap" for t in taps]
+        err = ip_batch(lines)
+        for t in taps:
+            try:
+                Path(f"/proc/sys/net/ipv6/conf/{t}/disable_ipv6").write_text("1")
+            except OSError:
+                pass
+        err += ip_batch([f"link set {t} master {lab.bridge} up" for t in taps])
+        for host in hosts:
+            if host.name not in errors and not link_exists(self.tap(lab, host.ip)):
+                errors[host.name] = f"could not create tap {self.tap(lab, host.ip)}: {err.strip()[-300:]}"
+        return errors
+
+    def _boot(self, lab: Lab, host: Identity, assets: Assets, accel: str, timeout: float
+              ) -> tuple[str, int | None, str | None]:
+        """Start one VM and wait until it answers SSH, dies, or times out (it keeps running then)."""
+        hdir = lab.host_dir(host.name)
+        console = hdir / "console.log"
+        if console.exists() and console.stat().st_size:
+            os.replace(console, hdir / "console.log.1")  # the previous boot
+        console.write_text(f"--- booted: starting {host.name} at {time.strftime('%F %T')} (qemu, {accel})\n")
+        with open(hdir / "qemu.log", "wb") as log:
+            try:
+                proc = subprocess.Popen(self.command(lab, host, assets, accel), stdin=subprocess.DEVNULL,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                return host.name, None, f"could not start {QEMU}: {exc}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return host.name, None, f"qemu exited with {proc.returncode}: {self._why(hdir)}"
+            if ssh_banner(host.ip, 1.0):
+                return host.name, proc.pid, None
+            time.sleep(0.1)
+        return host.name, proc.pid, f"no SSH banner within {timeout:.0f}s (still running): {self._why(hdir)}"
+
+    @staticmethod
+    def _why(hdir: Path) -> str:
+        lines: list[str] = []
+        for f in ("qemu.log", "console.log"):
+            try:
+                lines += (hdir / f).read_text(errors="replace").strip().splitlines()[-2:]
+            except OSError:
+                pass
+        return " / ".join(line.strip() for line in lines if line.strip())[-400:]
+
+    def _stop_vm(self, lab: Lab, name: str, pid: int) -> None:
+        """Power button (acpid syncs and powers off), then QMP quit, then SIGTERM, then SIGKILL."""
+        sock = lab.host_dir(name) / "qmp.sock"
+        steps = [(lambda: self._qmp(sock, "system_powerdown"), POWERDOWN_SECONDS),
+                 (lambda: self._qmp(sock, "quit"), 2.0),
+                 (lambda: self._signal(lab, name, pid, signal.SIGTERM), 3.0),
+                 (lambda: self._signal(lab, name, pid, signal.SIGKILL), 3.0)]
+        for action, wait in steps:
+            if not self._ours(lab, name, pid):
+                return
+            if not action():
+                continue
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and alive(pid):
+                time.sleep(0.02)
+
+    def _signal(self, lab: Lab, name: str, pid: int, sig: signal.Signals) -> bool:
+        if not self._ours(lab, name, pid):
+            return False
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+PROVIDER = QemuProvider()
