@@ -117,7 +117,7 @@ def status(ctx: Booted, env_name: str | None) -> tuple[Environment, list[dict[st
     listed = {h.name: h for h in ctx.inventory.hosts()}
     deployed = ctx.inventory.releases()
     desired = {h.name: h for h in env.hosts}
-    out = []
+    out: list[dict[str, object]] = []
     for name in sorted(set(desired) | set(images)):
         spec, img, host = desired.get(name), images.get(name), listed.get(name)
         service = spec.service if spec else (img.service if img else None)

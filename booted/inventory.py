@@ -134,7 +134,8 @@ class Inventory:
 
     # images and leases -------------------------------------------------------------------------
     def images(self, env: str | None = None) -> list[Image]:
-        sql, args = "SELECT * FROM images", ()
+        sql = "SELECT * FROM images"
+        args: tuple[str, ...] = ()
         if env is not None:
             sql, args = sql + " WHERE env = ?", (env,)
         return [Image(**dict(row)) for row in self.db.execute(sql + " ORDER BY name", args)]
