@@ -10,7 +10,7 @@ ENVIRONMENTS = {
         "provider": "netns",
         "network": "10.213.7.0/24",
         "hosts": {
-            "lb01": {"role": "lb"},
+            "lb01": {"role": "lb", "service": "lb", "version": "1.0"},
             "web[01:02]": {"role": "worker", "service": "hello", "version": "1.0"},
         },
         "min": {"lb": 1, "worker": 1},

@@ -62,9 +62,10 @@ def _base(service: Service) -> str:
     return f"{ROOT}/{service.name}"
 
 
-def _run_script(service: Service, target: Target, version: str) -> str:
+def _run_script(service: Service, target: Target, version: str, backends: str) -> str:
     """The supervisor loop: runs `start` in the current release, restarts it when it exits."""
-    values = {"ip": target.ip, "port": str(service.port), "host": target.name, "version": version}
+    values = {"ip": target.ip, "port": str(service.port), "host": target.name, "version": version,
+              "backends": backends}
     command = service.start.format(**{k: shlex.quote(v) for k, v in values.items()})
     base = shlex.quote(_base(service))
     return (f"#!/bin/sh\n# written by booted: supervises {service.name}\n"
@@ -95,8 +96,21 @@ def _start_snippet(service: Service, target: Target) -> str:
             f"tail -n 3 {base}/service.log >&2\nexit 1\n")
 
 
+def backends_of(ctx: Booted, service: Service, targets: list[Target]) -> dict[str, str]:
+    """host -> 'ip:port,...' of the listed hosts of its environment that run the service's upstream."""
+    if service.upstream is None:
+        return {t.name: "" for t in targets}
+    from booted.services import get_service
+
+    upstream = get_service(ctx.settings.services_dir, service.upstream)
+    images = {i.name: i for i in ctx.inventory.images()}
+    listed = [h for h in ctx.inventory.hosts() if h.name in images and images[h.name].service == upstream.name]
+    return {t.name: ",".join(f"{h.ip}:{upstream.port}" for h in listed
+                             if images[h.name].env == images[t.name].env) for t in targets}
+
+
 def deploy_step(fleet: Fleet, service: Service, releases: dict[str | None, Release],
-                versions: dict[str, str | None]) -> Callable[[Target], str]:
+                versions: dict[str, str | None], backends: dict[str, str]) -> Callable[[Target], str]:
     def step(target: Target) -> str:
         release = releases[versions[target.name]]
         conn = fleet.connection(target)
@@ -105,13 +119,14 @@ def deploy_step(fleet: Fleet, service: Service, releases: dict[str | None, Relea
         conn.put(io.BytesIO(release.data), incoming)
         q = shlex.quote
         rel = f"releases/{release.id}"
+        run_sh = _run_script(service, target, release.version, backends[target.name])
         script = (
             f"set -e\nbase={q(base)}\nrel={q(rel)}\ntgz={q(incoming)}\n"
             'mkdir -p "$base/releases"\n'
             'if [ ! -d "$base/$rel" ]; then rm -rf "$base/$rel.tmp"; mkdir "$base/$rel.tmp"\n'
             '  tar -xzf "$tgz" -C "$base/$rel.tmp"; mv "$base/$rel.tmp" "$base/$rel"; fi\n'
             'rm -f "$tgz"\n'
-            f"printf '%s' {q(_run_script(service, target, release.version))} > \"$base/run.sh\"\n"
+            f"printf '%s' {q(run_sh)} > \"$base/run.sh\"\n"
             'cur=$(readlink "$base/current" || true)\n'
             'if [ "$cur" != "$rel" ]; then\n'
             '  if [ -n "$cur" ]; then\n'
@@ -153,7 +168,7 @@ def _run_op(ctx: Booted, op: str, p: Plan, fleet: Fleet) -> list[Result]:
         releases = {v: package(service, v) for v in wanted}
         recorded = {h: releases[v].version for h, v in p.versions.items()}
         label = ",".join(sorted({r.version for r in releases.values()}))
-        step = deploy_step(fleet, service, releases, p.versions)
+        step = deploy_step(fleet, service, releases, p.versions, backends_of(ctx, service, p.targets))
     elif op == "start":
         def step(t: Target) -> str:
             return run_command(fleet.connection(t), _start_snippet(service, t))

@@ -10,6 +10,7 @@ from booted.context import Booted
 from booted.environments import Environment, HostSpec
 from booted.errors import BootedError, ConfigError
 from booted.fanout import Fleet, Result, Target
+from booted.services import discover
 
 
 @dataclass
@@ -37,7 +38,10 @@ def start_hosts(ctx: Booted, env: Environment, specs: list[HostSpec], service_ho
     for out in machines.start_images(ctx, env, images):
         rows[out.host].steps["boot"] = (out.ok, out.detail)
     up = [i for i in images if rows[i.name].ok]
-    services = sorted({i.service for i in up if i.service})
+    defined = discover(ctx.settings.services_dir)
+    # services that front others (an lb's upstream) go last, so their backend list is complete
+    services = sorted({i.service for i in up if i.service},
+                      key=lambda n: (n in defined and defined[n].upstream is not None, n))
     with ctx.fleet() as fleet:
         for name in services:
             hosts = [i.name for i in up if i.service == name]

@@ -128,14 +128,11 @@ def start_images(ctx: Booted, env: Environment, images: list[Image]) -> list[Out
     already = provider.running(lab)
     idents = [identity(ctx, env, i) for i in images]
     ctx.say(f"starting {len(images)} host(s) of {env.name} on {env.provider} ({len(already)} already running)")
-    prepare = getattr(provider, "prepare_network", None)
-    if prepare is not None:  # network (and nginx on its gateway) first: VMs may boot inside provider.start
-        prepare(lab)
-        ensure_nginx(ctx)
+    provider.prepare_network(lab)  # network and nginx on its gateway first: hosts phone home while booting
+    ensure_nginx(ctx)
     started, errors = provider.start(lab, image, idents, ctx.say)
     for s in started:
         ctx.inventory.set_running(s.name, s.pid)
-    ensure_nginx(ctx)
     fresh = [i for i in images if i.name not in already and i.name not in errors]
     waited = wait_booted(ctx, env, fresh, since)
     outcomes = []

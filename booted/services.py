@@ -34,6 +34,7 @@ class Service:
     start: str
     health: str
     description: str
+    upstream: str | None = None  # a service whose hosts this one fronts ({backends} in `start`)
 
     @property
     def repo_var(self) -> str:
@@ -80,7 +81,10 @@ def load_service(folder: Path) -> Service:
                           "\"exec python3 app.py --bind {ip} --port {port}\"")
     if not isinstance(health, str) or not health.startswith("/"):
         raise ConfigError(f"{path}: 'health' must be a URL path like /health")
-    return Service(folder.name, folder, port, start, health, str(data.get("description", "")))
+    upstream = data.get("upstream")
+    if upstream is not None and (not isinstance(upstream, str) or not NAME_RE.match(upstream)):
+        raise ConfigError(f"{path}: 'upstream' must name another service (a folder under service/)")
+    return Service(folder.name, folder, port, start, health, str(data.get("description", "")), upstream)
 
 
 def get_service(services_dir: Path, name: str) -> Service:

@@ -51,6 +51,9 @@ class Provider(Protocol):
     def check(self) -> None:
         """Raise a clear error if this machine cannot run the provider (tool missing, not root)."""
 
+    def prepare_network(self, lab: Lab) -> None:
+        """Create the lab network (bridge with the gateway address) before any host boots."""
+
     def start(self, lab: Lab, golden: GoldenImage, hosts: list[Identity], progress: Progress
               ) -> tuple[list[Started], dict[str, str]]:
         """Start hosts (network first). Returns the started ones and host -> error for the others."""

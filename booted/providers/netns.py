@@ -70,6 +70,10 @@ class NetnsProvider:
         return f"bv{lab.lab_id}{index}"
 
     # contract ------------------------------------------------------------------------------------
+    def prepare_network(self, lab: Lab) -> None:
+        self.check()
+        ensure_bridge(lab)
+
     def start(self, lab: Lab, golden: GoldenImage, hosts: list[Identity], progress: Progress
               ) -> tuple[list[Started], dict[str, str]]:
         self.check()
@@ -88,6 +92,8 @@ class NetnsProvider:
         for host in todo:
             ns = self.netns(lab, host.name)
             veth = self.veth(lab, host.ip)
+            if Path(f"/sys/class/net/{veth}").exists():  # a stale peer whose namespace is gone or going
+                lines.append(f"link del {veth}")
             lines += [f"netns add {ns}",
                       f"link add {veth} type veth peer name eth0 address {host.mac} netns {ns}",
                       f"link set {veth} master {lab.bridge} up"]

@@ -20,7 +20,7 @@ def qemu_version(qemu: str = QEMU) -> str:
     return proc.stdout.splitlines()[0].strip() if proc.stdout else "unknown"
 
 
-def probe_kvm(kernel: Path, qemu: str = QEMU, timeout: float = PROBE_SECONDS) -> tuple[bool, str]:
+def probe_kvm(kernel: Path, qemu: str = QEMU, timeout: float | None = None) -> tuple[bool, str]:
     """Boot the real kernel under `-accel kvm -cpu host` until it prints "Linux version" on the serial port.
 
     A synthetic long-mode probe passes on machines where a real kernel then dies ("failed to set MSR 0x10a",
@@ -29,6 +29,7 @@ def probe_kvm(kernel: Path, qemu: str = QEMU, timeout: float = PROBE_SECONDS) ->
     cmd = [qemu, "-accel", "kvm", "-cpu", "host", "-M", "pc", "-nodefaults", "-no-user-config", "-display", "none",
            "-bios", QBOOT, "-kernel", str(kernel), "-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1",
            "-m", "128", "-no-reboot", "-serial", "stdio", "-monitor", "none"]
+    timeout = PROBE_SECONDS if timeout is None else timeout
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as exc:

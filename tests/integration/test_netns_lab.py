@@ -20,7 +20,7 @@ ENV3 = '''ENVIRONMENTS = {{
         "provider": "netns",
         "network": "{net}",
         "hosts": {{
-            "lb01": {{"role": "lb"}},
+            "lb01": {{"role": "lb", "service": "{lb}"}},
             "web[01:02]": {{"role": "worker", "service": "hello", "version": "1.0"}},
         }},
         "min": {{"lb": 1, "worker": 1}},
@@ -35,7 +35,7 @@ def health(ip: str) -> dict[str, str]:
 
 
 def test_lab_survives_a_dead_host_and_stops_clean(lab_run: LabRun) -> None:
-    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(ENV3.format(net="10.213.21.0/24"))
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(ENV3.format(net="10.213.21.0/24", lb="lb"))
     out = lab_run.fab("env_start_all").stdout
     assert "3 ok, 0 failed" in out, out
     listed = json.loads(lab_run.fab("hosts_list", "--json").stdout)
@@ -44,6 +44,12 @@ def test_lab_survives_a_dead_host_and_stops_clean(lab_run: LabRun) -> None:
     assert all(h["reachable"] for h in listed)
     assert health("10.213.21.3") == {"service": "hello", "host": "web01", "version": "1.0", "status": "ok"}
     assert "2 ok, 0 failed" in lab_run.fab("hello_test").stdout
+    # the load balancer spreads requests over both workers
+    answers = set()
+    for _ in range(4):
+        with urllib.request.urlopen("http://10.213.21.2:8080/", timeout=5) as resp:
+            answers.add(resp.read().decode().strip())
+    assert answers == {"hello from web01 (version 1.0)", "hello from web02 (version 1.0)"}
 
     # the host's hostname, its sshd on its own IP only, and its own /etc
     hostnames = lab_run.fab("hosts_run", "hostname; cat /run/sshd.pid >/dev/null; ss -ltn | grep -c ':22 '").stdout
@@ -112,7 +118,7 @@ def make_hello_repo(tmp: Path) -> Path:
 
 
 def test_versions_rollback_login_user_and_images(lab_run: LabRun) -> None:
-    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(ENV3.format(net="10.213.22.0/24"))
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(ENV3.format(net="10.213.22.0/24", lb="lb"))
     secret = "s3cret-pw-for-test"
     extra = {"BOOTED_USER": "labuser", "BOOTED_PW": secret, "HELLO_REPO": str(make_hello_repo(lab_run.tmp))}
     lab_run.env.update(extra)
