@@ -1,0 +1,114 @@
+"""Boot benchmark: time to serving on the qemu provider for 1, 4 and 8 VMs.
+
+    .venv/bin/python bench/boot.py           # 1, 4 and 8 VMs, one after the other (needs root + QEMU)
+    .venv/bin/python bench/boot.py --smoke   # 1 VM
+
+Each size gets a private state directory and its own network with N hosts running hello 1.0. The number
+is the wall time of `fab env_start_all` (Python start-up, VM boots at most BOOTED_BOOT_PARALLEL at once,
+discovery, deploy, start and test of hello), with the kernel, initramfs, disk image and accelerator verdict
+already cached (prepared first, not timed). "all SSH" is when the last VM answered SSH, from the provider's
+progress lines. Every lab is stopped in `finally` and checked for leftover QEMU processes and taps.
+Last line: `boot4_over_boot1=<ratio>` (nan with --smoke).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import _benchlib as lib
+from _benchlib import BenchError, say
+
+from booted.config import Settings
+
+ENV = '''ENVIRONMENTS = {{
+    "bench": {{
+        "provider": "qemu",
+        "network": "{net}",
+        "hosts": {{"web[01:{n:02d}]": {{"role": "worker", "service": "hello", "version": "1.0"}}}},
+    }},
+}}
+'''
+
+
+def prepare() -> str:
+    """Build (or find) the golden image, the qemu assets and the accel verdict outside the timed runs."""
+    from booted.image import build_golden, find_golden
+    from booted.providers.qemuctl import detect_accel
+    from booted.qemu_assets import ensure_assets
+
+    cache = Path(os.environ.get("BOOTED_CACHE_DIR") or lib.GOLDEN_CACHE)
+    golden = find_golden(cache) or build_golden(cache, say)
+    assets = ensure_assets(cache, golden, say)
+    accel, why = detect_accel(cache, assets.kernel.vmlinuz)
+    return f"{accel} ({why})"
+
+
+def leftovers(lab_id: str) -> list[str]:
+    found = [f"tap {n}" for n in os.listdir("/sys/class/net") if n.startswith(f"bq{lab_id}")]
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.startswith(f"booted-{lab_id}-".encode()) for a in argv):
+            found.append(f"qemu {pid}")
+    return found
+
+
+def run(n: int, work: Path, logs: Path) -> dict[str, float]:
+    state, envfile = work / f"state{n}", work / f"environments{n}.py"
+    envfile.write_text(ENV.format(net=f"10.213.{80 + n}.0/24", n=n))
+    env = lib.booted_env(state, envfile)
+    lab_id = Settings.from_env(env).lab_id("bench")
+    try:
+        say(f"{n} VM(s): fab env_start_all")
+        seconds, proc = lib.timed([lib.FAB, "env_start_all"], env=env, log=logs / f"start{n}.log")
+        if f"{n} ok, 0 failed" not in proc.stdout:
+            raise BenchError(f"{n} VM(s): not all hosts served:\n{proc.stdout[-2000:]}")
+        ssh = [float(s) for s in re.findall(r"\[\s*([\d.]+)s\] \S+: answers SSH", proc.stderr)]
+        say(f"{n} VM(s): serving after {seconds:.1f}s")
+    finally:
+        stop_s, _ = lib.timed([lib.FAB, "env_stop"], env=env, check=False, log=logs / f"stop{n}.log")
+        left = leftovers(lab_id)
+        if left:
+            raise BenchError(f"{n} VM(s): left behind after env_stop: {', '.join(left)}")
+    return {"serving": seconds, "ssh": max(ssh) if ssh else float("nan"), "stop": stop_s}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="boot just 1 VM")
+    args = parser.parse_args()
+    if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
+        print("bench/boot.py needs root and qemu-system-x86_64", file=sys.stderr)
+        return 2
+    sizes = [1] if args.smoke else [1, 4, 8]
+    accel = prepare()
+    work = Path(tempfile.mkdtemp(prefix="booted-bench-boot-"))
+    results: dict[int, dict[str, float]] = {}
+    try:
+        for n in sizes:
+            results[n] = run(n, work, work / "logs")
+    except BenchError as exc:
+        print(f"FAILED: {exc}\n(logs in {work / 'logs'})", file=sys.stderr)
+        return 1
+    print(lib.machine())
+    print(f"accelerator: {accel}; boots at once: BOOTED_BOOT_PARALLEL="
+          f"{os.environ.get('BOOTED_BOOT_PARALLEL') or f'{2 * (os.cpu_count() or 1)} (default)'}")
+    rows = [(n, f"{r['serving']:.1f}", f"{r['ssh']:.1f}", f"{r['serving'] / n:.1f}", f"{r['stop']:.1f}")
+            for n, r in results.items()]
+    print(lib.table(("VMs", "serving s", "all SSH s", "s per VM", "env_stop s"), rows))
+    shutil.rmtree(work, ignore_errors=True)
+    ratio = results[4]["serving"] / results[1]["serving"] if 4 in results else float("nan")
+    print(f"boot4_over_boot1={ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
