@@ -167,12 +167,12 @@ class Inventory:
         assert image is not None
         return image
 
-    def update_spec(self, name: str, role: str, service: str | None, version: str | None,
+    def update_spec(self, name: str, provider: str, role: str, service: str | None, version: str | None,
                     memory: int, cpus: int) -> None:
-        """Follow environments.py when a host's role/service/version changed; identity stays."""
+        """Follow environments.py when a host's provider/role/service/version changed; identity stays."""
         with self.write() as db:
-            db.execute("UPDATE images SET role=?, service=?, version=?, memory=?, cpus=? WHERE name=?",
-                       (role, service, version, memory, cpus, name))
+            db.execute("UPDATE images SET provider=?, role=?, service=?, version=?, memory=?, cpus=? WHERE name=?",
+                       (provider, role, service, version, memory, cpus, name))
 
     def set_running(self, name: str, pid: int | None) -> None:
         with self.write() as db:

@@ -43,9 +43,10 @@ def ensure_image(ctx: Booted, env: Environment, spec: HostSpec) -> Image:
     if image.env != env.name:
         raise StateError(f"host image {spec.name!r} belongs to environment {image.env!r}, not {env.name!r}: "
                          "host names are unique per state directory; rename one of them")
-    if (image.role, image.service, image.version, image.memory, image.cpus) != (
-            spec.role, spec.service, spec.version, spec.memory, spec.cpus):
-        ctx.inventory.update_spec(spec.name, spec.role, spec.service, spec.version, spec.memory, spec.cpus)
+    if (image.provider, image.role, image.service, image.version, image.memory, image.cpus) != (
+            env.provider, spec.role, spec.service, spec.version, spec.memory, spec.cpus):
+        ctx.inventory.update_spec(spec.name, env.provider, spec.role, spec.service, spec.version, spec.memory,
+                                  spec.cpus)
         image = ctx.inventory.image(spec.name)
         assert image is not None
     return image
