@@ -76,9 +76,9 @@ def _run_script(service: Service, target: Target, version: str, backends: str) -
 def _stop_snippet(base: str) -> str:
     return (f'pidf={base}/supervisor.pid\n'
             'if [ -f "$pidf" ] && pid=$(cat "$pidf") && kill -0 "$pid" 2>/dev/null; then\n'
-            '  kill -TERM -- "-$pid" 2>/dev/null\n'
+            '  kill -TERM "-$pid" 2>/dev/null\n'
             '  for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done\n'
-            '  kill -KILL -- "-$pid" 2>/dev/null || true\n  echo stopped\nelse\n  echo "was not running"\nfi\n'
+            '  kill -KILL "-$pid" 2>/dev/null || true\n  echo stopped\nelse\n  echo "was not running"\nfi\n'
             'rm -f "$pidf"\n')
 
 
@@ -126,7 +126,9 @@ def deploy_step(fleet: Fleet, service: Service, releases: dict[str | None, Relea
             'if [ ! -d "$base/$rel" ]; then rm -rf "$base/$rel.tmp"; mkdir "$base/$rel.tmp"\n'
             '  tar -xzf "$tgz" -C "$base/$rel.tmp"; mv "$base/$rel.tmp" "$base/$rel"; fi\n'
             'rm -f "$tgz"\n'
-            f"printf '%s' {q(run_sh)} > \"$base/run.sh\"\n"
+            f"printf '%s' {q(run_sh)} > \"$base/run.sh.new\"\n"
+            'if cmp -s "$base/run.sh.new" "$base/run.sh"; then rm -f "$base/run.sh.new"\n'
+            'else mv "$base/run.sh.new" "$base/run.sh"; echo newrun; fi\n'
             'cur=$(readlink "$base/current" || true)\n'
             'if [ "$cur" != "$rel" ]; then\n'
             '  if [ -n "$cur" ]; then\n'
@@ -140,7 +142,7 @@ def deploy_step(fleet: Fleet, service: Service, releases: dict[str | None, Relea
             '  echo restart; fi\n')
         out = run_command(conn, script).split()
         what = "switched to" if "switched" in out else "already at"
-        if "restart" in out and "switched" in out:
+        if "restart" in out and ("switched" in out or "newrun" in out):
             run_command(conn, _start_snippet(service, target))
             return f"{what} {release.version}, restarted"
         return f"{what} {release.version}"
@@ -170,8 +172,15 @@ def _run_op(ctx: Booted, op: str, p: Plan, fleet: Fleet) -> list[Result]:
         label = ",".join(sorted({r.version for r in releases.values()}))
         step = deploy_step(fleet, service, releases, p.versions, backends_of(ctx, service, p.targets))
     elif op == "start":
+        healthy = test_step(service, _expected_versions(ctx, p))
+
         def step(t: Target) -> str:
-            return run_command(fleet.connection(t), _start_snippet(service, t))
+            # Converge: a host already serving the version deployed there (deploy restarts a running
+            # service) costs one HTTP GET, not an SSH session and a second restart. Force: stop, then start.
+            try:
+                return f"already running, {healthy(t)}"
+            except StepFailed:
+                return run_command(fleet.connection(t), _start_snippet(service, t))
     elif op == "stop":
         def step(t: Target) -> str:
             return run_command(fleet.connection(t), _stop_snippet(shlex.quote(_base(service))))

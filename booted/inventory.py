@@ -203,16 +203,19 @@ class Inventory:
 
     def record_boots(self, log: str, events: list[BootEvent], cursor: tuple[int, int, int, int]) -> None:
         """Store new boot events, move the cursor and update the host list, all in one transaction."""
+        latest: dict[str, BootEvent] = {}  # only a host's latest boot can change its host-list entry
+        for ev in events:
+            if ev.host not in latest or ev.at >= latest[ev.host].at:
+                latest[ev.host] = ev
         with self.write() as db:
-            for ev in events:
-                db.execute("INSERT INTO boot_events (at, remote, host, ip, mac, hostkey, log)"
-                           " VALUES (?,?,?,?,?,?,?)", (ev.at, ev.remote, ev.host, ev.ip, ev.mac, ev.hostkey, log))
-                db.execute(
-                    "INSERT INTO hosts (name, ip, mac, hostkey, booted_at) VALUES (?,?,?,?,?)"
-                    " ON CONFLICT(name) DO UPDATE SET ip=excluded.ip, mac=excluded.mac, hostkey=excluded.hostkey,"
-                    " booted_at=excluded.booted_at, reachable=NULL, checked_at=NULL"
-                    " WHERE excluded.booted_at >= hosts.booted_at",
-                    (ev.host, ev.ip, ev.mac, ev.hostkey, ev.at))
+            db.executemany("INSERT INTO boot_events (at, remote, host, ip, mac, hostkey, log) VALUES (?,?,?,?,?,?,?)",
+                           [(ev.at, ev.remote, ev.host, ev.ip, ev.mac, ev.hostkey, log) for ev in events])
+            db.executemany(
+                "INSERT INTO hosts (name, ip, mac, hostkey, booted_at) VALUES (?,?,?,?,?)"
+                " ON CONFLICT(name) DO UPDATE SET ip=excluded.ip, mac=excluded.mac, hostkey=excluded.hostkey,"
+                " booted_at=excluded.booted_at, reachable=NULL, checked_at=NULL"
+                " WHERE excluded.booted_at >= hosts.booted_at",
+                [(ev.host, ev.ip, ev.mac, ev.hostkey, ev.at) for ev in latest.values()])
             db.execute("INSERT INTO bootlog_cursor (log, inode, offset, lines, skipped) VALUES (?,?,?,?,?)"
                        " ON CONFLICT(log) DO UPDATE SET inode=excluded.inode, offset=excluded.offset,"
                        " lines=excluded.lines, skipped=excluded.skipped", (log, *cursor))

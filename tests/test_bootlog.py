@@ -82,3 +82,15 @@ def test_rotation_starts_over(tmp_path: Path) -> None:
 def test_missing_log_is_empty(tmp_path: Path) -> None:
     inv = Inventory(tmp_path / "state.db")
     assert read_new(inv, tmp_path / "nope.log").lines == 0
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fast_path_agrees_with_general_path(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast regex for the boot script's own lines accepts and decodes exactly what the general path does."""
+    import re
+
+    from booted import bootlog
+
+    fast = parse_file(DATA / f"{case}.log")
+    monkeypatch.setattr(bootlog, "FAST_RE", re.compile(r"(?!x)x"))  # never matches: general path only
+    assert parse_file(DATA / f"{case}.log") == fast
