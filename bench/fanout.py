@@ -92,7 +92,8 @@ python.call(name="check /health from the controller", function=check, ip=host.da
 """
 
 
-def deploy_script(service: services.Service, target: Target, release: services.Release, incoming: str) -> str:
+def deploy_script(service: services.Service, target: Target, release: services.Release, incoming: str,
+                  backends: str = "") -> str:
     """booted's remote deploy script (booted/deploy.py deploy_step), without its restart-if-running part:
     the other tools restart in their start step."""
     q = shlex.quote
@@ -104,10 +105,11 @@ def deploy_script(service: services.Service, target: Target, release: services.R
         'if [ ! -d "$base/$rel" ]; then rm -rf "$base/$rel.tmp"; mkdir "$base/$rel.tmp"\n'
         '  tar -xzf "$tgz" -C "$base/$rel.tmp"; mv "$base/$rel.tmp" "$base/$rel"; fi\n'
         'rm -f "$tgz"\n'
-        f"printf '%s' {q(deploy._run_script(service, target, release.version))} > \"$base/run.sh\"\n"
+        f"printf '%s' {q(deploy._run_script(service, target, release.version, backends))} > \"$base/run.sh\"\n"
         'cur=$(readlink "$base/current" || true)\n'
         'if [ "$cur" != "$rel" ]; then\n'
-        '  if [ -n "$cur" ]; then ln -sfn "$cur" "$base/previous.new"; mv -T "$base/previous.new" "$base/previous"; fi\n'
+        '  if [ -n "$cur" ]; then\n'
+        '    ln -sfn "$cur" "$base/previous.new"; mv -T "$base/previous.new" "$base/previous"; fi\n'
         '  ln -sfn "$rel" "$base/current.new"; mv -T "$base/current.new" "$base/current"; echo switched\n'
         'else echo unchanged; fi\n'
         'keep=$(readlink "$base/current"); prev=$(readlink "$base/previous" || true)\n'
@@ -170,7 +172,7 @@ class Bench:
         """Every host's /health serves `version` with its own name (outside the timing)."""
         def one(t: Target) -> str | None:
             try:
-                with urllib.request.urlopen(f"http://{t.ip}:8000/health", timeout=5) as resp:  # noqa: S310
+                with urllib.request.urlopen(f"http://{t.ip}:8000/health", timeout=5) as resp:
                     data = json.loads(resp.read(65536))
             except (OSError, ValueError) as exc:
                 return f"{t.name}: {exc}"
@@ -192,8 +194,9 @@ class Bench:
         tarball.parent.mkdir(exist_ok=True)
         tarball.write_bytes(release.data)
         incoming = f"{deploy.ROOT}/.incoming-{service.name}-{release.id}.tar.gz"
+        backends = deploy.backends_of(self.ctx, service, self.hosts)
         return [{"name": t.name, "ip": t.ip, "tarball": str(tarball), "incoming": incoming, "version": version,
-                 "deploy_script": deploy_script(service, t, release, incoming),
+                 "deploy_script": deploy_script(service, t, release, incoming, backends[t.name]),
                  "start_script": deploy._start_snippet(service, t)} for t in self.hosts]
 
     def log(self, version: str, suffix: str = "") -> Path:
@@ -241,7 +244,8 @@ class Bench:
         lines = ["all:", "  hosts:"]
         for h in self.release_inputs(version):
             lines += [f"    {h['name']}:", f"      ansible_host: {h['ip']}",
-                      f"      release_tarball: {json.dumps(h['tarball'])}", f"      incoming: {json.dumps(h['incoming'])}",
+                      f"      release_tarball: {json.dumps(h['tarball'])}",
+                      f"      incoming: {json.dumps(h['incoming'])}",
                       f"      want_version: {json.dumps(version)}",
                       f"      deploy_script: !unsafe {json.dumps(h['deploy_script'])}",
                       f"      start_script: !unsafe {json.dumps(h['start_script'])}"]

@@ -1,0 +1,48 @@
+"""Smoke runs of the benchmarks in bench/: each exits 0 and ends with its result line."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+NUM = r"\d+(?:\.\d+)?"
+
+
+def run_bench(*args: str, timeout: int = 300) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / args[0]), *args[1:]], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, f"{args[0]} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"{args[0]} printed nothing; stderr:\n{proc.stderr[-2000:]}"
+    return lines[-1]
+
+
+def test_bootlog_smoke() -> None:
+    last = run_bench("bootlog.py", "--lines", "2000", "--refreshes", "2")
+    match = re.fullmatch(rf"bootlog_first_s=({NUM}) bootlog_refresh_s=({NUM}) refresh_bytes_read=(\d+) "
+                         rf"log_bytes=(\d+) rereads=no", last)
+    assert match, last
+    assert int(match.group(3)) < int(match.group(4))
+
+
+def test_status_smoke() -> None:
+    last = run_bench("status.py", "--hosts", "5", "--runs", "1")
+    assert re.fullmatch(rf"hosts_list_s={NUM} env_status_s={NUM} fab_list_s={NUM} hosts=5", last), last
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="netns lab hosts need root")
+@pytest.mark.skipif(not (BIN / "ansible-playbook").exists() or not (BIN / "pyinfra").exists(),
+                    reason="needs the bench extra: pip install -e '.[bench]'")
+@pytest.mark.skipif(shutil.which("ip") is None or shutil.which("unshare") is None, reason="needs iproute2, util-linux")
+def test_fanout_smoke() -> None:
+    last = run_bench("fanout.py", "--hosts", "3", "--runs", "1", timeout=600)
+    assert re.fullmatch(rf"booted_over_ansible={NUM} booted_over_pyinfra={NUM} booted_over_floor={NUM}", last), last
