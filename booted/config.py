@@ -40,6 +40,7 @@ class Settings:
     http_port: int
     parallel: int
     boot_timeout: int
+    boot_parallel: int
     services_dir: Path
 
     @classmethod
@@ -62,6 +63,7 @@ class Settings:
             http_port=_int(env, "BOOTED_HTTP_PORT", 8470, 1, 65535),
             parallel=_int(env, "BOOTED_PARALLEL", 32, 1, 1024),
             boot_timeout=_int(env, "BOOTED_BOOT_TIMEOUT", 60, 1, 3600),
+            boot_parallel=_int(env, "BOOTED_BOOT_PARALLEL", 2 * (os.cpu_count() or 1), 1, 1024),
             services_dir=Path(env.get("BOOTED_SERVICES") or root / "service").resolve(),
         )
 

@@ -44,7 +44,9 @@ class Booted:
                                   self.settings.environments_file)
 
     def lab(self, env: Environment) -> Lab:
-        return Lab(env.name, self.settings.lab_id(env.name), env.network, self.settings.state_dir / "labs" / env.name)
+        s = self.settings
+        return Lab(env.name, s.lab_id(env.name), env.network, s.state_dir / "labs" / env.name, s.boot_timeout,
+                   s.boot_parallel)
 
     def provider(self, env: Environment) -> Provider:
         return get_provider(env.provider)

@@ -127,25 +127,26 @@ def deploy_step(fleet: Fleet, service: Service, releases: dict[str | None, Relea
             '  tar -xzf "$tgz" -C "$base/$rel.tmp"; mv "$base/$rel.tmp" "$base/$rel"; fi\n'
             'rm -f "$tgz"\n'
             f"printf '%s' {q(run_sh)} > \"$base/run.sh.new\"\n"
-            'if cmp -s "$base/run.sh.new" "$base/run.sh"; then rm -f "$base/run.sh.new"\n'
-            'else mv "$base/run.sh.new" "$base/run.sh"; echo newrun; fi\n'
+            'newrun=\nif cmp -s "$base/run.sh.new" "$base/run.sh"; then rm -f "$base/run.sh.new"\n'
+            'else mv "$base/run.sh.new" "$base/run.sh"; newrun=1; fi\n'
             'cur=$(readlink "$base/current" || true)\n'
+            'changed=$newrun\n'
             'if [ "$cur" != "$rel" ]; then\n'
             '  if [ -n "$cur" ]; then\n'
             '    ln -sfn "$cur" "$base/previous.new"; mv -T "$base/previous.new" "$base/previous"; fi\n'
             '  ln -sfn "$rel" "$base/current.new"; mv -T "$base/current.new" "$base/current"; echo switched\n'
+            '  changed=1\n'
             'else echo unchanged; fi\n'
             'keep=$(readlink "$base/current"); prev=$(readlink "$base/previous" || true)\n'
             'for d in "$base"/releases/*; do r="releases/${d##*/}"\n'
             '  [ "$r" = "$keep" ] || [ "$r" = "$prev" ] || rm -rf "$d"; done\n'
-            'if [ -f "$base/supervisor.pid" ] && kill -0 "$(cat "$base/supervisor.pid")" 2>/dev/null; then\n'
-            '  echo restart; fi\n')
+            # a running service is restarted in the same SSH command when its release or run.sh changed
+            'if [ -n "$changed" ] && [ -f "$base/supervisor.pid" ] && '
+            'kill -0 "$(cat "$base/supervisor.pid")" 2>/dev/null; then\n'
+            'set +e\n' + _start_snippet(service, target) + 'fi\n')
         out = run_command(conn, script).split()
         what = "switched to" if "switched" in out else "already at"
-        if "restart" in out and ("switched" in out or "newrun" in out):
-            run_command(conn, _start_snippet(service, target))
-            return f"{what} {release.version}, restarted"
-        return f"{what} {release.version}"
+        return f"{what} {release.version}" + (", restarted" if "started" in out else "")
     return step
 
 

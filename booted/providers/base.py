@@ -22,6 +22,8 @@ class Lab:
     lab_id: str
     network: ipaddress.IPv4Network
     dir: Path
+    boot_timeout: int = 60  # seconds a host may take to boot (BOOTED_BOOT_TIMEOUT)
+    boot_parallel: int = 4  # hosts booting at once where booting is CPU-bound (BOOTED_BOOT_PARALLEL)
 
     @property
     def gateway(self) -> str:

@@ -19,7 +19,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from booted.config import Settings, _int
 from booted.errors import NeedsRoot, ProviderError, ToolMissing
 from booted.identity import Identity
 from booted.image import GoldenImage
@@ -40,10 +39,6 @@ POWERDOWN_SECONDS = 3.0
 def _opt(path: Path | str) -> str:
     """A path inside a QEMU option value: commas are doubled."""
     return str(path).replace(",", ",,")
-
-
-def boot_parallel() -> int:
-    return _int(dict(os.environ), "BOOTED_BOOT_PARALLEL", 2 * (os.cpu_count() or 1), 1, 1024)
 
 
 def boot_timeout(base: float, booting: int, cores: int | None = None) -> float:
@@ -113,8 +108,8 @@ class QemuProvider:
         todo = [h for h in hosts if h.name not in running]
         errors = self._prepare(lab, todo, assets)
         todo = [h for h in todo if h.name not in errors]
-        parallel = min(boot_parallel(), max(1, len(todo)))
-        timeout = boot_timeout(Settings.from_env().boot_timeout, parallel)
+        parallel = min(lab.boot_parallel, max(1, len(todo)))
+        timeout = boot_timeout(lab.boot_timeout, parallel)
         if todo:
             progress(f"booting {len(todo)} VM(s), {parallel} at a time ({accel}, {timeout:.0f}s each)")
         started: list[Started] = []
