@@ -10,8 +10,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import jinja2
-
 from booted.config import Settings
 from booted.errors import ProviderError, ToolMissing
 
@@ -45,6 +43,8 @@ class Nginx:
         self.pidfile = self.run_dir / "nginx.pid"
 
     def render(self, listen: list[str]) -> str:
+        import jinja2  # only needed when nginx is (re)configured: keeps every other task's start-up short
+
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(self.settings.project_root / "nginx"),
                                  autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         return env.get_template(TEMPLATE).render(
