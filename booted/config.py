@@ -25,6 +25,13 @@ def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> i
     return value
 
 
+def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name) or allowed[0]
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r}: allowed values are {', '.join(allowed)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything that varies between machines, users and test runs."""
@@ -41,6 +48,7 @@ class Settings:
     parallel: int
     boot_timeout: int
     boot_parallel: int
+    qemu_net: str
     services_dir: Path
 
     @classmethod
@@ -64,6 +72,7 @@ class Settings:
             parallel=_int(env, "BOOTED_PARALLEL", 32, 1, 1024),
             boot_timeout=_int(env, "BOOTED_BOOT_TIMEOUT", 60, 1, 3600),
             boot_parallel=_int(env, "BOOTED_BOOT_PARALLEL", 2 * (os.cpu_count() or 1), 1, 1024),
+            qemu_net=_choice(env, "BOOTED_QEMU_NET", ("auto", "tap", "user")),
             services_dir=Path(env.get("BOOTED_SERVICES") or root / "service").resolve(),
         )
 

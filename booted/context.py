@@ -46,7 +46,7 @@ class Booted:
     def lab(self, env: Environment) -> Lab:
         s = self.settings
         return Lab(env.name, s.lab_id(env.name), env.network, s.state_dir / "labs" / env.name, s.boot_timeout,
-                   s.boot_parallel)
+                   s.boot_parallel, s.qemu_net)
 
     def provider(self, env: Environment) -> Provider:
         return get_provider(env.provider)

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from booted import machines
 from booted.context import Booted
 from booted.errors import BootedError, ConfigError
 from booted.fanout import Fleet, Result, StepFailed, Target, run_command
@@ -54,7 +55,7 @@ def plan(ctx: Booted, service_name: str, hosts: list[str] | None = None, env: st
     if not chosen:
         raise BootedError(f"no host in the current host list runs {service.name}: start the environment "
                           "(fab env_start_all) or rebuild the list (fab hosts_reset)")
-    return Plan(service, [Target(h.name, h.ip) for h in chosen],
+    return Plan(service, [machines.target(ctx, h.name, h.ip, images) for h in chosen],
                 {h.name: version or images[h.name].version for h in chosen}, version)
 
 
@@ -207,7 +208,8 @@ def _expected_versions(ctx: Booted, p: Plan) -> dict[str, str | None]:
 
 def test_step(service: Service, expected: dict[str, str | None]) -> Callable[[Target], str]:
     def step(target: Target) -> str:
-        url = f"http://{target.ip}:{service.port}{service.health}"
+        addr, port = target.endpoint(service.port)
+        url = f"http://{addr}:{port}{service.health}"
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
                 body = resp.read(65536)

@@ -32,7 +32,7 @@ STEPS = ("boot", "deploy", "start", "test")
 
 def start_hosts(ctx: Booted, env: Environment, specs: list[HostSpec], service_hosts: bool = True) -> list[Row]:
     """Make and boot `specs`, then deploy, start and test each host's service. Never stops at one host."""
-    ctx.provider(env).check()  # before anything is made: no root, no tool -> one clear message
+    ctx.provider(env).check(ctx.lab(env))  # before anything is made: no root, no tool -> one clear message
     images = [machines.ensure_image(ctx, env, s) for s in specs]
     rows = {i.name: Row(i.name, i.ip, i.role) for i in images}
     for out in machines.start_images(ctx, env, images):
@@ -89,7 +89,7 @@ def start_worker(ctx: Booted, name: str, env_name: str | None) -> tuple[Environm
     env, _ = machines.image_env(ctx, name, env_name)
     spec = env.host(name)
     provider = ctx.provider(env)
-    provider.check()
+    provider.check(ctx.lab(env))
     if name in provider.running(ctx.lab(env)):
         machines.stop_images(ctx, env, [name])
     return env, start_hosts(ctx, env, [spec])
@@ -100,8 +100,8 @@ def stop(ctx: Booted, env_name: str | None) -> tuple[Environment, list[machines.
     remove its network. Identities (IP, MAC, host key) stay leased until image_del."""
     env = ctx.environment(env_name)
     provider = ctx.provider(env)
-    provider.check()
     lab = ctx.lab(env)
+    provider.check(lab)
     names = sorted(set(provider.running(lab)) | {i.name for i in ctx.inventory.images(env.name) if i.pid})
     outcomes = machines.stop_images(ctx, env, names) if names else []
     for image in ctx.inventory.images(env.name):

@@ -24,10 +24,17 @@ from booted.errors import BootedError
 
 @dataclass(frozen=True)
 class Target:
-    """A host to work on."""
+    """A host to work on: its lab IP, and where its ports are reached when not there (user-mode VMs)."""
 
     name: str
     ip: str
+    forwards: tuple[tuple[int, str, int], ...] = ()  # (guest port, address, port) on the controller
+
+    def endpoint(self, port: int) -> tuple[str, int]:
+        for guest, addr, fwd in self.forwards:
+            if guest == port:
+                return addr, fwd
+        return self.ip, port
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,9 @@ class Fleet:
         """The (reused) connection to a host; host keys are checked against the lab's known_hosts only."""
         with self._lock:
             conn = self._conns.get(target.name)
-            if conn is None or conn.host != target.ip:
-                conn = Connection(target.ip, user=self.user, config=self.config, connect_timeout=self.timeout,
+            addr, port = target.endpoint(22)
+            if conn is None or (conn.host, conn.port) != (addr, port):
+                conn = Connection(addr, port=port, user=self.user, config=self.config, connect_timeout=self.timeout,
                                   connect_kwargs={"key_filename": str(self.key), "look_for_keys": False,
                                                   "allow_agent": False, "banner_timeout": self.timeout,
                                                   "auth_timeout": self.timeout})

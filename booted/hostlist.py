@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from booted import bootlog
 from booted.context import Booted
-from booted.machines import Outcome
+from booted.fanout import Target
+from booted.machines import Outcome, target
 from booted.netcheck import ssh_banner
 
 
@@ -20,24 +21,28 @@ def _ping(ip: str) -> bool:
     return subprocess.run(["ping", "-c", "1", "-W", "1", "-q", ip], capture_output=True, check=False).returncode == 0
 
 
-def probe(ip: str) -> tuple[bool, str]:
-    """Does the host answer? Ping (when ping is installed) and the SSH banner on port 22."""
-    try:
-        pinged = _ping(ip)
-    except FileNotFoundError:
-        pinged = True  # no ping binary: the SSH banner decides
-    if not pinged:
-        return False, "no ping reply"
-    if not ssh_banner(ip):
-        return False, "no SSH banner on port 22"
-    return True, "answers ping and SSH"
+def probe(target: Target) -> tuple[bool, str]:
+    """Does the host answer? Ping (when ping is installed and the host is at its lab IP) and SSH's banner."""
+    addr, port = target.endpoint(22)
+    if (addr, port) == (target.ip, 22):
+        try:
+            pinged = _ping(target.ip)
+        except FileNotFoundError:
+            pinged = True  # no ping binary: the SSH banner decides
+        if not pinged:
+            return False, "no ping reply"
+    if not ssh_banner(addr, port=port):
+        return False, f"no SSH banner on {addr}:{port}"
+    return True, "answers SSH" if (addr, port) != (target.ip, 22) else "answers ping and SSH"
 
 
 def filter_hosts(ctx: Booted) -> list[Outcome]:
     """Probe every listed host; keep the ones that answer, drop the others (and say so)."""
     hosts = ctx.inventory.hosts()
+    images = {i.name: i for i in ctx.inventory.images()}
+    targets = [target(ctx, h.name, h.ip, images) for h in hosts]
     with ThreadPoolExecutor(max_workers=max(1, min(ctx.settings.parallel, len(hosts) or 1))) as pool:
-        probes = list(pool.map(lambda h: probe(h.ip), hosts))
+        probes = list(pool.map(probe, targets))
     ctx.inventory.set_reachable({h.name: ok for h, (ok, _) in zip(hosts, probes)})
     dead = [h.name for h, (ok, _) in zip(hosts, probes) if not ok]
     ctx.inventory.remove_hosts(dead)

@@ -90,6 +90,7 @@ class Identity:
     authorized_key: str
     memory: int = 256  # MB; VM providers size the machine from these, namespaces ignore them
     cpus: int = 1
+    ports: tuple[int, ...] = ()  # TCP ports its service listens on (forwarded for user-mode VMs)
 
     def env_text(self) -> str:
         """The /run/booted/identity file: shell KEY='value' lines, every value quoted."""

@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from booted import bootlog
 from booted.context import Booted
 from booted.environments import Environment, HostSpec
-from booted.errors import ConfigError, StateError
+from booted.errors import BootedError, ConfigError, StateError
+from booted.fanout import Target
 from booted.identity import Identity, hash_password
 from booted.image import GoldenImage, build_golden, find_golden
 from booted.inventory import Image
 from booted.netcheck import ssh_banner
 from booted.nginx import Nginx, local_addresses
+from booted.services import get_service
 
 
 def fingerprint(pub: str) -> str:
@@ -64,8 +66,27 @@ def images_for(ctx: Booted, env: Environment, names: list[str]) -> list[Image]:
     return out
 
 
+def endpoints(ctx: Booted, image: Image) -> dict[int, tuple[str, int]]:
+    """Where the controller reaches this host's ports when not at its lab IP (user-mode VMs)."""
+    env = ctx.environments.get(image.env)
+    return ctx.provider(env).endpoints(ctx.lab(env), image.name) if env else {}
+
+
+def target(ctx: Booted, name: str, ip: str, images: dict[str, Image] | None = None) -> Target:
+    """A fan-out target for a listed host, with its forwarded ports if it has any."""
+    image = (images or {}).get(name) or ctx.inventory.image(name)
+    fwd = endpoints(ctx, image) if image else {}
+    return Target(name, ip, tuple((g, a, p) for g, (a, p) in sorted(fwd.items())))
+
+
 def write_known_hosts(ctx: Booted) -> None:
-    ctx.keys.write_known_hosts([(i.ip, i.hostkey) for i in ctx.inventory.images()])
+    """Pin every host key: at the lab IP, and at [addr]:port where a host's SSH is forwarded."""
+    pins = []
+    for image in ctx.inventory.images():
+        pins.append((image.ip, image.hostkey))
+        if 22 in (fwd := endpoints(ctx, image)):
+            pins.append((f"[{fwd[22][0]}]:{fwd[22][1]}", image.hostkey))
+    ctx.keys.write_known_hosts(pins)
 
 
 def image_env(ctx: Booted, name: str, env_name: str | None = None) -> tuple[Environment, Image | None]:
@@ -94,7 +115,16 @@ def identity(ctx: Booted, env: Environment, image: Image) -> Identity:
         boot_url=f"http://{env.gateway}:{settings.http_port}/booted", login_user=settings.user,
         pw_hash=hash_password(settings.password) if settings.password else None,
         host_key=ctx.keys.host_key(image.name), authorized_key=ctx.keys.ensure_lab_key(),
-        memory=image.memory, cpus=image.cpus)
+        memory=image.memory, cpus=image.cpus, ports=_service_ports(ctx, image))
+
+
+def _service_ports(ctx: Booted, image: Image) -> tuple[int, ...]:
+    if not image.service:
+        return ()
+    try:
+        return (get_service(ctx.settings.services_dir, image.service).port,)
+    except BootedError:
+        return ()  # an unknown or broken service fails at deploy, with its own message
 
 
 @dataclass(frozen=True)
@@ -107,9 +137,11 @@ class Outcome:
 
 
 def ensure_nginx(ctx: Booted, keep: bool = False) -> str:
-    """Run booted's nginx on every lab gateway that exists on this machine. With no lab network left it
-    stops (nothing is left running after env_stop), unless `keep`: then it listens on loopback only."""
-    gateways = {str(e.gateway) for e in ctx.environments.values()} & local_addresses()
+    """Run booted's nginx where the labs that are up call it (their gateways; loopback for user-mode VMs).
+    With no lab left it stops (nothing is left running after env_stop), unless `keep`: then it listens on
+    loopback only."""
+    gateways = {a for e in ctx.environments.values() for a in ctx.provider(e).listen_addresses(ctx.lab(e))}
+    gateways &= local_addresses() | {"127.0.0.1"}
     nginx = Nginx(ctx.settings)
     if not gateways and not keep:
         return "stopped" if nginx.stop() else "not running"
@@ -122,8 +154,8 @@ def start_images(ctx: Booted, env: Environment, images: list[Image]) -> list[Out
     if not images:
         return []
     provider = ctx.provider(env)
-    provider.check()
     lab = ctx.lab(env)
+    provider.check(lab)
     image = golden(ctx)
     since = time.time()
     already = provider.running(lab)
@@ -134,6 +166,7 @@ def start_images(ctx: Booted, env: Environment, images: list[Image]) -> list[Out
     started, errors = provider.start(lab, image, idents, ctx.say)
     for s in started:
         ctx.inventory.set_running(s.name, s.pid)
+    write_known_hosts(ctx)  # forwarded SSH ports (user-mode VMs) are known once the VMs run
     fresh = [i for i in images if i.name not in already and i.name not in errors]
     waited = wait_booted(ctx, env, fresh, since)
     outcomes = []
@@ -153,7 +186,8 @@ def start_images(ctx: Booted, env: Environment, images: list[Image]) -> list[Out
 def _relist(ctx: Booted, img: Image) -> Outcome:
     """A host that runs but is not in the host list (cleared, or booted before the current boot log):
     list it again from its pinned identity if it answers SSH (connections still verify its host key)."""
-    if not ssh_banner(img.ip):
+    addr, port = target(ctx, img.name, img.ip).endpoint(22)
+    if not ssh_banner(addr, port=port):
         return Outcome(img.name, False, "running but SSH does not answer: fab env_start_worker " + img.name)
     ctx.inventory.list_host(img.name, img.ip, img.mac, fingerprint(img.hostkey), img.started or time.time())
     return Outcome(img.name, True, "already running (listed again)")
@@ -195,7 +229,8 @@ def wait_booted(ctx: Booted, env: Environment, images: list[Image], since: float
         result[name] = Outcome(name, False, f"no boot-log line within {timeout}s{_console_tail(ctx, env, name)}")
     ok = [n for n, o in result.items() if o.ok]
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(ok)))) as pool:
-        banners = dict(zip(ok, pool.map(lambda n: _wait_banner(pending_ip(images, n), deadline), ok)))
+        ssh = {i.name: target(ctx, i.name, i.ip).endpoint(22) for i in images if i.name in ok}
+        banners = dict(zip(ok, pool.map(lambda n: _wait_banner(*ssh[n], deadline), ok)))
     for name, up in banners.items():
         if not up:
             result[name] = Outcome(name, False, f"phoned home but SSH does not answer{_console_tail(ctx, env, name)}")
@@ -203,13 +238,9 @@ def wait_booted(ctx: Booted, env: Environment, images: list[Image], since: float
     return result
 
 
-def pending_ip(images: list[Image], name: str) -> str:
-    return next(i.ip for i in images if i.name == name)
-
-
-def _wait_banner(ip: str, deadline: float) -> bool:
+def _wait_banner(addr: str, port: int, deadline: float) -> bool:
     while True:
-        if ssh_banner(ip, 1.0):
+        if ssh_banner(addr, 1.0, port):
             return True
         if time.monotonic() > deadline:
             return False
@@ -219,8 +250,8 @@ def _wait_banner(ip: str, deadline: float) -> bool:
 def stop_images(ctx: Booted, env: Environment, names: list[str]) -> list[Outcome]:
     """Stop hosts; stopped hosts leave the current host list. Removes the lab network when none runs."""
     provider = ctx.provider(env)
-    provider.check()
     lab = ctx.lab(env)
+    provider.check(lab)
     running = provider.running(lab)
     errors = provider.stop(lab, names)
     for name in names:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 
 
-def ssh_banner(ip: str, timeout: float = 2.0) -> bool:
-    """True when something on ip:22 greets with an SSH banner."""
+def ssh_banner(ip: str, timeout: float = 2.0, port: int = 22) -> bool:
+    """True when something on ip:port greets with an SSH banner."""
     try:
-        with socket.create_connection((ip, 22), timeout=timeout) as sock:
+        with socket.create_connection((ip, port), timeout=timeout) as sock:
             sock.settimeout(timeout)
             return sock.recv(16).startswith(b"SSH-")
     except OSError:

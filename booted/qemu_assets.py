@@ -69,8 +69,16 @@ def _digest(*parts: str | bytes) -> str:
     return h.hexdigest()[:12]
 
 
+SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])  # users' PATH lacks sbin
+
+
+def _tool(name: str) -> str:
+    """The full path of a tool, looking in /usr/sbin and /sbin too (modprobe, mkfs.ext4)."""
+    return shutil.which(name, path=SBIN_PATH) or name
+
+
 def _need(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
+    missing = [t for t in tools if shutil.which(t, path=SBIN_PATH) is None]
     if missing:
         raise ToolMissing(f"{', '.join(missing)} not found: apt-get install apt dpkg kmod e2fsprogs "
                           "(or run setup.sh)")
@@ -155,7 +163,7 @@ def resolve_modules(kernel: Kernel, modules: tuple[str, ...] = MODULES) -> list[
     _need("modprobe")
     order: list[Path] = []
     for mod in modules:
-        proc = subprocess.run(["modprobe", "-d", str(kernel.root), "-S", kernel.version, "--show-depends", mod],
+        proc = subprocess.run([_tool("modprobe"), "-d", str(kernel.root), "-S", kernel.version, "--show-depends", mod],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise ImageError(f"kernel {kernel.version} has no module {mod}: {proc.stderr.strip()}")
@@ -221,11 +229,11 @@ def initramfs_bytes(busybox: bytes, modules: list[tuple[str, bytes]]) -> bytes:
 
 def build_initramfs(cache_dir: Path, kernel: Kernel, busybox: Path) -> Path:
     """initramfs-<key>.gz for this kernel and busybox (the golden rootfs' static one), built once."""
-    kos = resolve_modules(kernel)
     bb = busybox.read_bytes()
     out = cache_dir / f"initramfs-{_digest(kernel.version, bb, INITRAMFS_INIT, ' '.join(MODULES))}.gz"
     if out.exists():
         return out
+    kos = resolve_modules(kernel)
     modules = []
     for ko in kos:
         data, name = ko.read_bytes(), ko.name
@@ -273,7 +281,8 @@ def base_image(cache_dir: Path, golden: GoldenImage, progress: Progress | None =
         subprocess.run(["cp", "-a", "--remove-destination", f"{golden.layer}/.", str(stage)], check=True)
         (stage / ".booted-complete").unlink(missing_ok=True)
         size = _size_for(golden.rootfs)
-        mkfs = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "root", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+        mkfs = subprocess.run([_tool("mkfs.ext4"), "-q", "-F", "-L", "root",
+                               "-E", "lazy_itable_init=0,lazy_journal_init=0",
                                "-d", str(stage), str(tmp), str(size // 1024) + "k"],
                               capture_output=True, text=True, check=False)
         if mkfs.returncode != 0:

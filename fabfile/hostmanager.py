@@ -6,7 +6,7 @@ import json
 
 from booted import hostlist, machines
 from booted.context import Booted
-from booted.fanout import Target, run_command
+from booted.fanout import run_command
 from booted.nginx import Nginx
 from booted.report import table, when
 from fabfile._task import booted_task, finish, names
@@ -67,7 +67,7 @@ def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | No
     """Run a shell command on the listed hosts in parallel; print each host's output."""
     wanted = names(hosts)
     images = {i.name: i for i in ctx.inventory.images()}
-    targets = [Target(h.name, h.ip) for h in ctx.inventory.hosts()
+    targets = [machines.target(ctx, h.name, h.ip, images) for h in ctx.inventory.hosts()
                if (not wanted or h.name in wanted)
                and (env is None or (h.name in images and images[h.name].env == env))]
     if wanted:

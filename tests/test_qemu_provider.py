@@ -19,8 +19,8 @@ from booted.providers.qemu import IDENTITY_FILES, PROVIDER, QemuProvider, boot_t
 from booted.qemu_assets import Assets, Kernel, initramfs_bytes
 
 
-def lab(tmp_path: Path, net: str = "10.213.60.0/24") -> Lab:
-    return Lab("qt", "a1b2c3", ipaddress.ip_network(net), tmp_path / "labs" / "qt")
+def lab(tmp_path: Path, net: str = "10.213.60.0/24", mode: str = "tap") -> Lab:
+    return Lab("qt", "a1b2c3", ipaddress.ip_network(net), tmp_path / "labs" / "qt", net=mode)
 
 
 def ident(tmp_path: Path, name: str = "web01", ip: str = "10.213.60.2", **kw: int) -> Identity:
@@ -66,6 +66,30 @@ def test_command_line_of_a_host(tmp_path: Path) -> None:
     assert option(cmd, "-qmp") == [f"unix:{hdir}/qmp.sock,server=on,wait=off"]
     assert option(cmd, "-pidfile") == [str(hdir / "qemu.pid")]
     assert "-no-reboot" in cmd and "-nodefaults" in cmd
+
+
+def test_user_mode_networking_command_line(tmp_path: Path) -> None:
+    """No root: slirp with the guest's own lab IP, restricted; SSH and the service port forwarded on
+    loopback; the boot URL's gateway:port relayed to nginx on 127.0.0.1; no tap."""
+    from booted.providers.qemu import RELAY, read_forwards, relay_python, write_forwards
+
+    lb, host = lab(tmp_path, mode="user"), ident(tmp_path)
+    host = Identity(**{**host.__dict__, "ports": (8000,)})
+    hdir = lb.host_dir("web01")
+    hdir.mkdir(parents=True)
+    write_forwards(hdir, {22: 40022, 8000: 40080})
+    assert read_forwards(hdir) == {22: 40022, 8000: 40080}
+    assert PROVIDER.endpoints(lb, "web01") == {22: ("127.0.0.1", 40022), 8000: ("127.0.0.1", 40080)}
+    netdev = option(PROVIDER.command(lb, host, assets(tmp_path), "tcg"), "-netdev")[0]
+    assert netdev.split(",")[:5] == ["user", "id=n0", "restrict=on", "net=10.213.60.0/24", "host=10.213.60.254"]
+    assert "dns=10.213.60.253" in netdev
+    assert "hostfwd=tcp:127.0.0.1:40022-10.213.60.2:22" in netdev
+    assert "hostfwd=tcp:127.0.0.1:40080-10.213.60.2:8000" in netdev
+    assert netdev.endswith(f"guestfwd=tcp:10.213.60.1:8470-cmd:{relay_python()} {RELAY} 127.0.0.1 8470")
+    assert "tap" not in netdev
+    assert PROVIDER.listen_addresses(lb) == []  # nginx on loopback only once the lab is prepared
+    PROVIDER.prepare_network(lb)
+    assert PROVIDER.listen_addresses(lb) == ["127.0.0.1"]
 
 
 def test_kvm_uses_the_host_cpu_and_commas_in_paths_are_escaped(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ class Lab:
     dir: Path
     boot_timeout: int = 60  # seconds a host may take to boot (BOOTED_BOOT_TIMEOUT)
     boot_parallel: int = 4  # hosts booting at once where booting is CPU-bound (BOOTED_BOOT_PARALLEL)
+    net: str = "auto"  # qemu: "tap" (root: a bridge), "user" (QEMU user-mode networking) or "auto"
 
     @property
     def gateway(self) -> str:
@@ -50,8 +51,8 @@ class Provider(Protocol):
 
     name: str
 
-    def check(self) -> None:
-        """Raise a clear error if this machine cannot run the provider (tool missing, not root)."""
+    def check(self, lab: Lab | None = None) -> None:
+        """Raise a clear error if this machine cannot run the provider (tool missing, not root) for `lab`."""
 
     def prepare_network(self, lab: Lab) -> None:
         """Create the lab network (bridge with the gateway address) before any host boots."""
@@ -62,6 +63,13 @@ class Provider(Protocol):
 
     def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
         """Stop hosts; return host -> error for those that could not be stopped. Stopped hosts are gone."""
+
+    def endpoints(self, lab: Lab, name: str) -> dict[int, tuple[str, int]]:
+        """Where the controller reaches a running host's ports when not at its lab IP (user-mode VMs:
+        guest port -> 127.0.0.1:forwarded port); empty when the host answers at its lab IP."""
+
+    def listen_addresses(self, lab: Lab) -> list[str]:
+        """Where booted's nginx must listen for this lab's boot calls (nothing when the lab is down)."""
 
     def running(self, lab: Lab) -> dict[str, int]:
         """Hosts that really run now, observed on the machine: name -> handle PID."""

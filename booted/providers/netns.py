@@ -20,7 +20,7 @@ from booted.errors import NeedsRoot, ProviderError, ToolMissing
 from booted.identity import Identity
 from booted.image import GoldenImage
 from booted.providers.base import Lab, Progress, Started
-from booted.providers.bridge import ensure_bridge, ip_batch, remove_bridge
+from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove_bridge
 
 TOOLS = ("ip", "nsenter", "unshare", "chroot", "mount")
 MARK = "booted-host"
@@ -50,7 +50,7 @@ def _alive(pid: int) -> bool:
 class NetnsProvider:
     name = "netns"
 
-    def check(self) -> None:
+    def check(self, lab: Lab | None = None) -> None:
         if os.geteuid() != 0:
             raise NeedsRoot("the netns provider needs root (namespaces, bridge, mounts): run fab as root, "
                             "e.g. sudo -E fab ...")
@@ -73,6 +73,12 @@ class NetnsProvider:
     def prepare_network(self, lab: Lab) -> None:
         self.check()
         ensure_bridge(lab)
+
+    def endpoints(self, lab: Lab, name: str) -> dict[int, tuple[str, int]]:
+        return {}
+
+    def listen_addresses(self, lab: Lab) -> list[str]:
+        return [lab.gateway] if link_exists(lab.bridge) else []
 
     def start(self, lab: Lab, golden: GoldenImage, hosts: list[Identity], progress: Progress
               ) -> tuple[list[Started], dict[str, str]]:

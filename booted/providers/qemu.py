@@ -10,14 +10,18 @@ Boots are CPU-bound under TCG: at most BOOTED_BOOT_PARALLEL (default 2 x cores) 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from booted.errors import NeedsRoot, ProviderError, ToolMissing
 from booted.identity import Identity
@@ -34,6 +38,37 @@ KERNEL_ARGS = ("console=ttyS0 quiet panic=1 mitigations=off cryptomgr.notests i8
                "root=/dev/vda init=/usr/lib/booted/init")
 IDENTITY_FILES = ("identity", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "authorized_keys")
 POWERDOWN_SECONDS = 3.0
+RELAY = Path(__file__).resolve().parent / "relay.py"
+FORWARDS = "forwards.json"  # user-mode networking: guest port -> port on 127.0.0.1
+USERNET_MARK = "usernet"
+
+
+def relay_python() -> str:
+    """A python3 QEMU can run the relay with: the system's (stdlib only), else the one running booted."""
+    return shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now (QEMU binds them a moment later; a clash fails that VM's start)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def read_forwards(hdir: Path) -> dict[int, int]:
+    try:
+        return {int(k): int(v) for k, v in json.loads((hdir / FORWARDS).read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def write_forwards(hdir: Path, forwards: dict[int, int]) -> None:
+    (hdir / FORWARDS).write_text(json.dumps({str(k): v for k, v in forwards.items()}) + "\n")
 
 
 def _opt(path: Path | str) -> str:
@@ -50,15 +85,20 @@ def boot_timeout(base: float, booting: int, cores: int | None = None) -> float:
 class QemuProvider:
     name = "qemu"
 
-    def check(self) -> None:
+    def check(self, lab: Lab | None = None) -> None:
         missing = [f"{tool} (apt-get install {pkg})" for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
         if not Path(QBOOT).exists():
             missing.append(f"{QBOOT} (apt-get install qemu-system-data)")
         if missing:
             raise ToolMissing(f"the qemu provider needs {', '.join(missing)} (or run setup.sh)")
-        if os.geteuid() != 0:
-            raise NeedsRoot("the qemu provider needs root for the lab network (a bridge and one tap per VM): "
-                            "run fab as root, e.g. sudo -E fab ...")
+        if lab is not None and lab.net == "tap" and os.geteuid() != 0:
+            raise NeedsRoot("BOOTED_QEMU_NET=tap needs root (a bridge and one tap per VM): run fab as root, or "
+                            "use BOOTED_QEMU_NET=user (or auto) for user-mode networking")
+
+    @staticmethod
+    def user_net(lab: Lab) -> bool:
+        """User-mode networking (no root: ports forwarded on 127.0.0.1) or a tap on the lab bridge (root)."""
+        return lab.net == "user" or (lab.net == "auto" and os.geteuid() != 0)
 
     # names ---------------------------------------------------------------------------------------
     @staticmethod
@@ -73,6 +113,10 @@ class QemuProvider:
     def command(self, lab: Lab, host: Identity, assets: Assets, accel: str) -> list[str]:
         """The QEMU command line of one host."""
         hdir = lab.host_dir(host.name)
+        if self.user_net(lab):
+            netdev = self.user_netdev(lab, host, read_forwards(hdir))
+        else:
+            netdev = f"tap,id=n0,ifname={self.tap(lab, host.ip)},script=no,downscript=no"
         cmd = [QEMU, "-name", self.vm_name(lab, host.name), "-M", "pc", "-accel", accel,
                *(["-cpu", "host"] if accel == "kvm" else []), "-m", str(host.memory), "-smp", str(host.cpus),
                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
@@ -80,7 +124,7 @@ class QemuProvider:
                "-append", KERNEL_ARGS,
                "-drive", f"file={_opt(hdir / 'disk.qcow2')},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
                "-device", "virtio-rng-pci",
-               "-netdev", f"tap,id=n0,ifname={self.tap(lab, host.ip)},script=no,downscript=no",
+               "-netdev", netdev,
                "-device", f"virtio-net-pci,netdev=n0,mac={host.mac}",
                # `-serial file:` truncates on every start; append keeps the separator line written before
                "-chardev", f"file,id=console,path={_opt(hdir / 'console.log')},append=on", "-serial", "chardev:console",
@@ -90,20 +134,48 @@ class QemuProvider:
             cmd += ["-fw_cfg", f"name=opt/booted/{f},file={_opt(hdir / 'identity' / f)}"]
         return cmd
 
+    def user_netdev(self, lab: Lab, host: Identity, forwards: dict[int, int]) -> str:
+        """QEMU user-mode networking: the guest keeps its lab IP in a private slirp network of its own;
+        `restrict=on` lets it reach nothing but its boot URL (guestfwd to a relay into nginx on loopback);
+        the controller reaches its ports on 127.0.0.1 (hostfwd). VMs do not reach each other this way."""
+        net = lab.network
+        slirp_host, slirp_dns = str(net.broadcast_address - 1), str(net.broadcast_address - 2)
+        if host.ip in (slirp_host, slirp_dns):
+            raise ProviderError(f"{host.name}: {host.ip} is reserved for user-mode networking in {net}; "
+                                "use a larger network")
+        boot = urlsplit(host.boot_url)
+        relay = f"{_opt(relay_python())} {_opt(RELAY)} 127.0.0.1 {boot.port or 80}"
+        parts = [f"user,id=n0,restrict=on,net={net},host={slirp_host},dns={slirp_dns}"]
+        parts += [f"hostfwd=tcp:127.0.0.1:{fwd}-{host.ip}:{guest}" for guest, fwd in sorted(forwards.items())]
+        parts.append(f"guestfwd=tcp:{boot.hostname}:{boot.port or 80}-cmd:{relay}")
+        return ",".join(parts)
+
     # contract ------------------------------------------------------------------------------------
     def prepare_network(self, lab: Lab) -> None:
-        """The lab bridge, before any VM boots (the engine starts nginx on its gateway next)."""
-        self.check()
-        ensure_bridge(lab)
+        """The lab bridge, or for user-mode networking a marker that makes nginx listen on loopback."""
+        self.check(lab)
+        if self.user_net(lab):
+            lab.dir.mkdir(parents=True, exist_ok=True)
+            (lab.dir / USERNET_MARK).write_text("qemu user-mode networking: nginx listens on 127.0.0.1\n")
+        else:
+            ensure_bridge(lab)
+
+    def endpoints(self, lab: Lab, name: str) -> dict[int, tuple[str, int]]:
+        return {guest: ("127.0.0.1", fwd) for guest, fwd in read_forwards(lab.host_dir(name)).items()}
+
+    def listen_addresses(self, lab: Lab) -> list[str]:
+        addresses = ["127.0.0.1"] if (lab.dir / USERNET_MARK).exists() else []
+        return addresses + ([lab.gateway] if link_exists(lab.bridge) else [])
 
     def start(self, lab: Lab, golden: GoldenImage, hosts: list[Identity], progress: Progress
               ) -> tuple[list[Started], dict[str, str]]:
-        self.check()
+        self.check(lab)
         cache_dir = golden.rootfs.parent
         assets = ensure_assets(cache_dir, golden, progress)
         accel, why = detect_accel(cache_dir, assets.kernel.vmlinuz)
-        progress(f"qemu accelerator: {accel} ({why})")
-        ensure_bridge(lab)
+        progress(f"qemu accelerator: {accel} ({why}); network: "
+                 + ("user-mode, ports forwarded on 127.0.0.1" if self.user_net(lab) else f"tap on {lab.bridge}"))
+        self.prepare_network(lab)
         running = self.running(lab)
         todo = [h for h in hosts if h.name not in running]
         errors = self._prepare(lab, todo, assets)
@@ -125,6 +197,8 @@ class QemuProvider:
                 state = error or "answers SSH"
                 progress(f"  [{time.monotonic() - t0:5.1f}s] {name}: {state} ({done}/{len(todo)})")
         failed = [h for h in todo if h.name in errors and h.name not in {s.name for s in started}]
+        for h in failed:
+            (lab.host_dir(h.name) / FORWARDS).unlink(missing_ok=True)
         ip_batch([f"link del {self.tap(lab, h.ip)}" for h in failed if link_exists(self.tap(lab, h.ip))])
         started += [Started(n, pid) for n, pid in running.items() if n in {h.name for h in hosts}]
         return started, errors
@@ -140,7 +214,7 @@ class QemuProvider:
         errors = {n: f"qemu PID {pid} did not exit" for n, pid in targets.items() if self._ours(lab, n, pid)}
         for n in names:
             if n not in errors:
-                for f in ("qmp.sock", "qemu.pid"):
+                for f in ("qmp.sock", "qemu.pid", FORWARDS):
                     (lab.host_dir(n) / f).unlink(missing_ok=True)
         return errors
 
@@ -179,6 +253,7 @@ class QemuProvider:
         ip_batch([f"link del {t}" for t in links if pattern.fullmatch(t) and t not in in_use])
         if not scan:
             remove_bridge(lab)
+            (lab.dir / USERNET_MARK).unlink(missing_ok=True)
 
     # helpers -------------------------------------------------------------------------------------
     def _scan(self, lab: Lab) -> dict[str, tuple[int, list[str]]]:
@@ -222,13 +297,21 @@ class QemuProvider:
             hdir = lab.host_dir(host.name)
             hdir.mkdir(parents=True, exist_ok=True)
             host.write_dir(hdir / "identity")
-            (hdir / "tap").write_text(self.tap(lab, host.ip) + "\n")
+            if self.user_net(lab):
+                ports = [22, *host.ports]
+                write_forwards(hdir, dict(zip(ports, free_ports(len(ports)))))
+                (hdir / "tap").unlink(missing_ok=True)
+            else:
+                (hdir / FORWARDS).unlink(missing_ok=True)
+                (hdir / "tap").write_text(self.tap(lab, host.ip) + "\n")
             disk = hdir / "disk.qcow2"
             if not disk.exists():
                 proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(assets.disk), "-F", "raw",
                                        str(disk)], capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
                     errors[host.name] = f"qemu-img create failed: {proc.stderr.strip()[-300:]}"
+        if self.user_net(lab):
+            return errors
         taps = [self.tap(lab, h.ip) for h in hosts if h.name not in errors]
         lines = [f"link del {t}" for t in taps if link_exists(t)]  # leftover of a crashed run
         lines += [f"tuntap add dev {t} mode tap" for t in taps]
@@ -262,7 +345,8 @@ class QemuProvider:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 return host.name, None, f"qemu exited with {proc.returncode}: {self._why(hdir)}"
-            if ssh_banner(host.ip, 1.0):
+            addr, port = ("127.0.0.1", read_forwards(hdir)[22]) if self.user_net(lab) else (host.ip, 22)
+            if ssh_banner(addr, 1.0, port):
                 return host.name, proc.pid, None
             time.sleep(0.1)
         return host.name, proc.pid, f"no SSH banner within {timeout:.0f}s (still running): {self._why(hdir)}"
