@@ -124,7 +124,8 @@ def _build_layer(layer: Path) -> None:
 
 def _build_rootfs(rootfs: Path, mirror: str, progress: Callable[[str], None]) -> None:
     if os.geteuid() != 0:
-        raise NeedsRoot("building the golden image runs debootstrap, which needs root: run fab as root")
+        raise NeedsRoot("building the golden image runs debootstrap, which needs root: run 'fab image_golden' "
+                        "as root once, and point BOOTED_CACHE_DIR at that cache")
     if shutil.which("debootstrap") is None:
         raise ToolMissing("debootstrap not found: apt-get install debootstrap (or run setup.sh)")
     tmp = rootfs.with_name(rootfs.name + ".tmp")
