@@ -18,7 +18,6 @@ from booted import machines
 from booted.context import Booted
 from booted.errors import BootedError, ConfigError
 from booted.fanout import Fleet, Result, StepFailed, Target, run_command
-from booted.inventory import Image
 from booted.services import Release, Service, get_service, package
 
 ROOT = "/srv/booted"
@@ -244,12 +243,3 @@ def rollback_step(fleet: Fleet, service: Service, recorded: dict[str, str]) -> C
         run_command(conn, _start_snippet(service, target))
         return f"rolled back to {version}, restarted"
     return step
-
-
-def summarize(results: list[Result]) -> tuple[int, list[str]]:
-    failed = [r.host for r in results if not r.ok]
-    return len(results) - len(failed), failed
-
-
-def image_service_version(image: Image) -> str:
-    return f"{image.service or '-'} {image.version or ''}".strip()

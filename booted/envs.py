@@ -9,7 +9,7 @@ from booted import deploy, machines
 from booted.context import Booted
 from booted.environments import Environment, HostSpec
 from booted.errors import BootedError, ConfigError
-from booted.fanout import Fleet, Result, Target
+from booted.fanout import Fleet
 from booted.services import discover
 
 
@@ -153,11 +153,3 @@ def _verdict(desired: bool, running: bool, host: object, want: str, have: str | 
     if service and have and not want.endswith(have) and want != service:
         return f"running, drift ({have})"
     return "ok"
-
-
-def results_rows(results: list[Result]) -> list[tuple[str, bool, str, float | None]]:
-    return [(r.host, r.ok, r.detail, r.seconds) for r in results]
-
-
-def targets_of(rows: list[Row]) -> list[Target]:
-    return [Target(r.host, r.ip) for r in rows]

@@ -48,11 +48,3 @@ class StateError(BootedError):
 
 class DeployError(BootedError):
     """A service could not be packaged or deployed."""
-
-
-class HostsFailed(BootedError):
-    """One or more hosts failed a fanned-out step; `results` holds every host's outcome."""
-
-    def __init__(self, what: str, failed: list[str]) -> None:
-        super().__init__(f"{what}: {len(failed)} host(s) failed: {', '.join(failed)}")
-        self.failed = failed

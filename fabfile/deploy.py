@@ -14,11 +14,11 @@ from booted.services import Service, discover
 from fabfile._task import booted_task, finish, names
 
 OPS = {
-    "deploy": "Upload {name} (--version V, default: environments.py's) and switch to it atomically",
-    "start": "Start {name} supervised on its hosts and wait until it answers",
+    "deploy": "Upload {name} [--version V]; switch to it atomically",
+    "start": "(Re)start {name} where it does not serve its version",
     "stop": "Stop {name} on its hosts",
-    "test": "Check {name}'s health URL and version on each of its hosts",
-    "rollback": "Switch {name} back to the previous release and restart it",
+    "test": "Check {name}'s health URL and version on its hosts",
+    "rollback": "Switch {name} back to its previous release, restart",
 }
 HELP = {"version": "a tag or commit of <NAME>_REPO (or the in-tree VERSION)",
         "hosts": "only these hosts (comma list or range like web[01:03])", "env": "only this environment"}

@@ -37,7 +37,7 @@ def _cell(step: tuple[bool, str] | None) -> str:
 
 @booted_task(help=ENV_HELP)
 def env_start_all(ctx: Booted, env: str | None = None) -> None:
-    """Build the image if needed, boot every host, discover them, deploy and test their services."""
+    """Build the image if needed, boot all hosts, deploy, test."""
     started = time.monotonic()
     environment, rows = envs.start_all(ctx, env)
     _summary(f"environment {environment.name}: {len(rows)} host(s)", rows, started)
@@ -45,7 +45,7 @@ def env_start_all(ctx: Booted, env: str | None = None) -> None:
 
 @booted_task(help=ENV_HELP)
 def env_start_min(ctx: Booted, env: str | None = None) -> None:
-    """Start the minimum count per role (the environment's 'min'), deploy and test their services."""
+    """Start the 'min' hosts of each role, deploy and test them."""
     started = time.monotonic()
     environment, rows = envs.start_min(ctx, env)
     _summary(f"environment {environment.name} (minimum): {len(rows)} host(s)", rows, started)
@@ -53,7 +53,7 @@ def env_start_min(ctx: Booted, env: str | None = None) -> None:
 
 @booted_task(help={"name": "host to (re)start", **ENV_HELP})
 def env_start_worker(ctx: Booted, name: str, env: str | None = None) -> None:
-    """(Re)start one worker host and its service: stop, boot, deploy, start, test."""
+    """(Re)start one host: stop, boot, deploy, start, test."""
     started = time.monotonic()
     environment, rows = envs.start_worker(ctx, name, env)
     _summary(f"environment {environment.name}: worker {name}", rows, started)
@@ -61,7 +61,7 @@ def env_start_worker(ctx: Booted, name: str, env: str | None = None) -> None:
 
 @booted_task(help=ENV_HELP)
 def env_stop(ctx: Booted, env: str | None = None) -> None:
-    """Stop every host of the environment and remove its network; nothing is left running."""
+    """Stop every host of the environment, remove its network."""
     from fabfile._task import finish
 
     environment, outcomes = envs.stop(ctx, env)
@@ -71,7 +71,7 @@ def env_stop(ctx: Booted, env: str | None = None) -> None:
 
 @booted_task(help={**ENV_HELP, "json": "print JSON instead of a table"})
 def env_status(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
-    """Show desired (environments.py) vs actual state of every host of the environment."""
+    """Desired (environments.py) vs actual state of each host."""
     environment, rows = envs.status(ctx, env)
     if json_:
         print(json.dumps(rows, indent=2))

@@ -29,14 +29,14 @@ def _group(ctx: Booted, name: str | None, env: str | None) -> list[tuple[object,
 
 @booted_task()
 def image_golden(ctx: Booted) -> None:
-    """Build the golden Debian image (debootstrap, cached by its inputs) or say it is already built."""
+    """Build the golden Debian image, or show the cached one."""
     image = machines.golden(ctx)
     print(f"golden image {image.key}\n  rootfs {image.rootfs}\n  layer  {image.layer}")
 
 
 @booted_task(help=NAME_HELP)
 def image_build(ctx: Booted, name: str | None = None, env: str | None = None) -> None:
-    """Make host images (identity, keys, disk); all of the environment's when no name is given."""
+    """Make host images (identity, keys); all when no name."""
     machines.golden(ctx)
     rows = []
     for environment, hosts in _group(ctx, name, env):
@@ -47,21 +47,21 @@ def image_build(ctx: Booted, name: str | None = None, env: str | None = None) ->
 
 @booted_task(help={"src": "existing host image", "new": "name of the new image"})
 def image_clone(ctx: Booted, src: str, new: str) -> None:
-    """Make a new host image from an existing one (same role, service and disk; fresh identity)."""
+    """Copy a host image (role, service, disk); new identity."""
     image = machines.clone_image(ctx, src, new)
     print(f"cloned {src} -> {new}: {image.ip} {image.mac} (start it with: fab image_start {new})")
 
 
 @booted_task(help=NAME_HELP)
 def image_del(ctx: Booted, name: str, env: str | None = None) -> None:
-    """Delete host images (stopping them first); their IP and MAC go back to the pool."""
+    """Delete host images; their IP and MAC return to the pool."""
     outcomes = [machines.delete_image(ctx, n, env) for n in names(name) or []]
     finish("deleted host images", [(o.host, o.ok, o.detail, None) for o in outcomes])
 
 
 @booted_task(help={"env": "only this environment", "json": "print JSON instead of a table"})
 def image_list(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
-    """List host images: identity, role, service, and whether each runs now."""
+    """List host images: identity, role, service, running."""
     images = ctx.inventory.images(env)
     running: set[str] = set()
     for name in {i.env for i in images}:
@@ -89,7 +89,7 @@ def image_list(ctx: Booted, env: str | None = None, json_: bool = False) -> None
 
 @booted_task(help=NAME_HELP)
 def image_start(ctx: Booted, name: str, env: str | None = None) -> None:
-    """Start host images and wait until each has phoned home and answers SSH."""
+    """Start host images; wait until they phone home and SSH."""
     rows = []
     for environment, hosts in _group(ctx, name, env):
         images = machines.images_for(ctx, environment, hosts)  # type: ignore[arg-type]
@@ -99,7 +99,7 @@ def image_start(ctx: Booted, name: str, env: str | None = None) -> None:
 
 @booted_task(help=NAME_HELP)
 def image_stop(ctx: Booted, name: str, env: str | None = None) -> None:
-    """Stop host images: their processes, namespaces or VMs are gone afterwards."""
+    """Stop host images: no process, namespace or VM is left."""
     rows = []
     for environment, hosts in _group(ctx, name, env):
         rows += [(o.host, o.ok, o.detail, None) for o in machines.stop_images(ctx, environment, hosts)]
@@ -108,7 +108,7 @@ def image_stop(ctx: Booted, name: str, env: str | None = None) -> None:
 
 @booted_task(help={"name": "host name", "lines": "how many lines from the end (default 40)"})
 def image_console(ctx: Booted, name: str, lines: int = 40) -> None:
-    """Show the end of a host's console log (its boot output)."""
+    """Show the end of a host's console log (boot output)."""
     environment, _ = machines.image_env(ctx, name)
     path = ctx.lab(environment).host_dir(name) / "console.log"
     if not path.exists():

@@ -14,7 +14,7 @@ from fabfile._task import booted_task, finish, names
 
 @booted_task()
 def hosts_logged(ctx: Booted) -> None:
-    """Read new boot-log lines into the current host list (incremental)."""
+    """Read new boot-log lines into the current host list."""
     result = hostlist.logged(ctx)
     print(f"read {result.lines} new line(s) of {ctx.settings.boot_log}: {len(result.new_events)} boot(s), "
           f"{result.skipped} malformed line(s) skipped; {len(ctx.inventory.hosts())} host(s) listed")
@@ -22,14 +22,14 @@ def hosts_logged(ctx: Booted) -> None:
 
 @booted_task()
 def hosts_filter(ctx: Booted) -> None:
-    """Keep only the listed hosts that answer ping and the SSH banner."""
+    """Keep the listed hosts that answer ping and SSH."""
     outcomes = hostlist.filter_hosts(ctx)
     finish("host check", [(o.host, o.ok, o.detail, None) for o in outcomes])
 
 
 @booted_task(help={"json": "print JSON instead of a table"})
 def hosts_list(ctx: Booted, json_: bool = False) -> None:
-    """Show the current host list: name, IP, role, service and version, boot time, reachability."""
+    """Show the host list: IP, role, service, boot, reachable."""
     rows = hostlist.rows(ctx)
     if json_:
         print(json.dumps(rows, indent=2))
@@ -52,7 +52,7 @@ def hosts_clear(ctx: Booted) -> None:
 
 @booted_task()
 def hosts_reset(ctx: Booted) -> None:
-    """Rebuild the host list from scratch: clear, read the whole boot log, keep hosts that answer."""
+    """Rebuild the host list: clear, re-read boot log, filter."""
     ctx.inventory.remove_hosts()
     ctx.inventory.bootlog_reset(str(ctx.settings.boot_log))
     result = hostlist.logged(ctx)
@@ -64,7 +64,7 @@ def hosts_reset(ctx: Booted) -> None:
 @booted_task(help={"command": "shell command to run on every host",
                    "hosts": "only these hosts (comma list or range)", "env": "only this environment"})
 def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | None = None) -> None:
-    """Run a shell command on the listed hosts in parallel; print each host's output."""
+    """Run a shell command on the listed hosts in parallel."""
     wanted = names(hosts)
     images = {i.name: i for i in ctx.inventory.images()}
     targets = [machines.target(ctx, h.name, h.ip, images) for h in ctx.inventory.hosts()
@@ -86,7 +86,7 @@ def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | No
 
 @booted_task()
 def restart_nginx(ctx: Booted) -> None:
-    """Restart booted's nginx and begin a new boot log (the old one is kept, timestamped)."""
+    """Restart booted's nginx with a new boot log (old kept)."""
     nginx = Nginx(ctx.settings)
     hostlist.logged(ctx)  # take in what the old log has before it is moved aside
     nginx.stop()
