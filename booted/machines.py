@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -265,14 +266,22 @@ def stop_images(ctx: Booted, env: Environment, names: list[str]) -> list[Outcome
 
 
 def delete_image(ctx: Booted, name: str, env_name: str | None = None) -> Outcome:
-    env, image = image_env(ctx, name, env_name)
-    if image is None:
-        return Outcome(name, True, "no such image (nothing to delete)")
-    provider = ctx.provider(env)
-    lab = ctx.lab(env)
-    if name in provider.running(lab):
-        stop_images(ctx, env, [name])
-    provider.destroy(lab, name)
+    """Stop and delete a host image; its IP and MAC go back to the pool (also for an image whose
+    environment was removed from environments.py: then only its state and files are removed)."""
+    orphan = ctx.inventory.image(name)
+    if orphan is not None and orphan.env not in ctx.environments:
+        shutil.rmtree(ctx.settings.state_dir / "labs" / orphan.env / "hosts" / name, ignore_errors=True)
+        image: Image | None = orphan
+    else:
+        env, image = image_env(ctx, name, env_name)
+        if image is None:
+            return Outcome(name, True, "no such image (nothing to delete)")
+        provider = ctx.provider(env)
+        lab = ctx.lab(env)
+        if name in provider.running(lab):
+            stop_images(ctx, env, [name])
+        provider.destroy(lab, name)
+    assert image is not None
     ctx.inventory.release_image(name)
     ctx.keys.drop_host_key(name)
     write_known_hosts(ctx)

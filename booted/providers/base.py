@@ -34,6 +34,11 @@ class Lab:
     def bridge(self) -> str:
         return f"bt{self.lab_id}"
 
+    def link(self, kind: str, ip: str) -> str:
+        """A host's interface on the bridge: b<kind><lab id><host number>, within Linux's 15 characters."""
+        index = int(ipaddress.IPv4Address(ip)) - int(self.network.network_address)
+        return f"b{kind}{self.lab_id}{index}"
+
     def host_dir(self, name: str) -> Path:
         return self.dir / "hosts" / name
 

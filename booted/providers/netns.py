@@ -66,8 +66,7 @@ class NetnsProvider:
 
     @staticmethod
     def veth(lab: Lab, ip: str) -> str:
-        index = int.from_bytes(bytes(int(p) for p in ip.split("."))) - int(lab.network.network_address)
-        return f"bv{lab.lab_id}{index}"
+        return lab.link("v", ip)
 
     # contract ------------------------------------------------------------------------------------
     def prepare_network(self, lab: Lab) -> None:

@@ -107,8 +107,7 @@ class QemuProvider:
 
     @staticmethod
     def tap(lab: Lab, ip: str) -> str:
-        index = int.from_bytes(bytes(int(p) for p in ip.split("."))) - int(lab.network.network_address)
-        return f"bq{lab.lab_id}{index}"
+        return lab.link("q", ip)
 
     def command(self, lab: Lab, host: Identity, assets: Assets, accel: str) -> list[str]:
         """The QEMU command line of one host."""
