@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,3 +85,15 @@ def machine() -> str:
         pass
     return (f"{os.cpu_count()} CPU(s), {model}, Linux {platform.release()}, Python {platform.python_version()}, "
             f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
+
+
+def run_in_tmp(name: str, body: Callable[[Path], int]) -> int:
+    """Run a benchmark in its own temporary directory (always removed); a BenchError is one line, exit 1."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"booted-bench-{name}-"))
+    try:
+        return body(tmp)
+    except BenchError as exc:
+        print(f"bench/{name}.py: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -22,14 +22,12 @@ import base64
 import hashlib
 import random
 import re
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import _benchlib as lib
-from _benchlib import BenchError, say
+from _benchlib import BenchError, run_in_tmp, say
 
 from booted import bootlog
 from booted.inventory import Inventory
@@ -118,14 +116,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.lines < 1 or args.hosts < 1 or args.refreshes < 1:
         parser.error("--lines, --hosts and --refreshes must be at least 1")
-    tmp = Path(tempfile.mkdtemp(prefix="booted-bench-bootlog-"))
-    try:
-        return run(args, tmp)
-    except BenchError as exc:
-        print(f"bench/bootlog.py: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return run_in_tmp("bootlog", lambda tmp: run(args, tmp))
 
 
 def run(args: argparse.Namespace, tmp: Path) -> int:

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import _benchlib as lib
-from _benchlib import BenchError, say
+from _benchlib import BenchError, run_in_tmp, say
 
 from booted.config import Settings
 from booted.context import Booted
@@ -62,14 +60,7 @@ def main() -> int:
     args = parser.parse_args()
     if not 1 <= args.hosts <= 250 or args.runs < 1:
         parser.error("--hosts must be 1..250 and --runs at least 1")
-    tmp = Path(tempfile.mkdtemp(prefix="booted-bench-status-"))
-    try:
-        return run(args, tmp)
-    except BenchError as exc:
-        print(f"bench/status.py: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return run_in_tmp("status", lambda tmp: run(args, tmp))
 
 
 def run(args: argparse.Namespace, tmp: Path) -> int:

@@ -41,8 +41,7 @@ def ensure_image(ctx: Booted, env: Environment, spec: HostSpec) -> Image:
         image = ctx.inventory.lease(name=spec.name, env=env.name, provider=env.provider, network=env.network,
                                     role=spec.role, service=spec.service, version=spec.version, hostkey=hostkey,
                                     memory=spec.memory, cpus=spec.cpus)
-        write_known_hosts(ctx)
-        return image
+        return image  # its key is pinned by start_images, before anything connects
     if image.env != env.name:
         raise StateError(f"host image {spec.name!r} belongs to environment {image.env!r}, not {env.name!r}: "
                          "host names are unique per state directory; rename one of them")

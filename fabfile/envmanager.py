@@ -10,7 +10,7 @@ from invoke.exceptions import Exit
 from booted import envs
 from booted.context import Booted
 from booted.report import table
-from fabfile._task import booted_task, err
+from fabfile._task import booted_task, err, finish
 
 ENV_HELP = {"env": "environment name (default: BOOTED_ENV, or the only one in environments.py)"}
 
@@ -62,8 +62,6 @@ def env_start_worker(ctx: Booted, name: str, env: str | None = None) -> None:
 @booted_task(help=ENV_HELP)
 def env_stop(ctx: Booted, env: str | None = None) -> None:
     """Stop every host of the environment, remove its network."""
-    from fabfile._task import finish
-
     environment, outcomes = envs.stop(ctx, env)
     finish(f"environment {environment.name}: stopped {len(outcomes)} host(s)",
            [(o.host, o.ok, o.detail, None) for o in outcomes])

@@ -64,17 +64,9 @@ def image_list(ctx: Booted, env: str | None = None, json_: bool = False) -> None
     """List host images: identity, role, service, running."""
     images = ctx.inventory.images(env)
     running: set[str] = set()
-    for name in {i.env for i in images}:
-        if name in ctx.environments:
-            environment = ctx.environments[name]
-            try:
-                provider = ctx.provider(environment)
-                provider.check()
-                running |= set(provider.running(ctx.lab(environment)))
-            except ConfigError:
-                raise
-            except Exception:
-                pass
+    for name in {i.env for i in images} & set(ctx.environments):
+        environment = ctx.environments[name]
+        running |= set(ctx.provider(environment).running(ctx.lab(environment)))
     rows = [{"name": i.name, "env": i.env, "provider": i.provider, "ip": i.ip, "mac": i.mac, "role": i.role,
              "service": i.service, "version": i.version, "running": i.name in running,
              "created": when(i.created)} for i in images]

@@ -6,6 +6,7 @@ import json
 
 from booted import hostlist, machines
 from booted.context import Booted
+from booted.errors import ConfigError
 from booted.fanout import run_command
 from booted.nginx import Nginx
 from booted.report import table, when
@@ -73,7 +74,6 @@ def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | No
     if wanted:
         missing = set(wanted) - {t.name for t in targets}
         if missing:
-            from booted.errors import ConfigError
             raise ConfigError(f"not in the current host list: {', '.join(sorted(missing))} (see fab hosts_list)")
     with ctx.fleet() as fleet:
         results = fleet.run(targets, lambda t: run_command(fleet.connection(t), command), "hosts_run")

@@ -21,6 +21,7 @@ from booted.identity import Identity
 from booted.image import GoldenImage
 from booted.providers.base import Lab, Progress, Started
 from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove_bridge
+from booted.providers.procs import alive, cmdline
 
 TOOLS = ("ip", "nsenter", "unshare", "chroot", "mount")
 MARK = "booted-host"
@@ -37,14 +38,6 @@ mkdir -p "$root/run/booted"
 cp "$ident"/* "$root/run/booted/"
 exec chroot "$root" /usr/lib/booted/boot
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 class NetnsProvider:
@@ -127,7 +120,7 @@ class NetnsProvider:
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(running[n]) for n in names if n in running):
+        while time.monotonic() < deadline and any(alive(running[n]) for n in names if n in running):
             time.sleep(0.02)
         present = set(self._namespaces(lab))
         gone = [self.netns(lab, n) for n in names if self.netns(lab, n) in present]
@@ -136,7 +129,7 @@ class NetnsProvider:
         ip_batch([f"netns del {ns}" for ns in gone])
         left = set(self._namespaces(lab))
         errors = {n: "namespace still present after stop" for n in names if self.netns(lab, n) in left}
-        errors |= {n: f"handle PID {running[n]} did not exit" for n in names if n in running and _alive(running[n])}
+        errors |= {n: f"handle PID {running[n]} did not exit" for n in names if n in running and alive(running[n])}
         return errors
 
     def running(self, lab: Lab) -> dict[str, int]:
@@ -146,13 +139,10 @@ class NetnsProvider:
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
-            try:
-                argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if len(argv) > 2 and argv[0].endswith(b"unshare") and MARK.encode() in argv:
-                root = argv[argv.index(MARK.encode()) + 1].decode(errors="replace")
-                if root.startswith(hosts_dir) and _alive(int(entry.name)):
+            argv = cmdline(int(entry.name))
+            if len(argv) > 2 and argv[0].endswith("unshare") and MARK in argv:
+                root = argv[argv.index(MARK) + 1]
+                if root.startswith(hosts_dir) and alive(int(entry.name)):
                     found[Path(root).parent.name] = int(entry.name)
         present = set(self._namespaces(lab))
         return {n: pid for n, pid in found.items() if self.netns(lab, n) in present}

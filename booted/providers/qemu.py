@@ -29,7 +29,8 @@ from booted.image import GoldenImage
 from booted.netcheck import ssh_banner
 from booted.providers.base import Lab, Progress, Started
 from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove_bridge
-from booted.providers.qemuctl import QBOOT, QEMU, alive, cmdline, detect_accel, qmp
+from booted.providers.procs import alive, cmdline
+from booted.providers.qemuctl import QBOOT, QEMU, detect_accel, qmp
 from booted.qemu_assets import Assets, ensure_assets
 
 TOOLS = {QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "ip": "iproute2"}
