@@ -25,6 +25,7 @@ import _benchlib as lib
 from _benchlib import BenchError, say
 
 from booted.config import Settings
+from booted.providers.procs import processes
 
 ENV = '''ENVIRONMENTS = {{
     "bench": {{
@@ -38,27 +39,22 @@ ENV = '''ENVIRONMENTS = {{
 
 def prepare() -> str:
     """Build (or find) the golden image, the qemu assets and the accel verdict outside the timed runs."""
-    from booted.image import build_golden, find_golden
+    from booted.images.golden import ensure_golden
+    from booted.images.vm_assets import ensure_assets
     from booted.providers.qemuctl import detect_accel
-    from booted.qemu_assets import ensure_assets
 
-    cache = Path(os.environ.get("BOOTED_CACHE_DIR") or lib.GOLDEN_CACHE)
-    golden = find_golden(cache) or build_golden(cache, say)
-    assets = ensure_assets(cache, golden, say)
-    accel, why = detect_accel(cache, assets.kernel.vmlinuz)
+    settings = Settings.from_env({**os.environ, "BOOTED_CACHE_DIR": os.environ.get("BOOTED_CACHE_DIR")
+                                  or str(lib.GOLDEN_CACHE)})
+    golden = ensure_golden(settings, say)
+    assets = ensure_assets(settings.cache_dir, golden, say, settings.path)
+    accel, why = detect_accel(settings.cache_dir, assets.kernel.vmlinuz, settings.accel)
     return f"{accel} ({why})"
 
 
 def leftovers(lab_id: str) -> list[str]:
     found = [f"tap {n}" for n in os.listdir("/sys/class/net") if n.startswith(f"bq{lab_id}")]
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(a.startswith(f"booted-{lab_id}-".encode()) for a in argv):
-            found.append(f"qemu {pid}")
-    return found
+    return found + [f"qemu {pid}" for pid, argv in processes() if any(a.startswith(f"booted-{lab_id}-")
+                                                                       for a in argv)]
 
 
 def run(n: int, work: Path, logs: Path) -> dict[str, float]:

@@ -8,7 +8,7 @@ garbage and hostile lines mixed in (tests/data/bootlog/*.log, binary, overlong, 
   1. times the first `fab hosts_logged` (the fab CLI, BOOTED_LOG pointing at the log) and checks its counts;
   2. --refreshes times: appends 100 lines, times `fab hosts_logged` again, checks it read exactly 100 lines;
   3. proves a refresh does not re-read the log: the engine's cursor offset equals the file size after each
-     read; in-process `booted.bootlog.read_new` reports bytes_read == the appended bytes only; and the kernel's
+     read; `booted.discovery.bootlog.read_new` (in-process) reports bytes_read == the appended bytes only; and
      count of bytes the process read (/proc/self/io rchar), for the same fab task run in a wrapper, exceeds
      an idle refresh's (nothing new) by about the appended bytes, far below the log size.
 Needs no root and starts no host.
@@ -29,8 +29,8 @@ from pathlib import Path
 import _benchlib as lib
 from _benchlib import BenchError, run_in_tmp, say
 
-from booted import bootlog
-from booted.inventory import Inventory
+from booted.discovery import bootlog
+from booted.state.inventory import Inventory
 
 DATA = lib.ROOT / "tests" / "data" / "bootlog"
 COUNTS_RE = re.compile(r"read (\d+) new line\(s\) of .*: (\d+) boot\(s\), (\d+) malformed line\(s\) skipped; "

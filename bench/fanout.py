@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -29,10 +28,11 @@ from pathlib import Path
 import _benchlib as lib
 from _benchlib import BenchError, say
 
-from booted import deploy, envs, services
 from booted.config import Settings
 from booted.context import Booted
-from booted.fanout import Target
+from booted.remote import deploy
+from booted.remote.fanout import Target
+from booted.remote.services import package
 
 TOOLS = ("floor", "booted", "booted1", "fabric", "pyinfra", "ansible")
 LABELS = {
@@ -92,31 +92,6 @@ python.call(name="check /health from the controller", function=check, ip=host.da
 """
 
 
-def deploy_script(service: services.Service, target: Target, release: services.Release, incoming: str,
-                  backends: str = "") -> str:
-    """booted's remote deploy script (booted/deploy.py deploy_step), without its restart-if-running part:
-    the other tools restart in their start step."""
-    q = shlex.quote
-    base = f"{deploy.ROOT}/{service.name}"
-    rel = f"releases/{release.id}"
-    return (
-        f"set -e\nbase={q(base)}\nrel={q(rel)}\ntgz={q(incoming)}\n"
-        'mkdir -p "$base/releases"\n'
-        'if [ ! -d "$base/$rel" ]; then rm -rf "$base/$rel.tmp"; mkdir "$base/$rel.tmp"\n'
-        '  tar -xzf "$tgz" -C "$base/$rel.tmp"; mv "$base/$rel.tmp" "$base/$rel"; fi\n'
-        'rm -f "$tgz"\n'
-        f"printf '%s' {q(deploy._run_script(service, target, release.version, backends))} > \"$base/run.sh\"\n"
-        'cur=$(readlink "$base/current" || true)\n'
-        'if [ "$cur" != "$rel" ]; then\n'
-        '  if [ -n "$cur" ]; then\n'
-        '    ln -sfn "$cur" "$base/previous.new"; mv -T "$base/previous.new" "$base/previous"; fi\n'
-        '  ln -sfn "$rel" "$base/current.new"; mv -T "$base/current.new" "$base/current"; echo switched\n'
-        'else echo unchanged; fi\n'
-        'keep=$(readlink "$base/current"); prev=$(readlink "$base/previous" || true)\n'
-        'for d in "$base"/releases/*; do r="releases/${d##*/}"\n'
-        '  [ "$r" = "$keep" ] || [ "$r" = "$prev" ] || rm -rf "$d"; done\n')
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -157,9 +132,9 @@ class Bench:
         os.environ.pop("BOOTED_ENV", None)
         self.ctx = Booted(Settings.from_env(self.env), say=lambda line: say(f"booted: {line}"))
         start = time.perf_counter()
-        _, rows = envs.start_all(self.ctx, None)
+        report = self.ctx.lab().start_all()
         self.bringup = time.perf_counter() - start
-        bad = [f"{r.host}: {r.steps}" for r in rows if not r.ok]
+        bad = [f"{h}: {[s[h].detail for s in report.steps.values() if h in s]}" for h in report.failed()]
         if bad:
             raise BenchError(f"{len(bad)} host(s) did not come up: " + "; ".join(bad[:5]))
         self.hosts = [Target(h.name, h.ip) for h in self.ctx.inventory.hosts()]
@@ -188,16 +163,17 @@ class Bench:
     def release_inputs(self, version: str) -> list[dict[str, str]]:
         """Per host: the release tarball of `version` on disk and booted's remote scripts for it."""
         assert self.ctx is not None
-        service = services.get_service(self.ctx.settings.services_dir, "hello")
-        release = services.package(service, version, self.env)
+        service = self.ctx.service("hello")
+        release = package(service, version, str(self.repo))
         tarball = self.tmp / "releases" / f"{release.id}.tar.gz"
         tarball.parent.mkdir(exist_ok=True)
         tarball.write_bytes(release.data)
         incoming = f"{deploy.ROOT}/.incoming-{service.name}-{release.id}.tar.gz"
-        backends = deploy.backends_of(self.ctx, service, self.hosts)
+        backends = deploy.backends(self.ctx, service, self.hosts)
         return [{"name": t.name, "ip": t.ip, "tarball": str(tarball), "incoming": incoming, "version": version,
-                 "deploy_script": deploy_script(service, t, release, incoming, backends[t.name]),
-                 "start_script": deploy._start_snippet(service, t)} for t in self.hosts]
+                 # booted's own scripts; the other tools restart in their start step, not in deploy
+                 "deploy_script": deploy.deploy_script(service, t, release, incoming, backends[t.name], restart=False),
+                 "start_script": deploy.start_script(service, t)} for t in self.hosts]
 
     def log(self, version: str, suffix: str = "") -> Path:
         return self.tmp / "logs" / f"{version}{suffix}.log"
@@ -317,7 +293,7 @@ class Bench:
         try:
             if self.envfile.exists() and self.state.exists():
                 start = time.perf_counter()
-                _, outcomes = envs.stop(ctx, None)
+                outcomes = ctx.lab().stop_all()
                 bad = [o for o in outcomes if not o.ok]
                 say(f"teardown: stopped {len(outcomes)} host(s) in {time.perf_counter() - start:.1f}s"
                     + (f", {len(bad)} failed: {bad[:3]}" if bad else ""))

@@ -4,7 +4,7 @@ filled inventory.
     .venv/bin/python bench/status.py --hosts 100   # the full benchmark (target: < 1 s each)
     .venv/bin/python bench/status.py --hosts 5     # smoke
 
-Fills a private state directory in-process through booted.inventory.Inventory: N host images (lease), N
+Fills a private state directory in-process through booted.state.inventory.Inventory: N host images (lease), N
 boot events (record_boots, so N hosts are listed), reachability and a recorded deployment of hello 1.0 on
 each. No host runs. Then times each command --runs times (default 5) and reports the median, next to
 `fab --list` (Python + Fabric + fabfile import: the floor any task pays).
@@ -25,7 +25,8 @@ from _benchlib import BenchError, run_in_tmp, say
 
 from booted.config import Settings
 from booted.context import Booted
-from booted.inventory import BootEvent
+from booted.results import HostResult
+from booted.state.inventory import BootEvent
 
 NETWORK = "10.213.190.0/24"
 
@@ -46,8 +47,8 @@ def fill(ctx: Booted, hosts: int) -> None:
     ctx.inventory.record_boots(str(ctx.settings.boot_log), events, (1, 0, len(events), 0))
     ctx.inventory.set_reachable({i.name: True for i in images})
     dep = ctx.inventory.open_deployment("hello", "1.0", "deploy", [i.name for i in images])
-    ctx.inventory.finish_deployment(dep, [(i.name, True, "switched to 1.0", 0.1) for i in images], "hello",
-                                    {i.name: "1.0" for i in images})
+    ctx.inventory.finish_deployment(dep, [HostResult(i.name, True, "switched to 1.0", 0.1, "1.0") for i in images],
+                                    "hello", True)
     if len(ctx.inventory.hosts()) != hosts or len(ctx.inventory.images()) != hosts:
         raise BenchError(f"inventory holds {len(ctx.inventory.images())} images / "
                          f"{len(ctx.inventory.hosts())} listed hosts, expected {hosts}")

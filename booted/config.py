@@ -1,15 +1,21 @@
-"""Settings read from BOOTED_* environment variables; one immutable object passed everywhere."""
+"""Settings: the only reader of the process environment (BOOTED_*, <NAME>_REPO, PATH, the effective user).
+
+One immutable object, made once per run by the task layer (or a test) and passed down; nothing below it
+reads os.environ again. A bad value is a ConfigError naming the variable and what is allowed.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from booted.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SBIN = ("/usr/sbin", "/sbin")  # a user's PATH often lacks them; nginx, debootstrap, mkfs live there
 
 
 def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -32,6 +38,10 @@ def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _root(env: dict[str, str], project_root: Path | None) -> Path:
+    return Path(project_root or env.get("BOOTED_PROJECT") or PROJECT_ROOT).resolve()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything that varies between machines, users and test runs."""
@@ -48,17 +58,24 @@ class Settings:
     parallel: int
     boot_timeout: int
     boot_parallel: int
-    qemu_net: str
+    qemu_net: str  # qemu only: auto | tap | user (BOOTED_QEMU_NET)
+    accel: str  # qemu only: auto | kvm | tcg (BOOTED_ACCEL)
+    mirror: str | None  # the Debian mirror for the golden image (BOOTED_MIRROR; None: the one apt uses)
     services_dir: Path
+    repos: tuple[tuple[str, str], ...]  # (NAME_REPO, path) for every <NAME>_REPO variable that is set
+    is_root: bool
+    path: str  # where tools are looked up: PATH, then /usr/sbin and /sbin
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, project_root: Path | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
-        root = Path(project_root or env.get("BOOTED_PROJECT") or PROJECT_ROOT).resolve()
+        root = _root(env, project_root)
         state = Path(env.get("BOOTED_STATE_DIR") or root / ".booted").resolve()
         user = env.get("BOOTED_USER") or "root"
-        if not user.replace("-", "").replace("_", "").isalnum() or not user[0].isalpha():
-            raise ConfigError(f"BOOTED_USER={user!r} is not a valid login name (letters, digits, - and _)")
+        if not user.isascii() or not user.replace("-", "").replace("_", "").isalnum() or not user[0].isalpha() \
+                or len(user) > 32:
+            raise ConfigError(f"BOOTED_USER={user!r} is not a valid login name (ASCII letters, digits, - and _, "
+                              "starting with a letter, at most 32)")
         return cls(
             project_root=root,
             state_dir=state,
@@ -73,12 +90,35 @@ class Settings:
             boot_timeout=_int(env, "BOOTED_BOOT_TIMEOUT", 60, 1, 3600),
             boot_parallel=_int(env, "BOOTED_BOOT_PARALLEL", 2 * (os.cpu_count() or 1), 1, 1024),
             qemu_net=_choice(env, "BOOTED_QEMU_NET", ("auto", "tap", "user")),
-            services_dir=Path(env.get("BOOTED_SERVICES") or root / "service").resolve(),
+            accel=_choice(env, "BOOTED_ACCEL", ("auto", "kvm", "tcg")),
+            mirror=env.get("BOOTED_MIRROR") or None,
+            services_dir=cls.services_dir_of(env, root),
+            repos=tuple(sorted((k, v) for k, v in env.items() if k.endswith("_REPO") and v)),
+            is_root=os.geteuid() == 0,
+            path=os.pathsep.join([env.get("PATH", ""), *SBIN]),
         )
+
+    @staticmethod
+    def services_dir_of(env: dict[str, str] | os._Environ[str], project_root: Path | None = None) -> Path:
+        """Where service folders are (BOOTED_SERVICES): read on its own when `fab` builds its task list,
+        so a bad value elsewhere is reported by the task that runs, not by making tasks vanish."""
+        return Path(env.get("BOOTED_SERVICES") or _root(dict(env), project_root) / "service").resolve()
+
+    @classmethod
+    def task_services_dir(cls) -> Path:
+        return cls.services_dir_of(os.environ)
 
     @property
     def db_path(self) -> Path:
         return self.state_dir / "state.db"
+
+    def repo(self, variable: str) -> str | None:
+        """The value of a <NAME>_REPO variable, if set."""
+        return dict(self.repos).get(variable)
+
+    def which(self, tool: str) -> str | None:
+        """A tool's path (PATH, then sbin), or None."""
+        return shutil.which(tool, path=self.path)
 
     def lab_id(self, env_name: str) -> str:
         """Short id naming this lab's bridge, namespaces and interfaces (unique per state dir and env)."""

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from booted.errors import ConfigError
+from booted.providers import NAMES as PROVIDERS
 
-PROVIDERS = ("netns", "qemu", "virtualbox")
 HOST_KEYS = {"role", "service", "version", "memory", "cpus"}
 ENV_KEYS = {"provider", "network", "hosts", "min"}
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -145,7 +145,7 @@ def _environment(name: Any, value: Any, lines: _Lines) -> Environment:
     provider = value.get("provider", "netns")
     if provider not in PROVIDERS:
         raise ConfigError(f"{lines.where(name, 'provider')}: environment {name!r}: provider {provider!r} "
-                          f"is not one of {', '.join(PROVIDERS)}")
+                          f"is not one of {', '.join(PROVIDERS)} (the providers this version of booted has)")
     network = _network(name, value.get("network"), lines)
     hosts_raw = value.get("hosts")
     if not isinstance(hosts_raw, dict) or not hosts_raw:

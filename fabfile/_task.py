@@ -16,6 +16,7 @@ from booted.context import Booted
 from booted.environments import expand_range
 from booted.errors import BootedError, ConfigError
 from booted.report import host_results
+from booted.results import HostResult
 
 
 def booted_task(help: dict[str, str] | None = None) -> Callable[[Callable[..., Any]], Any]:
@@ -23,18 +24,17 @@ def booted_task(help: dict[str, str] | None = None) -> Callable[[Callable[..., A
     def decorate(fn: Callable[..., Any]) -> Any:
         @functools.wraps(fn)
         def body(c: Any, *args: Any, **kwargs: Any) -> Any:
+            ctx: Booted | None = None
             try:
                 ctx = Booted(Settings.from_env())
-            except BootedError as exc:
-                raise Exit(f"booted: {exc}", code=exc.exit_code) from None
-            try:
                 return fn(ctx, *args, **kwargs)
             except BootedError as exc:
                 raise Exit(f"booted: {exc}", code=exc.exit_code) from None
             except KeyboardInterrupt:
                 raise Exit("booted: interrupted", code=130) from None
             finally:
-                ctx.close()
+                if ctx is not None:
+                    ctx.close()
         return task(help=help or {})(body)
     return decorate
 
@@ -54,15 +54,21 @@ def names(arg: str | None) -> list[str] | None:
     return out
 
 
-def finish(title: str, rows: Sequence[tuple[str, bool, str, float | None]], as_json: bool = False) -> None:
+def finish(title: str, results: Sequence[HostResult], as_json: bool = False) -> None:
     """Print per-host results; exit 1 naming the failed hosts when any failed."""
     if as_json:
-        print(json.dumps([{"host": h, "ok": ok, "detail": d, "seconds": s} for h, ok, d, s in rows], indent=2))
+        print(json.dumps([{"host": r.host, "ok": r.ok, "detail": r.detail, "seconds": r.seconds}
+                          for r in results], indent=2))
     else:
-        print(host_results(title, rows))
-    failed = [h for h, ok, _, _ in rows if not ok]
-    if failed:
-        raise Exit(f"booted: {len(failed)} host(s) failed: {', '.join(failed)}", code=1)
+        print(host_results(title, [(r.host, r.ok, r.detail, r.seconds) for r in results]))
+    failed(results)
+
+
+def failed(results: Sequence[HostResult]) -> None:
+    """Exit 1 naming the failed hosts, if any."""
+    bad = [r.host for r in results if not r.ok]
+    if bad:
+        raise Exit(f"booted: {len(bad)} host(s) failed: {', '.join(bad)}", code=1)
 
 
 def err(line: str) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
-from booted import deploy
 from booted.config import Settings
 from booted.context import Booted
-from booted.errors import BootedError
-from booted.services import Service, discover
+from booted.remote import deploy
+from booted.remote.services import folders
 from fabfile._task import booted_task, finish, names
 
 OPS = {
@@ -26,9 +24,8 @@ HELP = {"version": "a tag or commit of <NAME>_REPO (or the in-tree VERSION)",
 
 def _make(service: str, op: str) -> Any:
     def body(ctx: Booted, version: str | None = None, hosts: str | None = None, env: str | None = None) -> None:
-        p = deploy.plan(ctx, service, names(hosts), env, version)
-        results = deploy.run_op(ctx, op, p)
-        finish(f"{service}_{op} on {len(results)} host(s)", [(r.host, r.ok, r.detail, r.seconds) for r in results])
+        results = deploy.run_op(ctx, op, deploy.plan(ctx, service, names(hosts), env, version))
+        finish(f"{service}_{op} on {len(results)} host(s)", results)
 
     body.__name__ = body.__qualname__ = f"{service}_{op}"
     body.__doc__ = OPS[op].format(name=service) + "."
@@ -36,9 +33,6 @@ def _make(service: str, op: str) -> Any:
 
 
 def service_tasks(services_dir: Path | None = None) -> list[Any]:
-    try:
-        found: dict[str, Service] = discover(services_dir or Settings.from_env().services_dir)
-    except BootedError as exc:  # fab --list must still work: say what is wrong with the service
-        print(f"booted: {exc}", file=sys.stderr)
-        return []
-    return [_make(name, op) for name in found for op in OPS]
+    """Tasks for every service folder, named from the folder alone: a broken service.toml or a bad
+    setting is reported (exit 2) by the task that runs, instead of making the tasks vanish."""
+    return [_make(name, op) for name in folders(services_dir or Settings.task_services_dir()) for op in OPS]

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 
-from booted import hostlist, machines
 from booted.context import Booted
-from booted.errors import ConfigError
-from booted.fanout import run_command
-from booted.nginx import Nginx
+from booted.discovery import hostlist
 from booted.report import table, when
 from fabfile._task import booted_task, finish, names
 
@@ -18,14 +15,13 @@ def hosts_logged(ctx: Booted) -> None:
     """Read new boot-log lines into the current host list."""
     result = hostlist.logged(ctx)
     print(f"read {result.lines} new line(s) of {ctx.settings.boot_log}: {len(result.new_events)} boot(s), "
-          f"{result.skipped} malformed line(s) skipped; {len(ctx.inventory.hosts())} host(s) listed")
+          f"{result.skipped} malformed line(s) skipped; {result.listed} host(s) listed")
 
 
 @booted_task()
 def hosts_filter(ctx: Booted) -> None:
     """Keep the listed hosts that answer ping and SSH."""
-    outcomes = hostlist.filter_hosts(ctx)
-    finish("host check", [(o.host, o.ok, o.detail, None) for o in outcomes])
+    finish("host check", hostlist.filter_hosts(ctx))
 
 
 @booted_task(help={"json": "print JSON instead of a table"})
@@ -48,50 +44,35 @@ def hosts_list(ctx: Booted, json_: bool = False) -> None:
 @booted_task()
 def hosts_clear(ctx: Booted) -> None:
     """Empty the current host list (hosts keep running)."""
-    print(f"cleared {ctx.inventory.remove_hosts()} host(s) from the list")
+    print(f"cleared {hostlist.clear(ctx)} host(s) from the list")
 
 
 @booted_task()
 def hosts_reset(ctx: Booted) -> None:
     """Rebuild the host list: clear, re-read boot log, filter."""
-    ctx.inventory.remove_hosts()
-    ctx.inventory.bootlog_reset(str(ctx.settings.boot_log))
-    result = hostlist.logged(ctx)
+    result, checked = hostlist.reset(ctx)
     print(f"read {result.lines} boot-log line(s): {len(result.new_events)} boot(s), {result.skipped} skipped")
-    outcomes = hostlist.filter_hosts(ctx)
-    finish("host check", [(o.host, o.ok, o.detail, None) for o in outcomes])
+    finish("host check", checked)
 
 
 @booted_task(help={"command": "shell command to run on every host",
                    "hosts": "only these hosts (comma list or range)", "env": "only this environment"})
 def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | None = None) -> None:
     """Run a shell command on the listed hosts in parallel."""
-    wanted = names(hosts)
-    images = {i.name: i for i in ctx.inventory.images()}
-    targets = [machines.target(ctx, h.name, h.ip, images) for h in ctx.inventory.hosts()
-               if (not wanted or h.name in wanted)
-               and (env is None or (h.name in images and images[h.name].env == env))]
-    if wanted:
-        missing = set(wanted) - {t.name for t in targets}
-        if missing:
-            raise ConfigError(f"not in the current host list: {', '.join(sorted(missing))} (see fab hosts_list)")
+    targets = ctx.listed_targets(names(hosts), env)
     with ctx.fleet() as fleet:
-        results = fleet.run(targets, lambda t: run_command(fleet.connection(t), command), "hosts_run")
+        results = fleet.run(targets, lambda t: fleet.sh(t, command), "hosts_run")
     for r in results:
         if r.ok and r.detail:
             print(f"--- {r.host}\n{r.detail}")
     finish(f"ran on {len(results)} host(s): {command}",
-           [(r.host, r.ok, "ok" if r.ok else r.detail, r.seconds) for r in results])
+           [r if not r.ok else type(r)(r.host, True, "ok", r.seconds) for r in results])
 
 
 @booted_task()
 def restart_nginx(ctx: Booted) -> None:
     """Restart booted's nginx with a new boot log (old kept)."""
-    nginx = Nginx(ctx.settings)
-    hostlist.logged(ctx)  # take in what the old log has before it is moved aside
-    nginx.stop()
-    kept = nginx.rotate_log()
-    state = machines.ensure_nginx(ctx, keep=True)
+    state, kept = ctx.restart_nginx()
     print(f"nginx {state} on port {ctx.settings.http_port}; boot log {ctx.settings.boot_log}"
           + (f" (previous kept as {kept})" if kept else ""))
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from booted.bootlog import BadLine, parse_line, read_new
-from booted.inventory import Inventory
+from booted.discovery.bootlog import BadLine, parse_line, read_new
+from booted.state.inventory import Inventory
 
 DATA = Path(__file__).parent / "data" / "bootlog"
 CASES = sorted(p.stem for p in DATA.glob("*.log"))
@@ -89,7 +89,7 @@ def test_fast_path_agrees_with_general_path(case: str, monkeypatch: pytest.Monke
     """The fast regex for the boot script's own lines accepts and decodes exactly what the general path does."""
     import re
 
-    from booted import bootlog
+    from booted.discovery import bootlog
 
     fast = parse_file(DATA / f"{case}.log")
     monkeypatch.setattr(bootlog, "FAST_RE", re.compile(r"(?!x)x"))  # never matches: general path only

@@ -67,9 +67,25 @@ def test_user_mistakes(settings_env: dict[str, str], text: str, args: list[str],
     assert "Traceback" not in proc.stderr
 
 
-def test_bad_settings(settings_env: dict[str, str]) -> None:
-    proc = fab({**settings_env, "BOOTED_PARALLEL": "many"}, "hosts_list")
-    assert proc.returncode == 2 and "BOOTED_PARALLEL='many' is not a whole number" in proc.stderr
+@pytest.mark.parametrize("task", ["hosts_list", "hello_deploy", "env_status"])
+def test_bad_settings_are_one_message_and_exit_2_for_every_task(settings_env: dict[str, str], task: str) -> None:
+    proc = fab({**settings_env, "BOOTED_PARALLEL": "many"}, task)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("BOOTED_PARALLEL='many' is not a whole number") == 1, proc.stderr
+
+
+def test_a_broken_service_is_one_message_and_exit_2(settings_env: dict[str, str], tmp_path: Path) -> None:
+    services = tmp_path / "service"
+    (services / "echo").mkdir(parents=True)
+    (services / "echo" / "service.toml").write_text("port = 'x'\n")
+    env = {**settings_env, "BOOTED_SERVICES": str(services)}
+    Path(settings_env["BOOTED_ENVIRONMENTS"]).write_text(
+        "ENVIRONMENTS = {'lab': {'network': '10.213.50.0/24', 'hosts': {'a1': {'service': 'echo'}}}}\n")
+    assert "echo_test" in fab(env, "--list").stdout  # the task is there, and says what is wrong
+    for task in ("echo_test", "env_start_all"):
+        proc = fab(env, task)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr.count("echo/service.toml: 'port' must be a number") == 1, proc.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")

@@ -60,7 +60,7 @@ def test_load_good(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("old", "new", "line", "words"), [
-    ('"provider": "netns"', '"provider": "docker"', 3, ["provider 'docker'", "netns, qemu, virtualbox"]),
+    ('"provider": "netns"', '"provider": "docker"', 3, ["provider 'docker'", "netns, qemu"]),
     ('"10.213.30.0/24"', '"10.213.30.0/33"', 4, ["not a valid IPv4 CIDR"]),
     ('"10.213.30.0/24"', '"8.8.8.0/24"', 4, ["private range"]),
     ('"web[01:03]"', '"web[03:01]"', 7, ["host 'web[03:01]'", "after its end"]),

@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from booted.fanout import Fleet, StepFailed, Target
+from booted.remote.fanout import Fleet, StepFailed, Target
 
 
 def fleet(tmp_path: Path, parallel: int) -> Fleet:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from booted.errors import StateError
-from booted.inventory import Inventory, mac_for
+from booted.results import HostResult
+from booted.state.inventory import Inventory, mac_for
 
 NET = ipaddress.IPv4Network("10.213.40.0/29")  # gateway .1, hosts .2-.6
 
@@ -71,8 +72,8 @@ def test_deployments_record_per_host(tmp_path: Path) -> None:
     inv = Inventory(tmp_path / "s.db")
     dep = inv.open_deployment("hello", "1.1", "deploy", ["a", "b"])
     assert inv.deployment_hosts(dep) == {"a": ("open", ""), "b": ("open", "")}
-    inv.finish_deployment(dep, [("a", True, "switched", 0.1), ("b", False, "unreachable", 0.2)], "hello",
-                          {"a": "1.1", "b": "1.1"})
+    inv.finish_deployment(dep, [HostResult("a", True, "switched", 0.1, "1.1"),
+                                HostResult("b", False, "unreachable", 0.2)], "hello", True)
     assert inv.deployment_hosts(dep) == {"a": ("done", "switched"), "b": ("failed", "unreachable")}
     assert inv.releases() == {("a", "hello"): "1.1"}  # only where it succeeded
     status = inv.db.execute("SELECT status FROM deployments WHERE id = ?", (dep,)).fetchone()[0]

@@ -12,15 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from booted.identity import Identity
+from booted.config import Settings
+from booted.hosts.identity import Identity
+from booted.images.vm_assets import Assets, Kernel, initramfs_bytes
 from booted.providers import get_provider, qemuctl
 from booted.providers.base import Lab
-from booted.providers.qemu import IDENTITY_FILES, PROVIDER, QemuProvider, boot_timeout
-from booted.qemu_assets import Assets, Kernel, initramfs_bytes
+from booted.providers.qemu import IDENTITY_FILES, QemuProvider, boot_timeout
 
 
-def lab(tmp_path: Path, net: str = "10.213.60.0/24", mode: str = "tap") -> Lab:
-    return Lab("qt", "a1b2c3", ipaddress.ip_network(net), tmp_path / "labs" / "qt", net=mode)
+def lab(tmp_path: Path, net: str = "10.213.60.0/24") -> Lab:
+    return Lab("qt", "a1b2c3", ipaddress.ip_network(net), tmp_path / "labs" / "qt")
+
+
+def qemu(tmp_path: Path, mode: str = "tap") -> QemuProvider:
+    settings = Settings.from_env({"BOOTED_STATE_DIR": str(tmp_path / "state"), "BOOTED_QEMU_NET": mode,
+                                  "PATH": os.environ["PATH"]})
+    return QemuProvider(settings)
 
 
 def ident(tmp_path: Path, name: str = "web01", ip: str = "10.213.60.2", **kw: int) -> Identity:
@@ -42,12 +49,13 @@ def option(cmd: list[str], flag: str) -> list[str]:
 
 
 def test_registry_finds_the_qemu_provider() -> None:
-    assert get_provider("qemu") is PROVIDER and PROVIDER.name == "qemu"
+    provider = get_provider("qemu", Settings.from_env({}))
+    assert isinstance(provider, QemuProvider) and provider.name == "qemu"
 
 
 def test_command_line_of_a_host(tmp_path: Path) -> None:
     lb, host = lab(tmp_path), ident(tmp_path, memory=512, cpus=2)
-    cmd = PROVIDER.command(lb, host, assets(tmp_path), "tcg")
+    cmd = qemu(tmp_path).command(lb, host, assets(tmp_path), "tcg")
     hdir = lb.host_dir("web01")
     assert cmd[0] == "qemu-system-x86_64"
     assert option(cmd, "-name") == ["booted-a1b2c3-web01"]
@@ -71,30 +79,30 @@ def test_command_line_of_a_host(tmp_path: Path) -> None:
 def test_user_mode_networking_command_line(tmp_path: Path) -> None:
     """No root: slirp with the guest's own lab IP, restricted; SSH and the service port forwarded on
     loopback; the boot URL's gateway:port relayed to nginx on 127.0.0.1; no tap."""
-    from booted.providers.qemu import RELAY, read_forwards, relay_python, write_forwards
+    from booted.providers.qemu_usernet import RELAY, read_forwards, relay_python, write_forwards
 
-    lb, host = lab(tmp_path, mode="user"), ident(tmp_path)
+    lb, host, provider = lab(tmp_path), ident(tmp_path), qemu(tmp_path, "user")
     host = Identity(**{**host.__dict__, "ports": (8000,)})
     hdir = lb.host_dir("web01")
     hdir.mkdir(parents=True)
     write_forwards(hdir, {22: 40022, 8000: 40080})
     assert read_forwards(hdir) == {22: 40022, 8000: 40080}
-    assert PROVIDER.endpoints(lb, "web01") == {22: ("127.0.0.1", 40022), 8000: ("127.0.0.1", 40080)}
-    netdev = option(PROVIDER.command(lb, host, assets(tmp_path), "tcg"), "-netdev")[0]
+    assert provider.endpoints(lb, "web01") == {22: ("127.0.0.1", 40022), 8000: ("127.0.0.1", 40080)}
+    netdev = option(provider.command(lb, host, assets(tmp_path), "tcg"), "-netdev")[0]
     assert netdev.split(",")[:5] == ["user", "id=n0", "restrict=on", "net=10.213.60.0/24", "host=10.213.60.254"]
     assert "dns=10.213.60.253" in netdev
     assert "hostfwd=tcp:127.0.0.1:40022-10.213.60.2:22" in netdev
     assert "hostfwd=tcp:127.0.0.1:40080-10.213.60.2:8000" in netdev
     assert netdev.endswith(f"guestfwd=tcp:10.213.60.1:8470-cmd:{relay_python()} {RELAY} 127.0.0.1 8470")
     assert "tap" not in netdev
-    assert PROVIDER.listen_addresses(lb) == []  # nginx on loopback only once the lab is prepared
-    PROVIDER.prepare_network(lb)
-    assert PROVIDER.listen_addresses(lb) == ["127.0.0.1"]
+    assert provider.listen_addresses(lb) == []  # nginx on loopback only once the lab is prepared
+    provider.prepare_network(lb)
+    assert provider.listen_addresses(lb) == ["127.0.0.1"]
 
 
 def test_kvm_uses_the_host_cpu_and_commas_in_paths_are_escaped(tmp_path: Path) -> None:
     odd = tmp_path / "a,b"
-    cmd = PROVIDER.command(lab(odd), ident(tmp_path), assets(tmp_path), "kvm")
+    cmd = qemu(tmp_path).command(lab(odd), ident(tmp_path), assets(tmp_path), "kvm")
     assert option(cmd, "-accel") == ["kvm"] and option(cmd, "-cpu") == ["host"]
     assert option(cmd, "-drive")[0].startswith(f"file={tmp_path}/a,,b/labs/")
     assert all(",,b" in v for v in option(cmd, "-fw_cfg"))
@@ -103,7 +111,8 @@ def test_kvm_uses_the_host_cpu_and_commas_in_paths_are_escaped(tmp_path: Path) -
 def test_fw_cfg_hands_in_every_identity_file(tmp_path: Path) -> None:
     lb, host = lab(tmp_path), ident(tmp_path)
     host.write_dir(lb.host_dir("web01") / "identity")
-    entries = dict(v.split(",file=") for v in option(PROVIDER.command(lb, host, assets(tmp_path), "tcg"), "-fw_cfg"))
+    cmd = qemu(tmp_path).command(lb, host, assets(tmp_path), "tcg")
+    entries = dict(v.split(",file=") for v in option(cmd, "-fw_cfg"))
     assert sorted(entries) == sorted(f"name=opt/booted/{f}" for f in IDENTITY_FILES)
     assert all(len(k) - len("name=") <= 55 for k in entries)  # fw_cfg file names are at most 55 bytes
     files = {k.rsplit("/", 1)[1]: Path(v) for k, v in entries.items()}
@@ -157,7 +166,6 @@ def calls(tmp_path: Path) -> int:
 
 @pytest.fixture
 def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("BOOTED_ACCEL", raising=False)
     monkeypatch.setattr(qemuctl, "PROBE_SECONDS", 0.5)
     path = tmp_path / "vmlinuz"
     path.write_bytes(b"kernel")
@@ -167,32 +175,33 @@ def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_kvm_is_used_when_a_real_kernel_boots_and_the_verdict_is_cached(tmp_path: Path, kernel: Path) -> None:
     cache = tmp_path / "cache"
-    assert qemuctl.detect_accel(cache, kernel, fake_qemu(tmp_path, "boots"), str(tmp_path / "kvm"))[0] == "kvm"
+    assert qemuctl.detect_accel(cache, kernel, "auto", fake_qemu(tmp_path, "boots"), str(tmp_path / "kvm"))[0] == "kvm"
     assert calls(tmp_path) == 1
     fake_qemu(tmp_path, "msr")  # the verdict is cached per qemu version + kernel: no second probe
-    accel, why = qemuctl.detect_accel(cache, kernel, str(tmp_path / "fake-qemu"), str(tmp_path / "kvm"))
+    accel, why = qemuctl.detect_accel(cache, kernel, "auto", str(tmp_path / "fake-qemu"), str(tmp_path / "kvm"))
     assert (accel, calls(tmp_path)) == ("kvm", 1) and why.startswith("cached")
 
 
 def test_kvm_that_fails_on_a_real_kernel_falls_back_to_tcg(tmp_path: Path, kernel: Path) -> None:
-    accel, why = qemuctl.detect_accel(tmp_path / "c", kernel, fake_qemu(tmp_path, "msr"), str(tmp_path / "kvm"))
+    accel, why = qemuctl.detect_accel(tmp_path / "c", kernel, "auto", fake_qemu(tmp_path, "msr"), str(tmp_path / "kvm"))
     assert accel == "tcg" and "MSR 0x10a" in why
 
 
 def test_kvm_that_hangs_falls_back_to_tcg(tmp_path: Path, kernel: Path) -> None:
-    accel, why = qemuctl.detect_accel(tmp_path / "c", kernel, fake_qemu(tmp_path, "hangs"), str(tmp_path / "kvm"))
+    accel, why = qemuctl.detect_accel(tmp_path / "c", kernel, "auto", fake_qemu(tmp_path, "hangs"),
+                                      str(tmp_path / "kvm"))
     assert accel == "tcg" and "no kernel output" in why
 
 
 def test_no_kvm_device_means_tcg_without_probing(tmp_path: Path, kernel: Path) -> None:
     qemu = fake_qemu(tmp_path, "boots")
-    assert qemuctl.detect_accel(tmp_path / "c", kernel, qemu, str(tmp_path / "no-kvm"))[0] == "tcg"
+    assert qemuctl.detect_accel(tmp_path / "c", kernel, "auto", qemu, str(tmp_path / "no-kvm"))[0] == "tcg"
     assert calls(tmp_path) == 0
 
 
-def test_booted_accel_overrides(tmp_path: Path, kernel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BOOTED_ACCEL", "tcg")
-    assert qemuctl.detect_accel(tmp_path / "c", kernel, fake_qemu(tmp_path, "boots"), str(tmp_path / "kvm"))[0] == "tcg"
+def test_booted_accel_overrides(tmp_path: Path, kernel: Path) -> None:
+    fake = fake_qemu(tmp_path, "boots")
+    assert qemuctl.detect_accel(tmp_path / "c", kernel, "tcg", fake, str(tmp_path / "kvm"))[0] == "tcg"
     assert calls(tmp_path) == 0
 
 
@@ -236,7 +245,7 @@ def test_initramfs_lists_with_gnu_cpio(tmp_path: Path) -> None:
 
 
 def test_layer_holds_inittab_and_the_init_link(tmp_path: Path) -> None:
-    from booted.image import _build_layer
+    from booted.images.golden import _build_layer
 
     _build_layer(tmp_path / "layer")
     layer = tmp_path / "layer"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from booted.errors import ConfigError, DeployError
-from booted.services import discover, get_service, package
+from booted.remote.services import discover, get_service, package
 from tests.conftest import REPO
 
 
@@ -28,7 +28,7 @@ def test_hello_is_discovered() -> None:
 
 def test_in_tree_release_is_reproducible() -> None:
     hello = get_service(REPO / "service", "hello")
-    one, two = package(hello, None, env={}), package(hello, "1.0", env={})
+    one, two = package(hello, None), package(hello, "1.0")
     assert one.version == "1.0" and one.data == two.data and one.id == two.id
     content = files(one.data)
     assert content["VERSION"] == b"1.0\n" and b"def main" in content["app.py"]
@@ -37,7 +37,7 @@ def test_in_tree_release_is_reproducible() -> None:
 def test_in_tree_has_one_version() -> None:
     hello = get_service(REPO / "service", "hello")
     with pytest.raises(DeployError, match="only version 1.0.*Set HELLO_REPO"):
-        package(hello, "2.0", env={})
+        package(hello, "2.0")
 
 
 def test_unknown_service_and_bad_version(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_unknown_service_and_bad_version(tmp_path: Path) -> None:
         get_service(REPO / "service", "nope")
     hello = get_service(REPO / "service", "hello")
     with pytest.raises(ConfigError, match="tag or commit"):
-        package(hello, "1.0;reboot", env={})
+        package(hello, "1.0;reboot")
 
 
 def test_a_new_folder_is_a_new_service(tmp_path: Path) -> None:
@@ -76,9 +76,9 @@ def test_release_from_repo(tmp_path: Path) -> None:
         git(repo, "commit", "-qm", version)
         git(repo, "tag", version)
     hello = get_service(REPO / "service", "hello")
-    release = package(hello, "1.0", env={"HELLO_REPO": str(repo)})
+    release = package(hello, "1.0", str(repo))
     content = files(release.data)
     assert release.version == "1.0" and content["VERSION"] == b"1.0\n" and content["app.py"] == b"print('v1.0')\n"
-    assert files(package(hello, "1.1", env={"HELLO_REPO": str(repo)}).data)["app.py"] == b"print('v1.1')\n"
+    assert files(package(hello, "1.1", str(repo)).data)["app.py"] == b"print('v1.1')\n"
     with pytest.raises(DeployError, match="'9.9' is not a tag or commit.*1.0, 1.1"):
-        package(hello, "9.9", env={"HELLO_REPO": str(repo)})
+        package(hello, "9.9", str(repo))

@@ -1,27 +1,28 @@
-"""Providers make hosts exist. One module per provider, imported lazily by name."""
+"""Providers make hosts exist. The registry below is the one list of them; each is imported lazily."""
 
 from __future__ import annotations
 
 import importlib
 
+from booted.config import Settings
 from booted.errors import ConfigError
 from booted.providers.base import Lab, Provider
 
-MODULES = {"netns": "booted.providers.netns", "qemu": "booted.providers.qemu",
-           "virtualbox": "booted.providers.virtualbox"}
+REGISTRY = {"netns": "booted.providers.netns:NetnsProvider", "qemu": "booted.providers.qemu:QemuProvider"}
+NAMES = tuple(REGISTRY)
 
 
-def get_provider(name: str) -> Provider:
-    """The provider registered under `name` (imported on first use)."""
-    if name not in MODULES:
-        raise ConfigError(f"unknown provider {name!r}: choose one of {', '.join(MODULES)}")
-    try:
-        module = importlib.import_module(MODULES[name])
-    except ModuleNotFoundError:
-        raise ConfigError(f"provider {name!r} is not available in this version of booted; "
-                          "use provider = 'netns'") from None
-    provider: Provider = module.PROVIDER
-    return provider
+def provider_class(name: str) -> type[Provider]:
+    """The provider class registered under `name` (imported on first use)."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown provider {name!r}: choose one of {', '.join(NAMES)}")
+    module, _, attr = REGISTRY[name].partition(":")
+    cls: type[Provider] = getattr(importlib.import_module(module), attr)
+    return cls
 
 
-__all__ = ["Lab", "Provider", "get_provider"]
+def get_provider(name: str, settings: Settings) -> Provider:
+    return provider_class(name)(settings)
+
+
+__all__ = ["NAMES", "Lab", "Provider", "get_provider", "provider_class"]

@@ -1,30 +1,39 @@
-"""The provider contract: a handful of typed methods, nothing reported done that was not done."""
+"""The provider contract: an abstract base class with the shared parts implemented once.
+
+A provider makes hosts exist. What is really its own: `start`, `stop`, `host_of` (which of its processes
+is which host), `clone` (copy a host's disk) and `teardown`. Shared here: the tool and root check, the
+/proc scan of handle processes, destroy of a host's folder, and the default network (the lab bridge with
+the gateway, where booted's nginx listens). Errors are ProviderError / NeedsRoot / ToolMissing; nothing is
+reported done that was not done.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar
 
-from booted.identity import Identity
-from booted.image import GoldenImage
+from booted.config import Settings
+from booted.errors import NeedsRoot, ProviderError, ToolMissing
+from booted.hosts.identity import Identity
+from booted.providers import procs
+from booted.providers.bridge import ensure_bridge, link_exists
 
 Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class Lab:
-    """One environment's lab on this machine: its network and where its hosts keep their files."""
+    """One environment's lab on this machine, as a provider sees it: its network and its hosts' folders."""
 
     env: str
     lab_id: str
     network: ipaddress.IPv4Network
     dir: Path
-    boot_timeout: int = 60  # seconds a host may take to boot (BOOTED_BOOT_TIMEOUT)
-    boot_parallel: int = 4  # hosts booting at once where booting is CPU-bound (BOOTED_BOOT_PARALLEL)
-    net: str = "auto"  # qemu: "tap" (root: a bridge), "user" (QEMU user-mode networking) or "auto"
 
     @property
     def gateway(self) -> str:
@@ -51,39 +60,89 @@ class Started:
     pid: int
 
 
-class Provider(Protocol):
-    """What every provider implements. Errors are raised as ProviderError/NeedsRoot/ToolMissing."""
+class Provider(ABC):
+    """What every provider implements; one instance per lab handle, made with the run's Settings."""
 
-    name: str
+    name: ClassVar[str]
+    tools: ClassVar[dict[str, str]] = {}  # program -> Debian package that has it
+    needs_root: ClassVar[bool] = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # shared ----------------------------------------------------------------------------------------
+    def root_needed(self, lab: Lab | None) -> str | None:
+        """Why this lab needs root here (None: it does not). Providers with a root-free mode override it."""
+        return f"the {self.name} provider needs root (namespaces, bridge, mounts)" if self.needs_root else None
 
     def check(self, lab: Lab | None = None) -> None:
         """Raise a clear error if this machine cannot run the provider (tool missing, not root) for `lab`."""
+        missing = [f"{tool} (apt-get install {pkg})" for tool, pkg in self.tools.items()
+                   if self.settings.which(tool) is None and not Path(tool).exists()]
+        if missing:
+            raise ToolMissing(f"the {self.name} provider needs {', '.join(missing)} (or run setup.sh)")
+        why = self.root_needed(lab)
+        if why and not self.settings.is_root:
+            raise NeedsRoot(f"{why}: run fab as root, e.g. sudo -E fab ...")
+
+    def processes(self, lab: Lab) -> dict[str, tuple[int, list[str]]]:
+        """This lab's live handle processes, found in /proc: host name -> (PID, argv)."""
+        found: dict[str, tuple[int, list[str]]] = {}
+        for pid, argv in procs.processes():
+            name = self.host_of(lab, argv)
+            if name is not None and procs.alive(pid):
+                found[name] = (pid, argv)
+        return found
+
+    def running(self, lab: Lab) -> dict[str, int]:
+        """Hosts that really run now, observed on the machine: name -> handle PID (works without root)."""
+        return {name: pid for name, (pid, _) in self.processes(lab).items()}
+
+    def destroy(self, lab: Lab, name: str) -> None:
+        """Remove a stopped host's folder (its disk: overlay upper, qcow2...)."""
+        if name in self.running(lab):
+            raise ProviderError(f"host {name} is running: stop it first (fab image_stop {name})")
+        shutil.rmtree(lab.host_dir(name), ignore_errors=True)
 
     def prepare_network(self, lab: Lab) -> None:
-        """Create the lab network (bridge with the gateway address) before any host boots."""
+        """Create the lab network (the bridge with the gateway address) before any host boots."""
+        ensure_bridge(lab)
 
-    def start(self, lab: Lab, golden: GoldenImage, hosts: list[Identity], progress: Progress
-              ) -> tuple[list[Started], dict[str, str]]:
-        """Start hosts (network first). Returns the started ones and host -> error for the others."""
-
-    def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
-        """Stop hosts; return host -> error for those that could not be stopped. Stopped hosts are gone."""
+    def listen_addresses(self, lab: Lab) -> list[str]:
+        """Where booted's nginx must listen for this lab's boot calls (nothing when the lab is down)."""
+        return [lab.gateway] if link_exists(lab.bridge) else []
 
     def endpoints(self, lab: Lab, name: str) -> dict[int, tuple[str, int]]:
         """Where the controller reaches a running host's ports when not at its lab IP (user-mode VMs:
         guest port -> 127.0.0.1:forwarded port); empty when the host answers at its lab IP."""
+        return {}
 
-    def listen_addresses(self, lab: Lab) -> list[str]:
-        """Where booted's nginx must listen for this lab's boot calls (nothing when the lab is down)."""
+    @staticmethod
+    def new_disk(lab: Lab, new: str, disk: str) -> Path:
+        """The path of a clone's disk; refuses to overwrite one."""
+        target = lab.host_dir(new) / disk
+        if target.exists():
+            raise ProviderError(f"host {new} already has a disk at {target}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
 
-    def running(self, lab: Lab) -> dict[str, int]:
-        """Hosts that really run now, observed on the machine: name -> handle PID."""
+    # a provider's own ------------------------------------------------------------------------------
+    @abstractmethod
+    def host_of(self, lab: Lab, argv: list[str]) -> str | None:
+        """The host of this lab a process with this argv is the handle of, or None."""
 
-    def destroy(self, lab: Lab, name: str) -> None:
-        """Remove a stopped host's disk (overlay, qcow2...)."""
+    @abstractmethod
+    def start(self, lab: Lab, hosts: list[Identity], progress: Progress) -> tuple[list[Started], dict[str, str]]:
+        """Start hosts (network first). Returns the started ones and host -> error for the others."""
 
+    @abstractmethod
+    def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        """Stop hosts; return host -> error for those that could not be stopped. Stopped hosts are gone."""
+
+    @abstractmethod
     def clone(self, lab: Lab, src: str, new: str) -> None:
         """Give host `new` a copy of host `src`'s disk (its writes since the golden image)."""
 
+    @abstractmethod
     def teardown(self, lab: Lab) -> None:
         """Remove the lab network once no host runs; reap leftovers of crashed runs."""

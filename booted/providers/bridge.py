@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from booted.errors import ProviderError
-from booted.providers.base import Lab
+
+if TYPE_CHECKING:
+    from booted.providers.base import Lab
 
 
 def ip_batch(lines: list[str]) -> str:

@@ -10,20 +10,19 @@ kills the whole PID namespace; deleting the netns removes the veth.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import ClassVar
 
-from booted.errors import NeedsRoot, ProviderError, ToolMissing
-from booted.identity import Identity
-from booted.image import GoldenImage
-from booted.providers.base import Lab, Progress, Started
+from booted.errors import ProviderError
+from booted.hosts.identity import Identity
+from booted.images.golden import ensure_golden
+from booted.providers.base import Lab, Progress, Provider, Started
 from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove_bridge
-from booted.providers.procs import alive, cmdline
+from booted.providers.procs import alive
 
-TOOLS = ("ip", "nsenter", "unshare", "chroot", "mount")
 MARK = "booted-host"
 # Runs in the host's new mount/pid/uts namespaces; every path arrives as an argument, never in the text.
 SETUP = r"""set -e
@@ -40,17 +39,11 @@ exec chroot "$root" /usr/lib/booted/boot
 """
 
 
-class NetnsProvider:
+class NetnsProvider(Provider):
     name = "netns"
-
-    def check(self, lab: Lab | None = None) -> None:
-        if os.geteuid() != 0:
-            raise NeedsRoot("the netns provider needs root (namespaces, bridge, mounts): run fab as root, "
-                            "e.g. sudo -E fab ...")
-        missing = [t for t in TOOLS if shutil.which(t) is None]
-        if missing:
-            raise ToolMissing(f"{', '.join(missing)} not found: apt-get install iproute2 util-linux "
-                              "(or run setup.sh)")
+    tools: ClassVar[dict[str, str]] = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
+                                       "chroot": "coreutils", "mount": "mount"}
+    needs_root = True
 
     # names ---------------------------------------------------------------------------------------
     @staticmethod
@@ -62,19 +55,18 @@ class NetnsProvider:
         return lab.link("v", ip)
 
     # contract ------------------------------------------------------------------------------------
-    def prepare_network(self, lab: Lab) -> None:
-        self.check()
-        ensure_bridge(lab)
+    def host_of(self, lab: Lab, argv: list[str]) -> str | None:
+        """`unshare ... booted-host <lab dir>/hosts/<name>/root ...` whose namespace still exists."""
+        if len(argv) < 3 or not argv[0].endswith("unshare") or MARK not in argv[:-1]:
+            return None
+        root = Path(argv[argv.index(MARK) + 1])
+        if root.parent.parent != lab.dir / "hosts":
+            return None
+        name = root.parent.name
+        return name if Path(f"/run/netns/{self.netns(lab, name)}").exists() else None
 
-    def endpoints(self, lab: Lab, name: str) -> dict[int, tuple[str, int]]:
-        return {}
-
-    def listen_addresses(self, lab: Lab) -> list[str]:
-        return [lab.gateway] if link_exists(lab.bridge) else []
-
-    def start(self, lab: Lab, golden: GoldenImage, hosts: list[Identity], progress: Progress
-              ) -> tuple[list[Started], dict[str, str]]:
-        self.check()
+    def start(self, lab: Lab, hosts: list[Identity], progress: Progress) -> tuple[list[Started], dict[str, str]]:
+        golden = ensure_golden(self.settings, progress)
         for path in golden.lowerdirs:
             if ":" in str(path) or "," in str(path):
                 raise ProviderError(f"image path {path} contains ':' or ',': overlayfs cannot use it; "
@@ -82,20 +74,7 @@ class NetnsProvider:
         ensure_bridge(lab)
         running = self.running(lab)
         todo = [h for h in hosts if h.name not in running]
-        # leftovers of a crashed run (a namespace whose host process is gone) are reaped first
-        stale = [ns for ns in self._namespaces(lab) if ns.split("-", 1)[1] not in running]
-        for ns in stale:
-            self._kill_netns_pids(ns)
-        lines = [f"netns del {ns}" for ns in stale]
-        for host in todo:
-            ns = self.netns(lab, host.name)
-            veth = self.veth(lab, host.ip)
-            if Path(f"/sys/class/net/{veth}").exists():  # a stale peer whose namespace is gone or going
-                lines.append(f"link del {veth}")
-            lines += [f"netns add {ns}",
-                      f"link add {veth} type veth peer name eth0 address {host.mac} netns {ns}",
-                      f"link set {veth} master {lab.bridge} up"]
-        errors_text = ip_batch(lines)
+        errors_text = self._plug(lab, todo, [ns for ns in self._namespaces(lab) if ns.split("-", 1)[1] not in running])
         started: list[Started] = []
         errors: dict[str, str] = {}
         lower = ":".join(str(p) for p in golden.lowerdirs)
@@ -132,32 +111,9 @@ class NetnsProvider:
         errors |= {n: f"handle PID {running[n]} did not exit" for n in names if n in running and alive(running[n])}
         return errors
 
-    def running(self, lab: Lab) -> dict[str, int]:
-        """Scan /proc for this lab's handle processes (unshare ... booted-host <host root> ...)."""
-        hosts_dir = str(lab.dir / "hosts") + "/"
-        found: dict[str, int] = {}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            argv = cmdline(int(entry.name))
-            if len(argv) > 2 and argv[0].endswith("unshare") and MARK in argv:
-                root = argv[argv.index(MARK) + 1]
-                if root.startswith(hosts_dir) and alive(int(entry.name)):
-                    found[Path(root).parent.name] = int(entry.name)
-        present = set(self._namespaces(lab))
-        return {n: pid for n, pid in found.items() if self.netns(lab, n) in present}
-
-    def destroy(self, lab: Lab, name: str) -> None:
-        if name in self.running(lab):
-            raise ProviderError(f"host {name} is running: stop it first (fab image_stop {name})")
-        shutil.rmtree(lab.host_dir(name), ignore_errors=True)
-
     def clone(self, lab: Lab, src: str, new: str) -> None:
         upper = lab.host_dir(src) / "upper"
-        target = lab.host_dir(new) / "upper"
-        if target.exists():
-            raise ProviderError(f"host {new} already has a disk at {target}")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = self.new_disk(lab, new, "upper")
         if upper.exists():
             subprocess.run(["cp", "-a", str(upper), str(target)], check=True)
 
@@ -171,6 +127,27 @@ class NetnsProvider:
             remove_bridge(lab)
 
     # helpers -------------------------------------------------------------------------------------
+    def _plug(self, lab: Lab, hosts: list[Identity], stale: list[str]) -> str:
+        """A fresh namespace and veth on the bridge per host. Leftovers of a crashed run or a dead host
+        (namespaces whose host process is gone, their veths) are removed first and waited for: the kernel
+        tears a namespace down asynchronously, and a veth made while the old one goes can lose its bridge
+        side. Returns ip's error output."""
+        for ns in stale:
+            self._kill_netns_pids(ns)
+        veths = [self.veth(lab, h.ip) for h in hosts]
+        err = ip_batch([f"netns del {ns}" for ns in stale] + [f"link del {v}" for v in veths if link_exists(v)])
+        deadline = time.monotonic() + 5
+        while any(link_exists(v) for v in veths) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lines = []
+        for host, veth in zip(hosts, veths):
+            ns = self.netns(lab, host.name)
+            lines += [f"netns add {ns}", f"link add {veth} type veth peer name eth0 address {host.mac} netns {ns}",
+                      f"link set {veth} master {lab.bridge} up"]
+        err += ip_batch(lines)
+        unplugged = [v for v in veths if link_exists(v) and not _on_bridge(v, lab.bridge)]
+        return err + ip_batch([f"link set {v} master {lab.bridge} up" for v in unplugged])
+
     def _namespaces(self, lab: Lab) -> list[str]:
         prefix = f"bt{lab.lab_id}-"
         try:
@@ -204,4 +181,12 @@ class NetnsProvider:
         return proc.pid
 
 
-PROVIDER = NetnsProvider()
+
+def _on_bridge(link: str, bridge: str) -> bool:
+    """The link is a port of `bridge` and administratively up."""
+    try:
+        master = os.path.basename(os.readlink(f"/sys/class/net/{link}/master"))
+        flags = int(Path(f"/sys/class/net/{link}/flags").read_text(), 16)
+    except (OSError, ValueError):
+        return False
+    return master == bridge and bool(flags & 1)

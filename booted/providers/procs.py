@@ -1,7 +1,10 @@
-"""Reading /proc: what a PID runs and whether it is alive. Providers check both before any signal."""
+"""Reading /proc: which processes run, what they run, whether they are alive. Providers find their
+hosts' handle processes (VMs, namespace inits) this way, and check a PID again before every signal."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -20,3 +23,12 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, argv) of every process readable in /proc (alive or not: check with alive() before use)."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            argv = cmdline(int(entry.name))
+            if argv and argv[0]:
+                yield int(entry.name), argv

@@ -10,96 +10,52 @@ Boots are CPU-bound under TCG: at most BOOTED_BOOT_PARALLEL (default 2 x cores) 
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import ClassVar
 
-from booted.errors import NeedsRoot, ProviderError, ToolMissing
-from booted.identity import Identity
-from booted.image import GoldenImage
-from booted.netcheck import ssh_banner
-from booted.providers.base import Lab, Progress, Started
+from booted.discovery.netcheck import ssh_banner
+from booted.hosts.identity import Identity
+from booted.images.golden import ensure_golden
+from booted.images.vm_assets import Assets, ensure_assets
+from booted.providers.base import Lab, Progress, Provider, Started
 from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove_bridge
 from booted.providers.procs import alive, cmdline
-from booted.providers.qemuctl import QBOOT, QEMU, detect_accel, qmp
-from booted.qemu_assets import Assets, ensure_assets
+from booted.providers.qemu_usernet import FORWARDS, USERNET_MARK, free_ports, read_forwards, user_netdev, write_forwards
+from booted.providers.qemuctl import QBOOT, QEMU, detect_accel, opt, qmp
 
-TOOLS = {QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "ip": "iproute2"}
 KERNEL_ARGS = ("console=ttyS0 quiet panic=1 mitigations=off cryptomgr.notests i8042.noaux i8042.nokbd "
                "i8042.nopnp tsc=reliable no_timer_check 8250.nr_uarts=1 nowatchdog net.ifnames=0 "
                "root=/dev/vda init=/usr/lib/booted/init")
 IDENTITY_FILES = ("identity", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "authorized_keys")
 POWERDOWN_SECONDS = 3.0
-RELAY = Path(__file__).resolve().parent / "relay.py"
-FORWARDS = "forwards.json"  # user-mode networking: guest port -> port on 127.0.0.1
-USERNET_MARK = "usernet"
-
-
-def relay_python() -> str:
-    """A python3 QEMU can run the relay with: the system's (stdlib only), else the one running booted."""
-    return shutil.which("python3", path="/usr/bin:/bin") or sys.executable
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 now (QEMU binds them a moment later; a clash fails that VM's start)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def read_forwards(hdir: Path) -> dict[int, int]:
-    try:
-        return {int(k): int(v) for k, v in json.loads((hdir / FORWARDS).read_text()).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
-def write_forwards(hdir: Path, forwards: dict[int, int]) -> None:
-    (hdir / FORWARDS).write_text(json.dumps({str(k): v for k, v in forwards.items()}) + "\n")
-
-
-def _opt(path: Path | str) -> str:
-    """A path inside a QEMU option value: commas are doubled."""
-    return str(path).replace(",", ",,")
-
-
 def boot_timeout(base: float, booting: int, cores: int | None = None) -> float:
     """Seconds a VM may take to answer SSH: the base timeout, longer when more than 2 VMs per core boot."""
     cores = cores or os.cpu_count() or 1
     return base * max(1.0, booting / (2 * cores))
 
 
-class QemuProvider:
+class QemuProvider(Provider):
     name = "qemu"
+    tools: ClassVar[dict[str, str]] = {QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "ip": "iproute2",
+                                       QBOOT: "qemu-system-data"}
 
-    def check(self, lab: Lab | None = None) -> None:
-        missing = [f"{tool} (apt-get install {pkg})" for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
-        if not Path(QBOOT).exists():
-            missing.append(f"{QBOOT} (apt-get install qemu-system-data)")
-        if missing:
-            raise ToolMissing(f"the qemu provider needs {', '.join(missing)} (or run setup.sh)")
-        if lab is not None and lab.net == "tap" and os.geteuid() != 0:
-            raise NeedsRoot("BOOTED_QEMU_NET=tap needs root (a bridge and one tap per VM): run fab as root, or "
-                            "use BOOTED_QEMU_NET=user (or auto) for user-mode networking")
+    def root_needed(self, lab: Lab | None) -> str | None:
+        if self.settings.qemu_net == "tap":
+            return ("BOOTED_QEMU_NET=tap needs root (a bridge and one tap per VM); or use BOOTED_QEMU_NET=user "
+                    "(or auto) for user-mode networking")
+        return None
 
-    @staticmethod
-    def user_net(lab: Lab) -> bool:
+    @property
+    def user_net(self) -> bool:
         """User-mode networking (no root: ports forwarded on 127.0.0.1) or a tap on the lab bridge (root)."""
-        return lab.net == "user" or (lab.net == "auto" and os.geteuid() != 0)
+        net = self.settings.qemu_net
+        return net == "user" or (net == "auto" and not self.settings.is_root)
 
     # names ---------------------------------------------------------------------------------------
     @staticmethod
@@ -113,8 +69,8 @@ class QemuProvider:
     def command(self, lab: Lab, host: Identity, assets: Assets, accel: str) -> list[str]:
         """The QEMU command line of one host."""
         hdir = lab.host_dir(host.name)
-        if self.user_net(lab):
-            netdev = self.user_netdev(lab, host, read_forwards(hdir))
+        if self.user_net:
+            netdev = user_netdev(lab, host, read_forwards(hdir))
         else:
             netdev = f"tap,id=n0,ifname={self.tap(lab, host.ip)},script=no,downscript=no"
         cmd = [QEMU, "-name", self.vm_name(lab, host.name), "-M", "pc", "-accel", accel,
@@ -122,39 +78,29 @@ class QemuProvider:
                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                "-bios", QBOOT, "-kernel", str(assets.kernel.vmlinuz), "-initrd", str(assets.initramfs),
                "-append", KERNEL_ARGS,
-               "-drive", f"file={_opt(hdir / 'disk.qcow2')},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
+               "-drive", f"file={opt(hdir / 'disk.qcow2')},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
                "-device", "virtio-rng-pci",
                "-netdev", netdev,
                "-device", f"virtio-net-pci,netdev=n0,mac={host.mac}",
                # `-serial file:` truncates on every start; append keeps the separator line written before
-               "-chardev", f"file,id=console,path={_opt(hdir / 'console.log')},append=on", "-serial", "chardev:console",
-               "-qmp", f"unix:{_opt(hdir / 'qmp.sock')},server=on,wait=off",
+               "-chardev", f"file,id=console,path={opt(hdir / 'console.log')},append=on", "-serial", "chardev:console",
+               "-qmp", f"unix:{opt(hdir / 'qmp.sock')},server=on,wait=off",
                "-pidfile", str(hdir / "qemu.pid")]
         for f in IDENTITY_FILES:
-            cmd += ["-fw_cfg", f"name=opt/booted/{f},file={_opt(hdir / 'identity' / f)}"]
+            cmd += ["-fw_cfg", f"name=opt/booted/{f},file={opt(hdir / 'identity' / f)}"]
         return cmd
 
-    def user_netdev(self, lab: Lab, host: Identity, forwards: dict[int, int]) -> str:
-        """QEMU user-mode networking: the guest keeps its lab IP in a private slirp network of its own;
-        `restrict=on` lets it reach nothing but its boot URL (guestfwd to a relay into nginx on loopback);
-        the controller reaches its ports on 127.0.0.1 (hostfwd). VMs do not reach each other this way."""
-        net = lab.network
-        slirp_host, slirp_dns = str(net.broadcast_address - 1), str(net.broadcast_address - 2)
-        if host.ip in (slirp_host, slirp_dns):
-            raise ProviderError(f"{host.name}: {host.ip} is reserved for user-mode networking in {net}; "
-                                "use a larger network")
-        boot = urlsplit(host.boot_url)
-        relay = f"{_opt(relay_python())} {_opt(RELAY)} 127.0.0.1 {boot.port or 80}"
-        parts = [f"user,id=n0,restrict=on,net={net},host={slirp_host},dns={slirp_dns}"]
-        parts += [f"hostfwd=tcp:127.0.0.1:{fwd}-{host.ip}:{guest}" for guest, fwd in sorted(forwards.items())]
-        parts.append(f"guestfwd=tcp:{boot.hostname}:{boot.port or 80}-cmd:{relay}")
-        return ",".join(parts)
-
     # contract ------------------------------------------------------------------------------------
+    def host_of(self, lab: Lab, argv: list[str]) -> str | None:
+        """`qemu-system-x86_64 -name booted-<lab id>-<host> ...`"""
+        if not argv[0].endswith(QEMU) or "-name" not in argv[:-1]:
+            return None
+        value, prefix = argv[argv.index("-name") + 1], f"booted-{lab.lab_id}-"
+        return value[len(prefix):] if value.startswith(prefix) else None
+
     def prepare_network(self, lab: Lab) -> None:
         """The lab bridge, or for user-mode networking a marker that makes nginx listen on loopback."""
-        self.check(lab)
-        if self.user_net(lab):
+        if self.user_net:
             lab.dir.mkdir(parents=True, exist_ok=True)
             (lab.dir / USERNET_MARK).write_text("qemu user-mode networking: nginx listens on 127.0.0.1\n")
         else:
@@ -167,21 +113,20 @@ class QemuProvider:
         addresses = ["127.0.0.1"] if (lab.dir / USERNET_MARK).exists() else []
         return addresses + ([lab.gateway] if link_exists(lab.bridge) else [])
 
-    def start(self, lab: Lab, golden: GoldenImage, hosts: list[Identity], progress: Progress
-              ) -> tuple[list[Started], dict[str, str]]:
-        self.check(lab)
-        cache_dir = golden.rootfs.parent
-        assets = ensure_assets(cache_dir, golden, progress)
-        accel, why = detect_accel(cache_dir, assets.kernel.vmlinuz)
+    def start(self, lab: Lab, hosts: list[Identity], progress: Progress) -> tuple[list[Started], dict[str, str]]:
+        golden = ensure_golden(self.settings, progress)
+        cache_dir = self.settings.cache_dir
+        assets = ensure_assets(cache_dir, golden, progress, self.settings.path)
+        accel, why = detect_accel(cache_dir, assets.kernel.vmlinuz, self.settings.accel)
         progress(f"qemu accelerator: {accel} ({why}); network: "
-                 + ("user-mode, ports forwarded on 127.0.0.1" if self.user_net(lab) else f"tap on {lab.bridge}"))
+                 + ("user-mode, ports forwarded on 127.0.0.1" if self.user_net else f"tap on {lab.bridge}"))
         self.prepare_network(lab)
         running = self.running(lab)
         todo = [h for h in hosts if h.name not in running]
         errors = self._prepare(lab, todo, assets)
         todo = [h for h in todo if h.name not in errors]
-        parallel = min(lab.boot_parallel, max(1, len(todo)))
-        timeout = boot_timeout(lab.boot_timeout, parallel)
+        parallel = min(self.settings.boot_parallel, max(1, len(todo)))
+        timeout = boot_timeout(self.settings.boot_timeout, parallel)
         if todo:
             progress(f"booting {len(todo)} VM(s), {parallel} at a time ({accel}, {timeout:.0f}s each)")
         started: list[Started] = []
@@ -204,7 +149,7 @@ class QemuProvider:
         return started, errors
 
     def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
-        scan = self._scan(lab)
+        scan = self.processes(lab)
         targets = {n: scan[n][0] for n in names if n in scan}
         if targets:
             with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
@@ -218,20 +163,8 @@ class QemuProvider:
                     (lab.host_dir(n) / f).unlink(missing_ok=True)
         return errors
 
-    def running(self, lab: Lab) -> dict[str, int]:
-        """Scan /proc for this lab's QEMU processes (-name booted-<lab id>-<host>)."""
-        return {name: pid for name, (pid, _) in self._scan(lab).items()}
-
-    def destroy(self, lab: Lab, name: str) -> None:
-        if name in self.running(lab):
-            raise ProviderError(f"host {name} is running: stop it first (fab image_stop {name})")
-        shutil.rmtree(lab.host_dir(name), ignore_errors=True)
-
     def clone(self, lab: Lab, src: str, new: str) -> None:
-        disk, target = lab.host_dir(src) / "disk.qcow2", lab.host_dir(new) / "disk.qcow2"
-        if target.exists():
-            raise ProviderError(f"host {new} already has a disk at {target}")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        disk, target = lab.host_dir(src) / "disk.qcow2", self.new_disk(lab, new, "disk.qcow2")
         if not disk.exists():
             return  # never booted: the clone starts from the golden image too
         sock = lab.host_dir(src) / "qmp.sock"
@@ -243,7 +176,7 @@ class QemuProvider:
                 self._qmp(sock, "cont")
 
     def teardown(self, lab: Lab) -> None:
-        scan = self._scan(lab)
+        scan = self.processes(lab)
         in_use = {m.group(1) for _, argv in scan.values() for a in argv if (m := re.search(r"ifname=([^,]+)", a))}
         pattern = re.compile(rf"bq{lab.lab_id}\d+")
         try:
@@ -256,20 +189,6 @@ class QemuProvider:
             (lab.dir / USERNET_MARK).unlink(missing_ok=True)
 
     # helpers -------------------------------------------------------------------------------------
-    def _scan(self, lab: Lab) -> dict[str, tuple[int, list[str]]]:
-        prefix = f"booted-{lab.lab_id}-"
-        found: dict[str, tuple[int, list[str]]] = {}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            argv = cmdline(int(entry.name))
-            if not argv or not argv[0].endswith(QEMU) or "-name" not in argv[:-1]:
-                continue
-            value = argv[argv.index("-name") + 1]
-            if value.startswith(prefix) and alive(int(entry.name)):
-                found[value[len(prefix):]] = (int(entry.name), argv)
-        return found
-
     def _ours(self, lab: Lab, name: str, pid: int) -> bool:
         """PID still is this host's live QEMU (checked before every signal: PIDs get reused)."""
         argv = cmdline(pid)
@@ -297,7 +216,7 @@ class QemuProvider:
             hdir = lab.host_dir(host.name)
             hdir.mkdir(parents=True, exist_ok=True)
             host.write_dir(hdir / "identity")
-            if self.user_net(lab):
+            if self.user_net:
                 ports = [22, *host.ports]
                 write_forwards(hdir, dict(zip(ports, free_ports(len(ports)))))
                 (hdir / "tap").unlink(missing_ok=True)
@@ -310,7 +229,7 @@ class QemuProvider:
                                        str(disk)], capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
                     errors[host.name] = f"qemu-img create failed: {proc.stderr.strip()[-300:]}"
-        if self.user_net(lab):
+        if self.user_net:
             return errors
         taps = [self.tap(lab, h.ip) for h in hosts if h.name not in errors]
         lines = [f"link del {t}" for t in taps if link_exists(t)]  # leftover of a crashed run
@@ -345,7 +264,7 @@ class QemuProvider:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 return host.name, None, f"qemu exited with {proc.returncode}: {self._why(hdir)}"
-            addr, port = ("127.0.0.1", read_forwards(hdir)[22]) if self.user_net(lab) else (host.ip, 22)
+            addr, port = ("127.0.0.1", read_forwards(hdir)[22]) if self.user_net else (host.ip, 22)
             if ssh_banner(addr, 1.0, port):
                 return host.name, proc.pid, None
             time.sleep(0.1)
@@ -386,5 +305,3 @@ class QemuProvider:
             return False
         return True
 
-
-PROVIDER = QemuProvider()

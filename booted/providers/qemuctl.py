@@ -15,6 +15,11 @@ QBOOT = "/usr/share/qemu/qboot.rom"
 PROBE_SECONDS = 2.0
 
 
+def opt(path: Path | str) -> str:
+    """A path inside a QEMU option value: commas are doubled."""
+    return str(path).replace(",", ",,")
+
+
 def qemu_version(qemu: str = QEMU) -> str:
     proc = subprocess.run([qemu, "--version"], capture_output=True, text=True, check=False)
     return proc.stdout.splitlines()[0].strip() if proc.stdout else "unknown"
@@ -55,14 +60,13 @@ def probe_kvm(kernel: Path, qemu: str = QEMU, timeout: float | None = None) -> t
     return False, (err.splitlines()[-1] if err else f"no kernel output within {timeout:.0f}s")
 
 
-def detect_accel(cache_dir: Path, kernel: Path, qemu: str = QEMU, kvm_dev: str = "/dev/kvm"
+def detect_accel(cache_dir: Path, kernel: Path, forced: str = "auto", qemu: str = QEMU, kvm_dev: str = "/dev/kvm"
                  ) -> tuple[str, str]:
     """("kvm" | "tcg", why): KVM when /dev/kvm is usable and a real kernel boots under it, else TCG.
 
     The verdict is cached in cache_dir, keyed by the QEMU version, the kernel and /dev/kvm's presence;
-    BOOTED_ACCEL=kvm|tcg overrides it.
+    `forced` (BOOTED_ACCEL=kvm|tcg) overrides it.
     """
-    forced = os.environ.get("BOOTED_ACCEL", "")
     if forced in ("kvm", "tcg"):
         return forced, "BOOTED_ACCEL"
     if not os.access(kvm_dev, os.R_OK | os.W_OK):

@@ -13,7 +13,7 @@ import pytest
 
 from booted.config import Settings
 from booted.context import Booted
-from booted.nginx import Nginx
+from booted.discovery.nginx import Nginx
 from tests.conftest import REPO
 
 FAB = str(Path(sys.executable).parent / "fab")
@@ -40,13 +40,13 @@ def leftovers(run: LabRun) -> list[str]:
     """Anything of this lab still on the machine: namespaces, bridge, host processes, nginx."""
     ctx = run.ctx()
     found: list[str] = []
-    for env in ctx.environments.values():
-        lab = ctx.lab(env)
+    for handle in ctx.labs():
+        lab = handle.lab
         found += [f"netns {n}" for n in os.listdir("/run/netns") if n.startswith(f"bt{lab.lab_id}-")] \
             if os.path.isdir("/run/netns") else []
         if os.path.exists(f"/sys/class/net/{lab.bridge}"):
             found.append(f"bridge {lab.bridge}")
-        found += [f"host process {n}={p}" for n, p in ctx.provider(env).running(lab).items()]
+        found += [f"host process {n}={p}" for n, p in handle.running().items()]
     if Nginx(ctx.settings).pid():
         found.append("nginx")
     ctx.close()

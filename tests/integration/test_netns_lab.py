@@ -60,8 +60,7 @@ def test_lab_survives_a_dead_host_and_stops_clean(lab_run: LabRun) -> None:
 
     # web02 dies: every process of it is killed
     ctx = lab_run.ctx()
-    env = ctx.environment()
-    pid = ctx.provider(env).running(ctx.lab(env))["web02"]
+    pid = ctx.lab().running()["web02"]
     os.kill(pid, signal.SIGKILL)
     ctx.close()
 

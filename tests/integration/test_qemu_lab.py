@@ -54,9 +54,9 @@ def test_qemu_lab_boots_serves_and_stops_clean(lab_run: LabRun) -> None:
     assert "phoned home" in console
 
     ctx = lab_run.ctx()
-    env = ctx.environment()
-    lab = ctx.lab(env)
-    assert set(ctx.provider(env).running(lab)) == {"web01", "web02"}
+    handle = ctx.lab()
+    lab = handle.lab
+    assert set(handle.running()) == {"web01", "web02"}
     assert (lab.host_dir("web01") / "disk.qcow2").exists()
     ctx.close()
 

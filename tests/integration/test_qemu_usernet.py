@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from booted.nginx import Nginx
+from booted.discovery.nginx import Nginx
 from tests.integration.conftest import LabRun, leftovers
 
 pytestmark = [pytest.mark.integration,
@@ -34,10 +34,9 @@ def test_user_mode_vm_serves_through_forwarded_ports(lab_run: LabRun) -> None:
     assert "user-mode, ports forwarded on 127.0.0.1" in start.stderr
 
     ctx = lab_run.ctx()
-    env = ctx.environment()
-    lab = ctx.lab(env)
-    assert not os.path.exists(f"/sys/class/net/{lab.bridge}"), "user-mode networking makes no bridge"
-    forwards = ctx.provider(env).endpoints(lab, "web01")
+    handle = ctx.lab()
+    assert not os.path.exists(f"/sys/class/net/{handle.lab.bridge}"), "user-mode networking makes no bridge"
+    forwards = handle.endpoints("web01")
     assert set(forwards) == {22, 8000} and all(addr == "127.0.0.1" for addr, _ in forwards.values())
     known = (Path(lab_run.env["BOOTED_STATE_DIR"]) / "keys" / "known_hosts").read_text()
     assert f"[127.0.0.1]:{forwards[22][1]} ssh-ed25519 " in known  # the forwarded SSH port is pinned too

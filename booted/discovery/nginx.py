@@ -1,0 +1,130 @@
+"""booted's own nginx: render the template, start, reload, restart with a fresh boot log, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from booted.config import Settings
+from booted.errors import ProviderError, ToolMissing
+
+TEMPLATE = "nginx.conf.j2"
+
+
+def nginx_binary(settings: Settings) -> str:
+    found = settings.which("nginx")
+    if found and os.access(found, os.X_OK):
+        return found
+    raise ToolMissing("nginx not found: apt-get install nginx (or run setup.sh); booted runs its own "
+                      "instance and never touches the system's")
+
+
+def local_addresses() -> set[str]:
+    """IPv4 addresses configured on this machine (to listen only on lab gateways that exist)."""
+    out = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True, check=False).stdout
+    try:
+        return {a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", [])}
+    except (ValueError, KeyError, TypeError):
+        return set()
+
+
+class Nginx:
+    """The nginx of one state directory. Listens on the lab gateways given to `ensure()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.run_dir = settings.state_dir / "nginx"
+        self.conf = self.run_dir / "nginx.conf"
+        self.pidfile = self.run_dir / "nginx.pid"
+
+    def render(self, listen: list[str]) -> str:
+        import jinja2  # only needed when nginx is (re)configured: keeps every other task's start-up short
+
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(self.settings.project_root / "nginx"),
+                                 autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+        return env.get_template(TEMPLATE).render(
+            run_dir=self.run_dir, boot_log=self.settings.boot_log, port=self.settings.http_port,
+            kickstart_dir=self.settings.project_root / "kickstart", listen=listen or ["127.0.0.1"],
+            user="nobody nogroup" if self.settings.is_root else "")
+
+    def pid(self) -> int | None:
+        """The master's PID if it runs and really is our nginx (checked in /proc)."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if b"nginx" in cmdline and str(self.conf).encode() in cmdline else None
+
+    def ensure(self, listen: list[str]) -> str:
+        """Start nginx, or reload it if its config changed. Returns what was done."""
+        binary = nginx_binary(self.settings)
+        for sub in ("tmp", "tmp/body"):
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.settings.boot_log.parent.mkdir(parents=True, exist_ok=True)
+        text = self.render(sorted(listen))
+        changed = not self.conf.exists() or self.conf.read_text() != text
+        if changed:
+            tmp = self.conf.with_suffix(".tmp")
+            tmp.write_text(text)
+            self._check(binary, tmp)
+            tmp.replace(self.conf)
+        pid = self.pid()
+        if pid and not changed:
+            return "running"
+        if pid:
+            os.kill(pid, signal.SIGHUP)
+            return "reloaded"
+        self._run([binary, "-c", str(self.conf), "-p", str(self.run_dir)])
+        self._wait_pid()
+        return "started"
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGQUIT)
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.05)
+        return True
+
+    def rotate_log(self) -> Path | None:
+        """Move the boot log aside (kept, timestamped) so the next start begins a new one."""
+        log = self.settings.boot_log
+        if not log.exists():
+            return None
+        kept = log.with_name(f"{log.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+        log.rename(kept)
+        return kept
+
+    def _check(self, binary: str, conf: Path) -> None:
+        self._run([binary, "-t", "-q", "-c", str(conf), "-p", str(self.run_dir)])
+
+    def _run(self, cmd: list[str]) -> None:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise ProviderError(f"nginx failed ({' '.join(cmd[1:2])}): {proc.stderr.strip()[-600:]}")
+
+    def _wait_pid(self) -> None:
+        for _ in range(100):
+            if self.pid():
+                return
+            time.sleep(0.02)
+        raise ProviderError(f"nginx did not start; see {self.run_dir / 'error.log'}")
+
+
+def serve(settings: Settings, addresses: set[str], keep: bool = False) -> str:
+    """Run booted's nginx where the labs that are up call it (`addresses`: their gateways; loopback for
+    user-mode VMs), keeping only addresses this machine has. With none left it stops (nothing is left
+    running after env_stop), unless `keep`: then it listens on loopback only. Returns what was done."""
+    listen = addresses & (local_addresses() | {"127.0.0.1"})
+    nginx = Nginx(settings)
+    if not listen and not keep:
+        return "stopped" if nginx.stop() else "not running"
+    return nginx.ensure(sorted(listen))

@@ -1,0 +1,71 @@
+"""Waiting for hosts to boot: their boot-log line (with the pinned host key, from the leased IP), then
+the SSH banner."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from booted.discovery import bootlog
+from booted.discovery.netcheck import ssh_banner
+from booted.results import HostResult
+from booted.state.inventory import Inventory
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A host booted started: who it must say it is, and where its SSH answers."""
+
+    name: str
+    ip: str
+    hostkey: str  # SHA256 fingerprint of the pinned key
+    ssh: tuple[str, int]
+
+
+def wait_booted(inventory: Inventory, boot_log: Path, hosts: list[Expected], since: float, timeout: float,
+                say: Callable[[str], None], why: Callable[[str], str]) -> dict[str, HostResult]:
+    """Poll the boot log until every host phoned home after `since`, then wait for its SSH banner.
+    `why(name)` adds a hint (the console's last lines) to a host that did not make it."""
+    pending = {h.name: h for h in hosts}
+    result: dict[str, HostResult] = {}
+    deadline = time.monotonic() + timeout
+    shown = -1
+    while pending and time.monotonic() < deadline:
+        bootlog.read_new(inventory, boot_log)
+        booted = {h.name: h for h in inventory.hosts() if h.booted_at >= since - 1}
+        for name in [n for n in pending if n in booted]:
+            want, host = pending.pop(name), booted[name]
+            if host.hostkey != want.hostkey:
+                result[name] = HostResult(name, False, f"reported host key {host.hostkey} is not the pinned one")
+            elif host.ip != want.ip:
+                result[name] = HostResult(name, False, f"phoned home from {host.ip}, expected {want.ip}")
+            else:
+                result[name] = HostResult(name, True, f"booted in {host.booted_at - since:.1f}s")
+        if len(result) != shown:
+            shown = len(result)
+            say(f"  discovered {len(result)}/{len(hosts)} host(s)")
+        if pending:
+            time.sleep(0.1)
+    for name in pending:
+        result[name] = HostResult(name, False, f"no boot-log line within {timeout:.0f}s{why(name)}")
+    ok = [h for h in hosts if result[h.name].ok]
+    with ThreadPoolExecutor(max_workers=min(32, max(1, len(ok)))) as pool:
+        banners = dict(zip([h.name for h in ok], pool.map(lambda h: wait_banner(h.ssh[0], h.ssh[1], deadline), ok)))
+    for name, up in banners.items():
+        if not up:
+            result[name] = HostResult(name, False, f"phoned home but SSH does not answer{why(name)}")
+    inventory.set_reachable({n: r.ok for n, r in result.items() if n in banners})
+    return result
+
+
+def wait_banner(addr: str, port: int, deadline: float) -> bool:
+    """Poll until an SSH banner answers on addr:port, or the deadline passes."""
+    while True:
+        if ssh_banner(addr, 1.0, port):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)

@@ -1,0 +1,41 @@
+"""Host images: a lab host's record (name, role, service, version, size) with its leased identity (IP,
+MAC, host key), and the Identity a provider hands the host at boot."""
+
+from __future__ import annotations
+
+from booted.config import Settings
+from booted.environments import Environment, HostSpec
+from booted.errors import StateError
+from booted.hosts.identity import Identity, Keys
+from booted.state.inventory import Image, Inventory
+
+
+def ensure_image(inventory: Inventory, keys: Keys, env: Environment, spec: HostSpec) -> Image:
+    """The host image for `spec`, leased on first use (its host key made and pinned before it boots);
+    follows role/service/version/size changes in environments.py. The identity never changes."""
+    image = inventory.image(spec.name)
+    if image is None:
+        hostkey = keys.ensure_host_key(spec.name)
+        return inventory.lease(name=spec.name, env=env.name, provider=env.provider, network=env.network,
+                               role=spec.role, service=spec.service, version=spec.version, hostkey=hostkey,
+                               memory=spec.memory, cpus=spec.cpus)
+    if image.env != env.name:
+        raise StateError(f"host image {spec.name!r} belongs to environment {image.env!r}, not {env.name!r}: "
+                         "host names are unique per state directory; rename one of them")
+    if (image.provider, image.role, image.service, image.version, image.memory, image.cpus) != (
+            env.provider, spec.role, spec.service, spec.version, spec.memory, spec.cpus):
+        inventory.update_spec(spec.name, env.provider, spec.role, spec.service, spec.version, spec.memory,
+                              spec.cpus)
+        image = inventory.image(spec.name)
+        assert image is not None
+    return image
+
+
+def identity(settings: Settings, keys: Keys, env: Environment, image: Image, pw_hash: str | None,
+             ports: tuple[int, ...]) -> Identity:
+    """What the host is told at boot (the same for every provider)."""
+    return Identity(
+        name=image.name, ip=image.ip, prefix=env.network.prefixlen, gateway=str(env.gateway), mac=image.mac,
+        boot_url=f"http://{env.gateway}:{settings.http_port}/booted", login_user=settings.user, pw_hash=pw_hash,
+        host_key=keys.host_key(image.name), authorized_key=keys.ensure_lab_key(), memory=image.memory,
+        cpus=image.cpus, ports=ports)

@@ -1,0 +1,1 @@
+"""The lab handle: one environment on this machine, and what is done to it."""

@@ -1,0 +1,245 @@
+"""The lab handle: one environment on this machine (environment + lab + provider, checked once).
+
+It owns what is done to that lab: host images, start (boot + discovery), stop, destroy, status, and the
+whole-environment runs (start all / min / one worker: boot, then deliver each service). Tasks and the
+monitor call it; nothing else reaches a provider.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from booted.config import Settings
+from booted.discovery.netcheck import ssh_banner
+from booted.discovery.wait import Expected, wait_booted
+from booted.environments import NAME_RE, Environment, HostSpec
+from booted.errors import ConfigError, StateError
+from booted.hosts.identity import fingerprint, hash_password
+from booted.hosts.images import ensure_image, identity
+from booted.lab.status import status_rows
+from booted.providers.base import Lab, Provider
+from booted.remote import deploy
+from booted.results import HostResult
+from booted.state.inventory import Image
+
+if TYPE_CHECKING:
+    from booted.context import Booted
+
+STEPS = ("boot", *deploy.DELIVER)
+
+
+@dataclass
+class StartReport:
+    """An environment run: each host's image, and its result of each step it reached."""
+
+    images: list[Image]
+    steps: dict[str, dict[str, HostResult]] = field(default_factory=dict)
+
+    def add(self, step: str, results: list[HostResult]) -> None:
+        self.steps.setdefault(step, {}).update({r.host: r for r in results})
+
+    def failed(self) -> list[str]:
+        return [i.name for i in self.images if any(not s[i.name].ok for s in self.steps.values() if i.name in s)]
+
+
+class LabHandle:
+    def __init__(self, ctx: Booted, env: Environment, provider: Callable[[Settings], Provider]) -> None:
+        s = ctx.settings
+        self.ctx, self.env = ctx, env
+        self.lab = Lab(env.name, s.lab_id(env.name), env.network, s.state_dir / "labs" / env.name)
+        self.provider = provider(s)
+        self._checked = False
+
+    def check(self) -> None:
+        """Can this machine run the lab (tools, root)? Asked once per handle, before anything is made."""
+        if not self._checked:
+            self.provider.check(self.lab)
+            self._checked = True
+
+    # observing (no root needed) ----------------------------------------------------------------------
+    def running(self) -> dict[str, int]:
+        return self.provider.running(self.lab)
+
+    def endpoints(self, name: str) -> dict[int, tuple[str, int]]:
+        return self.provider.endpoints(self.lab, name)
+
+    def listen_addresses(self) -> list[str]:
+        return self.provider.listen_addresses(self.lab)
+
+    def console(self, name: str) -> Path:
+        return self.lab.host_dir(name) / "console.log"
+
+    def console_tail(self, name: str, lines: int = 3) -> str:
+        try:
+            tail = self.console(name).read_text(errors="replace").strip().splitlines()[-lines:]
+        except OSError:
+            return ""
+        return " | console: " + " / ".join(tail) if tail else ""
+
+    def status(self) -> list[dict[str, object]]:
+        """Desired (environments.py) vs actual (provider, host list, deployments), one dict per host."""
+        inv = self.ctx.inventory
+        return status_rows(self.env, self.running(), inv.images(self.env.name), inv.hosts(), inv.releases())
+
+    # host images -----------------------------------------------------------------------------------
+    def images(self, names: list[str]) -> list[Image]:
+        """Host images for names: from environments.py (made on first use), or existing clones not in it."""
+        desired = {h.name: h for h in self.env.hosts}
+        out = []
+        for name in names:
+            image = self.ctx.inventory.image(name)
+            if name in desired or image is None:
+                image = ensure_image(self.ctx.inventory, self.ctx.keys, self.env,
+                                     desired.get(name) or self.env.host(name))
+            out.append(image)
+        return out
+
+    def clone(self, src: str, new: str) -> Image:
+        """A new host image like `src` (role, service, version, disk contents) with a fresh identity."""
+        if not NAME_RE.match(new):
+            raise ConfigError(f"image name {new!r}: use lowercase letters, digits and -, starting with a letter, "
+                              "at most 31 characters")
+        image = self.ctx.inventory.image(src)
+        if image is None:
+            raise StateError(f"host image {src!r} does not exist yet: build it first with 'fab image_build {src}'")
+        if self.ctx.inventory.image(new) is not None:
+            raise StateError(f"host image {new!r} already exists: pick another name or 'fab image_del {new}'")
+        self.check()
+        spec = HostSpec(new, image.role, image.service, image.version, image.memory, image.cpus)
+        clone = ensure_image(self.ctx.inventory, self.ctx.keys, self.env, spec)
+        self.provider.clone(self.lab, src, new)
+        return clone
+
+    def delete(self, name: str) -> HostResult:
+        """Stop and delete a host image; its IP and MAC go back to the pool."""
+        image = self.ctx.inventory.image(name)
+        if image is None:
+            return HostResult(name, True, "no such image (nothing to delete)")
+        self.check()
+        if name in self.running():
+            self.stop([name])
+        self.provider.destroy(self.lab, name)
+        self.ctx.forget_image(name)
+        return HostResult(name, True, f"deleted; {image.ip} and {image.mac} released")
+
+    # lifecycle -------------------------------------------------------------------------------------
+    def start(self, images: list[Image]) -> list[HostResult]:
+        """Start host images (running ones are left as they are) and wait until each has booted: phoned
+        home in the boot log with its pinned host key, and answers SSH."""
+        if not images:
+            return []
+        self.check()
+        since = time.time()
+        already = self.running()
+        settings = self.ctx.settings
+        pw_hash = hash_password(settings.password, settings.path) if settings.password else None  # once per run
+        services = self.ctx.services
+        idents = [identity(self.ctx.settings, self.ctx.keys, self.env, i, pw_hash,
+                           (services[i.service].port,) if i.service in services else ()) for i in images]
+        self.ctx.say(f"starting {len(images)} host(s) of {self.env.name} on {self.env.provider} "
+                     f"({len(already)} already running)")
+        self.provider.prepare_network(self.lab)  # network and nginx first: hosts phone home while booting
+        self.ctx.serve_nginx()
+        started, errors = self.provider.start(self.lab, idents, self.ctx.say)
+        for s in started:
+            self.ctx.inventory.set_running(s.name, s.pid)
+        self.ctx.pin_host_keys()  # forwarded SSH ports (user-mode VMs) are known once the VMs run
+        fresh = [i for i in images if i.name not in already and i.name not in errors]
+        expected = [Expected(i.name, i.ip, fingerprint(i.hostkey), self.ctx.target(i).endpoint(22)) for i in fresh]
+        waited = wait_booted(self.ctx.inventory, self.ctx.settings.boot_log, expected, since,
+                             self.ctx.settings.boot_timeout, self.ctx.say, self.console_tail)
+        listed = {h.name for h in self.ctx.inventory.hosts()}
+        out = []
+        for img in images:
+            if img.name in errors:
+                out.append(HostResult(img.name, False, errors[img.name]))
+            elif img.name in already:
+                out.append(HostResult(img.name, True, "already running") if img.name in listed else self._relist(img))
+            else:
+                out.append(waited[img.name])
+        return out
+
+    def _relist(self, img: Image) -> HostResult:
+        """A host that runs but is not in the host list (cleared, or booted before the current boot log):
+        list it again from its pinned identity if it answers SSH (connections still verify its host key)."""
+        addr, port = self.ctx.target(img).endpoint(22)
+        if not ssh_banner(addr, port=port):
+            return HostResult(img.name, False, "running but SSH does not answer: fab env_start_worker " + img.name)
+        self.ctx.inventory.list_host(img.name, img.ip, img.mac, fingerprint(img.hostkey), img.started or time.time())
+        return HostResult(img.name, True, "already running (listed again)")
+
+    def stop(self, names: list[str]) -> list[HostResult]:
+        """Stop hosts; stopped hosts leave the host list. Removes the lab network when none runs."""
+        self.check()
+        running = self.running()
+        errors = self.provider.stop(self.lab, names)
+        stopped = [n for n in names if n not in errors]
+        for name in stopped:
+            self.ctx.inventory.set_running(name, None)
+        self.ctx.inventory.remove_hosts(stopped)
+        self.provider.teardown(self.lab)
+        self.ctx.serve_nginx()  # stop listening on a gateway that is gone
+        return [HostResult(n, n not in errors, errors.get(n, "stopped" if n in running else "was not running"))
+                for n in names]
+
+    def stop_all(self) -> list[HostResult]:
+        """Stop every host (clones included), discard their disks (overlay, qcow2) and remove the network.
+        Identities (IP, MAC, host key) stay leased until image_del."""
+        self.check()
+        images = self.ctx.inventory.images(self.env.name)
+        names = sorted(set(self.running()) | {i.name for i in images if i.pid})
+        results = self.stop(names) if names else []
+        failed = {r.host for r in results if not r.ok}
+        for image in images:
+            if image.name not in failed:
+                self.provider.destroy(self.lab, image.name)
+                self.ctx.inventory.forget_releases(image.name)
+        if not names:
+            self.provider.teardown(self.lab)
+            self.ctx.serve_nginx()
+        return results
+
+    # whole-environment runs --------------------------------------------------------------------------
+    def start_hosts(self, specs: list[HostSpec]) -> StartReport:
+        """Make and boot `specs`, then deploy, start and test each host's service. Never stops at one host."""
+        for name in sorted({s.service for s in specs if s.service}):
+            self.ctx.service(name)  # an unknown or broken service is a mistake found before any host boots
+        self.check()
+        report = StartReport(self.images([s.name for s in specs]))
+        report.add("boot", self.start(report.images))
+        up = [i for i in report.images if report.steps["boot"][i.name].ok]
+        services = self.ctx.services
+        # services that front others (an lb's upstream) go last, so their backend list is complete
+        order = sorted({i.service for i in up if i.service}, key=lambda n: (services[n].upstream is not None, n))
+        with self.ctx.fleet() as fleet:
+            for name in order:
+                hosts = [i.name for i in up if i.service == name]
+                self.ctx.say(f"deploying {name} to {len(hosts)} host(s)")
+                for step, results in deploy.deliver(self.ctx, fleet, name, hosts, self.env.name).items():
+                    report.add(step, results)
+        return report
+
+    def start_all(self) -> StartReport:
+        return self.start_hosts(list(self.env.hosts))
+
+    def start_min(self) -> StartReport:
+        """The first `min[role]` hosts of each role (by name); roles without a minimum start none."""
+        if not self.env.minimum:
+            raise ConfigError(f"{self.env.source}: environment {self.env.name!r} has no 'min' "
+                              "(e.g. 'min': {'worker': 1})")
+        chosen: list[HostSpec] = []
+        for role, count in self.env.minimum.items():
+            chosen += sorted((h for h in self.env.hosts if h.role == role), key=lambda h: h.name)[:count]
+        return self.start_hosts(chosen)
+
+    def start_worker(self, name: str) -> StartReport:
+        """(Re)start one host: stop it if it runs, boot it, deploy/start/test its service."""
+        spec = self.env.host(name)
+        self.check()
+        if name in self.running():
+            self.stop([name])
+        return self.start_hosts([spec])

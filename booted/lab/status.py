@@ -1,0 +1,39 @@
+"""An environment's status: desired (environments.py) against observed (what runs, what is listed, what
+was deployed), one row per host. Pure: the lab handle gathers the observations."""
+
+from __future__ import annotations
+
+from booted.environments import Environment
+from booted.state.inventory import Host, Image
+
+
+def status_rows(env: Environment, running: dict[str, int], images: list[Image], listed: list[Host],
+                deployed: dict[tuple[str, str], str]) -> list[dict[str, object]]:
+    by_image = {i.name: i for i in images}
+    by_host = {h.name: h for h in listed}
+    desired = {h.name: h for h in env.hosts}
+    out: list[dict[str, object]] = []
+    for name in sorted(set(desired) | set(by_image)):
+        spec, img, host = desired.get(name), by_image.get(name), by_host.get(name)
+        service = spec.service if spec else (img.service if img else None)
+        want = f"{service} {spec.version or ''}".strip() if spec and service else (service or "-")
+        have = deployed.get((name, service or "")) if service else None
+        out.append({"host": name, "desired": "yes" if spec else "no (extra)", "image": "yes" if img else "no",
+                    "ip": img.ip if img else None, "running": name in running, "listed": host is not None,
+                    "reachable": host.reachable if host else None, "want": want,
+                    "deployed": f"{service} {have}" if have else "-",
+                    "state": verdict(spec is not None, name in running, service, spec.version if spec else None,
+                                     have)})
+    return out
+
+
+def verdict(desired: bool, running: bool, service: str | None, want: str | None, have: str | None) -> str:
+    if not desired:
+        return "extra" if running else "extra, stopped"
+    if not running:
+        return "stopped"
+    if service and have is None:
+        return "running, not deployed"
+    if service and want and have != want:
+        return f"running, drift ({have})"
+    return "ok"

@@ -1,0 +1,159 @@
+"""Fan-out: run a step on many hosts in parallel, bounded, one result per host, connections reused.
+
+Unlike Fabric's ThreadingGroup (one thread per host, no bound, one exception for all), a Fleet runs at
+most `parallel` hosts at once, keeps one SSH connection per host for every step of a task, and returns a
+Result for every host: a dead host is one failed row, never an abort of the others.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+from invoke.exceptions import UnexpectedExit
+
+from booted.errors import BootedError
+from booted.results import Done, HostResult
+
+
+@dataclass(frozen=True)
+class Target:
+    """A host to work on: its lab IP, and where its ports are reached when not there (user-mode VMs)."""
+
+    name: str
+    ip: str
+    forwards: tuple[tuple[int, str, int], ...] = ()  # (guest port, address, port) on the controller
+
+    def endpoint(self, port: int) -> tuple[str, int]:
+        for guest, addr, fwd in self.forwards:
+            if guest == port:
+                return addr, fwd
+        return self.ip, port
+
+
+class StepFailed(Exception):
+    """Raised inside a step function to fail this host with a one-line reason."""
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for a host's failure (no traceback: the table says what happened)."""
+    if isinstance(exc, UnexpectedExit):
+        res = exc.result
+        tail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-2:]
+        return f"exit {res.exited}: {' | '.join(tail)}"[:300]
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return "host key does not match the pinned one (refusing to connect)"
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+        return "host key not pinned in the lab's known_hosts (refusing to connect)"
+    if isinstance(exc, (StepFailed, BootedError)):
+        return str(exc)
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300] if not isinstance(exc, OSError) else f"unreachable: {text}"[:300]
+
+
+class Fleet:
+    """SSH connections to lab hosts (lab key, pinned host keys) and a bounded parallel runner."""
+
+    def __init__(self, key: Path, known_hosts: Path, user: str, parallel: int, timeout: int = 10) -> None:
+        self.key, self.known_hosts, self.user = key, known_hosts, user
+        self.parallel, self.timeout = parallel, timeout
+        self.config = Config(ssh_config=paramiko.SSHConfig())
+        self._conns: dict[str, Connection] = {}
+        self._lock = threading.Lock()
+
+    def connection(self, target: Target) -> Connection:
+        """The (reused) connection to a host; host keys are checked against the lab's known_hosts only."""
+        with self._lock:
+            conn = self._conns.get(target.name)
+            addr, port = target.endpoint(22)
+            if conn is None or (conn.host, conn.port) != (addr, port):
+                conn = Connection(addr, port=port, user=self.user, config=self.config, connect_timeout=self.timeout,
+                                  connect_kwargs={"key_filename": str(self.key), "look_for_keys": False,
+                                                  "allow_agent": False, "banner_timeout": self.timeout,
+                                                  "auth_timeout": self.timeout})
+                conn.client.load_host_keys(str(self.known_hosts))
+                conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+                self._conns[target.name] = conn
+            return conn
+
+    def sh(self, target: Target, script: str) -> str:
+        """Run a shell script on a host (one SSH command); its stdout, stripped."""
+        return run_command(self.connection(target), script)
+
+    def put(self, target: Target, data: bytes, path: str) -> None:
+        """Write bytes to a file on a host (SFTP)."""
+        self.connection(target).put(io.BytesIO(data), path)
+
+    def http_get(self, target: Target, port: int, path: str, timeout: float = 5.0) -> tuple[str, bytes]:
+        """GET a host's URL from the controller (at its forwarded port where it has one): (url, body)."""
+        addr, fwd = target.endpoint(port)
+        url = f"http://{addr}:{fwd}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return url, resp.read(65536)
+        except OSError as exc:
+            raise StepFailed(f"{url}: {getattr(exc, 'reason', exc)}") from None
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            conn = self._conns.pop(name, None)
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            conn.close()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, targets: list[Target], step: Callable[[Target], str | Done], label: str = "",
+            progress: bool = True) -> list[HostResult]:
+        """Run `step` on every target, at most `parallel` at once; never raises for a host's failure."""
+        done = 0
+        lock = threading.Lock()
+        show = progress and sys.stderr.isatty() and len(targets) > 1
+
+        def one(target: Target) -> HostResult:
+            nonlocal done
+            start = time.monotonic()
+            version = None
+            try:
+                out, ok = step(target), True
+                detail, version = (out.detail, out.version) if isinstance(out, Done) else (out, None)
+            except Exception as exc:  # a host's failure is its row in the table, not everyone's abort
+                detail, ok = describe(exc), False
+                self.drop(target.name)
+            result = HostResult(target.name, ok, detail, time.monotonic() - start, version)
+            with lock:
+                done += 1
+                if show:
+                    print(f"\r{label}: {done}/{len(targets)} hosts", end="", file=sys.stderr, flush=True)
+            return result
+
+        if not targets:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(targets))) as pool:
+            results = list(pool.map(one, targets))
+        if show:
+            print(file=sys.stderr)
+        return results
+
+
+def run_command(conn: Connection, command: str) -> str:
+    """Run a shell command on a host; raises UnexpectedExit (turned into a row by Fleet.run) on failure."""
+    return conn.run(command, hide=True, in_stream=False, warn=False).stdout.strip()

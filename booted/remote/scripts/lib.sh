@@ -1,0 +1,55 @@
+# shellcheck shell=sh
+# booted's service functions on a lab host, sent before every operation's script.
+# booted sets these first, each value quoted: base (the service's folder), service (its name), url (its
+# health URL as the host itself reaches it).
+# shellcheck disable=SC2154
+
+# Stop the supervisor and everything it started (its process group); prints what it did.
+svc_stop() {
+  pidf="$base/supervisor.pid"
+  if [ -f "$pidf" ] && pid=$(cat "$pidf") && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "-$pid" 2>/dev/null
+    i=0
+    while [ "$i" -lt 50 ] && kill -0 "$pid" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+    kill -KILL "-$pid" 2>/dev/null || true
+    echo stopped
+  else
+    echo "was not running"
+  fi
+  rm -f "$pidf"
+}
+
+# (Re)start the supervisor of the current release and wait until the health URL answers (10 s).
+svc_start() {
+  if [ ! -e "$base/current" ]; then
+    echo "$service is not deployed here: run fab ${service}_deploy" >&2
+    return 3
+  fi
+  svc_stop
+  setsid sh "$base/run.sh" >>"$base/service.log" 2>&1 </dev/null &
+  echo $! >"$base/supervisor.pid"
+  i=0
+  while [ "$i" -lt 100 ]; do
+    if curl -fsS -m 1 -o /dev/null "$url" 2>/dev/null; then
+      echo started
+      return 0
+    fi
+    sleep 0.1
+    i=$((i + 1))
+  done
+  echo "$service did not answer $url within 10s; last log lines:" >&2
+  tail -n 3 "$base/service.log" >&2
+  return 1
+}
+
+# Point the symlink $base/$1 at $2 atomically (a unique temporary link renamed over it).
+svc_link() {
+  link=$(mktemp -u "$base/.$1.XXXXXX")
+  ln -s "$2" "$link"
+  mv -T "$link" "$base/$1"
+}
+
+# True when the supervisor runs.
+svc_running() {
+  [ -f "$base/supervisor.pid" ] && kill -0 "$(cat "$base/supervisor.pid")" 2>/dev/null
+}

@@ -1,0 +1,3 @@
+# shellcheck shell=sh
+# stop: stop the service and its supervisor. Needs lib.sh.
+svc_stop

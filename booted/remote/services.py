@@ -1,0 +1,174 @@
+"""Services as data: every folder under service/ with a service.toml is a service.
+
+A release is a tar.gz of the service folder at a version: from `<NAME>_REPO` (a git repository; the
+version is a tag or commit; the service is the repository root, or its service/<name>/ folder) when that
+variable is set, else from the in-tree folder, whose VERSION file names the only version it has.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import re
+import subprocess
+import tarfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from booted.errors import ConfigError, DeployError
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service's definition (service/<name>/service.toml)."""
+
+    name: str
+    folder: Path
+    port: int
+    start: str
+    health: str
+    description: str
+    upstream: str | None = None  # a service whose hosts this one fronts ({backends} in `start`)
+
+    @property
+    def repo_var(self) -> str:
+        return f"{self.name.upper()}_REPO"
+
+
+@dataclass(frozen=True)
+class Release:
+    """A packaged version of a service: a tar.gz whose VERSION file says `version`."""
+
+    service: str
+    version: str
+    data: bytes
+
+    @property
+    def id(self) -> str:
+        return f"{self.version}-{hashlib.sha256(self.data).hexdigest()[:10]}"
+
+
+def folders(services_dir: Path) -> list[str]:
+    """Names of the service folders (those with a service.toml), without parsing them."""
+    if not services_dir.is_dir():
+        return []
+    return sorted(p.name for p in services_dir.iterdir() if (p / "service.toml").is_file() and NAME_RE.match(p.name))
+
+
+def discover(services_dir: Path) -> dict[str, Service]:
+    """Every service folder; a broken service.toml is an error naming the file."""
+    found: dict[str, Service] = {}
+    if not services_dir.is_dir():
+        return found
+    for folder in sorted(p for p in services_dir.iterdir() if p.is_dir() and (p / "service.toml").exists()):
+        found[folder.name] = load_service(folder)
+    return found
+
+
+def load_service(folder: Path) -> Service:
+    path = folder / "service.toml"
+    if not NAME_RE.match(folder.name):
+        raise ConfigError(f"{folder}: service folder names are lowercase letters and digits (they become task "
+                          "names like <name>_deploy)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    port, start, health = data.get("port"), data.get("start"), data.get("health", "/health")
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"{path}: 'port' must be a number 1..65535, got {port!r}")
+    if not isinstance(start, str) or not start.strip():
+        raise ConfigError(f"{path}: 'start' must be the command that runs the service, e.g. "
+                          "\"exec python3 app.py --bind {ip} --port {port}\"")
+    if not isinstance(health, str) or not health.startswith("/"):
+        raise ConfigError(f"{path}: 'health' must be a URL path like /health")
+    upstream = data.get("upstream")
+    if upstream is not None and (not isinstance(upstream, str) or not NAME_RE.match(upstream)):
+        raise ConfigError(f"{path}: 'upstream' must name another service (a folder under service/)")
+    return Service(folder.name, folder, port, start, health, str(data.get("description", "")), upstream)
+
+
+def get_service(services_dir: Path, name: str, services: dict[str, Service] | None = None) -> Service:
+    """The service `name` (from `services` when already discovered)."""
+    services = discover(services_dir) if services is None else services
+    if name not in services:
+        raise ConfigError(f"unknown service {name!r}: {services_dir} has {', '.join(services) or 'no services'}")
+    return services[name]
+
+
+def in_tree_version(service: Service) -> str:
+    path = service.folder / "VERSION"
+    return path.read_text().strip() if path.exists() else "0"
+
+
+def package(service: Service, version: str | None, repo: str | None = None) -> Release:
+    """The release of `service` at `version` (None: the in-tree version, or the repo's HEAD); `repo` is
+    the value of <NAME>_REPO (Settings.repo), if set."""
+    if version is not None and not VERSION_RE.match(version):
+        raise ConfigError(f"version {version!r}: a tag or commit (letters, digits, . _ -)")
+    if repo:
+        return _from_repo(service, Path(repo), version or "HEAD")
+    current = in_tree_version(service)
+    if version is not None and version != current:
+        raise DeployError(f"{service.name} {version}: the in-tree {service.folder} has only version {current}. "
+                          f"Set {service.repo_var} to a git repository whose tags are the versions")
+    return Release(service.name, current, _tar_folder(service.folder, current))
+
+
+def _tar_folder(folder: Path, version: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder)
+            if "__pycache__" in rel.parts or rel.name == "VERSION":
+                continue
+            info = tar.gettarinfo(str(path), arcname=str(rel))
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if path.is_file():
+                with open(path, "rb") as fh:
+                    tar.addfile(info, fh)
+            else:
+                tar.addfile(info)
+        _add_version(tar, version)
+    return gzip.compress(buf.getvalue(), mtime=0)
+
+
+def _add_version(tar: tarfile.TarFile, version: str) -> None:
+    data = f"{version}\n".encode()
+    info = tarfile.TarInfo("VERSION")
+    info.size, info.mode = len(data), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False)
+
+
+def _from_repo(service: Service, repo: Path, version: str) -> Release:
+    if not (repo / ".git").exists() and _git(repo, "rev-parse", "--git-dir").returncode != 0:
+        raise DeployError(f"{service.repo_var}={repo}: not a git repository")
+    commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{version}^{{commit}}")
+    if commit.returncode != 0:
+        tags = _git(repo, "tag", "--list").stdout.decode().split()
+        raise DeployError(f"{service.name}: version {version!r} is not a tag or commit of {repo} "
+                          f"(tags: {', '.join(tags[-10:]) or 'none'})")
+    sub = f"service/{service.name}"
+    tree = f"{version}:{sub}" if _git(repo, "cat-file", "-e", f"{version}:{sub}/service.toml").returncode == 0 \
+        else version
+    archive = _git(repo, "archive", "--format=tar", tree)
+    if archive.returncode != 0:
+        raise DeployError(f"{service.name}: git archive {tree} failed: {archive.stderr.decode().strip()}")
+    label = version if version != "HEAD" else commit.stdout.decode().strip()[:12]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as src, tarfile.open(fileobj=buf, mode="w") as out:
+        for member in src.getmembers():
+            if member.name in ("VERSION", "./VERSION") or member.name.startswith("/") or ".." in member.name:
+                continue
+            out.addfile(member, src.extractfile(member) if member.isfile() else None)
+        _add_version(out, label)
+    return Release(service.name, label, gzip.compress(buf.getvalue(), mtime=0))

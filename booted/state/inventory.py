@@ -1,0 +1,282 @@
+"""The state store: one SQLite database (WAL) shared by `fab` runs and the monitor daemon.
+
+Tables: images (one lab host's machine and its leased identity), hosts (the current host list,
+filled from the boot log), boot_events, bootlog_cursor, deployments + deployment_hosts, releases
+(what each host runs now). Every write is a short transaction; leases use BEGIN IMMEDIATE so two
+processes never hand out the same IP.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from booted.errors import StateError
+from booted.results import HostResult
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    name TEXT PRIMARY KEY, env TEXT NOT NULL, provider TEXT NOT NULL,
+    role TEXT NOT NULL, service TEXT, version TEXT,
+    ip TEXT NOT NULL, mac TEXT NOT NULL UNIQUE, hostkey TEXT NOT NULL,
+    memory INTEGER NOT NULL DEFAULT 256, cpus INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL, pid INTEGER, started REAL,
+    UNIQUE (env, ip)
+);
+CREATE TABLE IF NOT EXISTS hosts (
+    name TEXT PRIMARY KEY, ip TEXT NOT NULL, mac TEXT NOT NULL, hostkey TEXT NOT NULL,
+    booted_at REAL NOT NULL, reachable INTEGER, checked_at REAL
+);
+CREATE TABLE IF NOT EXISTS boot_events (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, remote TEXT NOT NULL, host TEXT NOT NULL,
+    ip TEXT NOT NULL, mac TEXT NOT NULL, hostkey TEXT NOT NULL, log TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bootlog_cursor (
+    log TEXT PRIMARY KEY, inode INTEGER NOT NULL, offset INTEGER NOT NULL,
+    lines INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY, service TEXT NOT NULL, version TEXT NOT NULL, op TEXT NOT NULL,
+    status TEXT NOT NULL, started REAL NOT NULL, finished REAL
+);
+CREATE TABLE IF NOT EXISTS deployment_hosts (
+    deployment INTEGER NOT NULL, host TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL,
+    seconds REAL, PRIMARY KEY (deployment, host)
+);
+CREATE TABLE IF NOT EXISTS releases (
+    host TEXT NOT NULL, service TEXT NOT NULL, version TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (host, service)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Image:
+    """A host image: one lab host's machine and its identity."""
+
+    name: str
+    env: str
+    provider: str
+    role: str
+    service: str | None
+    version: str | None
+    ip: str
+    mac: str
+    hostkey: str
+    memory: int
+    cpus: int
+    created: float
+    pid: int | None
+    started: float | None
+
+
+@dataclass(frozen=True)
+class Host:
+    """An entry of the current host list (discovered from the boot log)."""
+
+    name: str
+    ip: str
+    mac: str
+    hostkey: str
+    booted_at: float
+    reachable: bool | None
+    checked_at: float | None
+
+
+@dataclass(frozen=True)
+class BootEvent:
+    """One valid boot-log line."""
+
+    at: float
+    remote: str
+    host: str
+    ip: str
+    mac: str
+    hostkey: str
+
+
+def mac_for(ip: ipaddress.IPv4Address) -> str:
+    """A locally administered MAC derived from the IP: stable across runs, unique per IP."""
+    octets = ip.packed
+    return "52:54:" + ":".join(f"{b:02x}" for b in octets)
+
+
+class Inventory:
+    """Typed access to the state database. Open one per process; it is cheap."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the lock up front (no upgrade deadlocks between processes)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # images and leases -------------------------------------------------------------------------
+    def images(self, env: str | None = None) -> list[Image]:
+        sql = "SELECT * FROM images"
+        args: tuple[str, ...] = ()
+        if env is not None:
+            sql, args = sql + " WHERE env = ?", (env,)
+        return [Image(**dict(row)) for row in self.db.execute(sql + " ORDER BY name", args)]
+
+    def image(self, name: str) -> Image | None:
+        row = self.db.execute("SELECT * FROM images WHERE name = ?", (name,)).fetchone()
+        return Image(**dict(row)) if row else None
+
+    def lease(self, *, name: str, env: str, provider: str, network: ipaddress.IPv4Network, role: str,
+              service: str | None, version: str | None, hostkey: str, memory: int = 256, cpus: int = 1) -> Image:
+        """Create the image record with the lowest free IP of `network` (the first address is the gateway)."""
+        with self.write() as db:
+            row = db.execute("SELECT env FROM images WHERE name = ?", (name,)).fetchone()
+            if row:
+                raise StateError(f"host image {name!r} already exists (environment {row['env']!r}); "
+                                 f"delete it with 'fab image_del {name}' or pick another name")
+            used = {r["ip"] for r in db.execute("SELECT ip FROM images WHERE env = ?", (env,))}
+            candidates = list(network.hosts())[1:]  # [0] is the gateway (the bridge / nginx)
+            free = next((ip for ip in candidates if str(ip) not in used), None)
+            if free is None:
+                raise StateError(f"network {network} of environment {env!r} has no free address left "
+                                 f"({len(used)} leased): delete images or use a larger network")
+            db.execute(
+                "INSERT INTO images (name, env, provider, role, service, version, ip, mac, hostkey, memory, cpus,"
+                " created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (name, env, provider, role, service, version, str(free), mac_for(free), hostkey, memory, cpus,
+                 time.time()))
+        image = self.image(name)
+        assert image is not None
+        return image
+
+    def update_spec(self, name: str, provider: str, role: str, service: str | None, version: str | None,
+                    memory: int, cpus: int) -> None:
+        """Follow environments.py when a host's provider/role/service/version changed; identity stays."""
+        with self.write() as db:
+            db.execute("UPDATE images SET provider=?, role=?, service=?, version=?, memory=?, cpus=? WHERE name=?",
+                       (provider, role, service, version, memory, cpus, name))
+
+    def set_running(self, name: str, pid: int | None) -> None:
+        with self.write() as db:
+            db.execute("UPDATE images SET pid = ?, started = ? WHERE name = ?",
+                       (pid, time.time() if pid else None, name))
+
+    def forget_releases(self, host: str) -> None:
+        """The host's disk was discarded: nothing is deployed there any more."""
+        with self.write() as db:
+            db.execute("DELETE FROM releases WHERE host = ?", (host,))
+
+    def release_image(self, name: str) -> None:
+        """Delete the image record: its IP and MAC go back to the pool."""
+        with self.write() as db:
+            for table in ("images", "hosts", "releases"):
+                db.execute(f"DELETE FROM {table} WHERE {'host' if table == 'releases' else 'name'} = ?", (name,))
+
+    # boot events and the current host list ----------------------------------------------------
+    def bootlog_cursor(self, log: str) -> tuple[int, int, int, int]:
+        row = self.db.execute("SELECT inode, offset, lines, skipped FROM bootlog_cursor WHERE log = ?",
+                              (log,)).fetchone()
+        return (row["inode"], row["offset"], row["lines"], row["skipped"]) if row else (0, 0, 0, 0)
+
+    def bootlog_reset(self, log: str) -> None:
+        """Forget how far the boot log was read (hosts_reset re-reads it from the start)."""
+        with self.write() as db:
+            db.execute("DELETE FROM bootlog_cursor WHERE log = ?", (log,))
+
+    def record_boots(self, log: str, events: list[BootEvent], cursor: tuple[int, int, int, int]) -> None:
+        """Store new boot events, move the cursor and update the host list, all in one transaction."""
+        latest: dict[str, BootEvent] = {}  # only a host's latest boot can change its host-list entry
+        for ev in events:
+            if ev.host not in latest or ev.at >= latest[ev.host].at:
+                latest[ev.host] = ev
+        with self.write() as db:
+            db.executemany("INSERT INTO boot_events (at, remote, host, ip, mac, hostkey, log) VALUES (?,?,?,?,?,?,?)",
+                           [(ev.at, ev.remote, ev.host, ev.ip, ev.mac, ev.hostkey, log) for ev in events])
+            db.executemany(
+                "INSERT INTO hosts (name, ip, mac, hostkey, booted_at) VALUES (?,?,?,?,?)"
+                " ON CONFLICT(name) DO UPDATE SET ip=excluded.ip, mac=excluded.mac, hostkey=excluded.hostkey,"
+                " booted_at=excluded.booted_at, reachable=NULL, checked_at=NULL"
+                " WHERE excluded.booted_at >= hosts.booted_at",
+                [(ev.host, ev.ip, ev.mac, ev.hostkey, ev.at) for ev in latest.values()])
+            db.execute("INSERT INTO bootlog_cursor (log, inode, offset, lines, skipped) VALUES (?,?,?,?,?)"
+                       " ON CONFLICT(log) DO UPDATE SET inode=excluded.inode, offset=excluded.offset,"
+                       " lines=excluded.lines, skipped=excluded.skipped", (log, *cursor))
+
+    def list_host(self, name: str, ip: str, mac: str, hostkey: str, booted_at: float) -> None:
+        """Put a host on the current list without a boot event (it booted before this boot log)."""
+        with self.write() as db:
+            db.execute("INSERT OR REPLACE INTO hosts (name, ip, mac, hostkey, booted_at, reachable, checked_at)"
+                       " VALUES (?,?,?,?,?,1,?)", (name, ip, mac, hostkey, booted_at, time.time()))
+
+    def hosts(self) -> list[Host]:
+        return [Host(name=r["name"], ip=r["ip"], mac=r["mac"], hostkey=r["hostkey"], booted_at=r["booted_at"],
+                     reachable=None if r["reachable"] is None else bool(r["reachable"]), checked_at=r["checked_at"])
+                for r in self.db.execute("SELECT * FROM hosts ORDER BY name")]
+
+    def count_hosts(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM hosts").fetchone()[0])
+
+    def set_reachable(self, results: dict[str, bool]) -> None:
+        now = time.time()
+        with self.write() as db:
+            db.executemany("UPDATE hosts SET reachable = ?, checked_at = ? WHERE name = ?",
+                           [(int(ok), now, name) for name, ok in results.items()])
+
+    def remove_hosts(self, names: list[str] | None = None) -> int:
+        """Drop entries from the current host list (all when names is None)."""
+        with self.write() as db:
+            if names is None:
+                return db.execute("DELETE FROM hosts").rowcount
+            return sum(db.execute("DELETE FROM hosts WHERE name = ?", (n,)).rowcount for n in names)
+
+    # deployments -------------------------------------------------------------------------------
+    def open_deployment(self, service: str, version: str, op: str, hosts: list[str]) -> int:
+        with self.write() as db:
+            cur = db.execute("INSERT INTO deployments (service, version, op, status, started)"
+                             " VALUES (?,?,?,'in progress',?)", (service, version, op, time.time()))
+            dep = int(cur.lastrowid or 0)
+            db.executemany("INSERT INTO deployment_hosts (deployment, host, status, detail) VALUES (?,?,'open','')",
+                           [(dep, h) for h in hosts])
+        return dep
+
+    def finish_deployment(self, dep: int, results: list[HostResult], service: str, records_version: bool) -> None:
+        """Record each host's outcome; with `records_version`, a host's success with a version marks what
+        now runs there."""
+        now = time.time()
+        with self.write() as db:
+            for r in results:
+                db.execute("UPDATE deployment_hosts SET status=?, detail=?, seconds=? WHERE deployment=? AND host=?",
+                           ("done" if r.ok else "failed", r.detail, r.seconds, dep, r.host))
+                if r.ok and records_version and r.version:
+                    db.execute("INSERT INTO releases (host, service, version, at) VALUES (?,?,?,?)"
+                               " ON CONFLICT(host, service) DO UPDATE SET version=excluded.version, at=excluded.at",
+                               (r.host, service, r.version, now))
+            status = "done" if all(r.ok for r in results) else "failed"
+            db.execute("UPDATE deployments SET status=?, finished=? WHERE id=?", (status, now, dep))
+
+    def releases(self) -> dict[tuple[str, str], str]:
+        """(host, service) -> the version deployed there last."""
+        return {(r["host"], r["service"]): r["version"] for r in self.db.execute("SELECT * FROM releases")}
+
+    def deployment_hosts(self, dep: int) -> dict[str, tuple[str, str]]:
+        rows = self.db.execute("SELECT host, status, detail FROM deployment_hosts WHERE deployment = ?", (dep,))
+        return {r["host"]: (r["status"], r["detail"]) for r in rows}

@@ -1,0 +1,1 @@
+/work/main/booted/hosts/__init__.py

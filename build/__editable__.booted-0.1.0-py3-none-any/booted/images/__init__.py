@@ -1,0 +1,1 @@
+/work/main/booted/images/__init__.py

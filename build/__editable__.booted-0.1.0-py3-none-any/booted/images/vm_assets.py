@@ -1,0 +1,1 @@
+/work/main/booted/images/vm_assets.py

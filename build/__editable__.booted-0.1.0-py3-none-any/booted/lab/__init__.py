@@ -1,0 +1,1 @@
+/work/main/booted/lab/__init__.py

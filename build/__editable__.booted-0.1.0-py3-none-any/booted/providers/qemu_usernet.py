@@ -1,0 +1,1 @@
+/work/main/booted/providers/qemu_usernet.py

@@ -1,0 +1,1 @@
+/work/main/booted/remote/scripts/supervise.sh

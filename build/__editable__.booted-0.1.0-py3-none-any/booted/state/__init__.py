@@ -1,0 +1,1 @@
+/work/main/booted/state/__init__.py

@@ -1,0 +1,1 @@
+/work/main/fabfile/__init__.py

@@ -1,0 +1,1 @@
+/work/main/fabfile/envmanager.py
