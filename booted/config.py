@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from booted.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@/-]*\Z")
 SBIN = ("/usr/sbin", "/sbin")  # a user's PATH often lacks them; nginx, debootstrap, mkfs live there
 
 
@@ -36,6 +38,16 @@ def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ConfigError(f"{name}={value!r}: allowed values are {', '.join(allowed)}")
     return value
+
+
+def _safe_path(name: str, path: Path) -> Path:
+    """A path booted writes into nginx's config or a mount option: only characters that need no quoting
+    there (a space, ',', ':' or ';' would break the overlay mount or inject into nginx's config)."""
+    if not SAFE_PATH.match(str(path)):
+        bad = sorted({c for c in str(path) if not SAFE_PATH.match("/" + c)})
+        raise ConfigError(f"{name}={str(path)!r} contains {' '.join(repr(c) for c in bad)}: booted puts this path "
+                          "in nginx's config and in mount options; use letters, digits and . _ - + @ / only")
+    return path
 
 
 def _root(env: dict[str, str], project_root: Path | None) -> Path:
@@ -69,8 +81,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, project_root: Path | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
-        root = _root(env, project_root)
-        state = Path(env.get("BOOTED_STATE_DIR") or root / ".booted").resolve()
+        root = _safe_path("the booted checkout (BOOTED_PROJECT)", _root(env, project_root))
+        state = _safe_path("BOOTED_STATE_DIR", Path(env.get("BOOTED_STATE_DIR") or root / ".booted").resolve())
         user = env.get("BOOTED_USER") or "root"
         if not user.isascii() or not user.replace("-", "").replace("_", "").isalnum() or not user[0].isalpha() \
                 or len(user) > 32:
@@ -79,9 +91,9 @@ class Settings:
         return cls(
             project_root=root,
             state_dir=state,
-            cache_dir=Path(env.get("BOOTED_CACHE_DIR") or state / "cache").resolve(),
+            cache_dir=_safe_path("BOOTED_CACHE_DIR", Path(env.get("BOOTED_CACHE_DIR") or state / "cache").resolve()),
             environments_file=Path(env.get("BOOTED_ENVIRONMENTS") or root / "environments.py").resolve(),
-            boot_log=Path(env.get("BOOTED_LOG") or state / "nginx" / "boot.log").resolve(),
+            boot_log=_safe_path("BOOTED_LOG", Path(env.get("BOOTED_LOG") or state / "nginx" / "boot.log").resolve()),
             env_name=env.get("BOOTED_ENV") or None,
             user=user,
             password=env.get("BOOTED_PW") or None,

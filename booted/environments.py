@@ -20,9 +20,9 @@ from booted.providers import NAMES as PROVIDERS
 
 HOST_KEYS = {"role", "service", "version", "memory", "cpus"}
 ENV_KEYS = {"provider", "network", "hosts", "min"}
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-RANGE_RE = re.compile(r"^([a-z][a-z0-9-]*)\[(\d+):(\d+)\]([a-z0-9-]*)$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
+RANGE_RE = re.compile(r"^([a-z][a-z0-9-]*)\[(\d+):(\d+)\]([a-z0-9-]*)\Z")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 @dataclass(frozen=True)
@@ -78,26 +78,39 @@ def expand_range(key: str) -> list[str]:
 
 
 class _Lines:
-    """Line numbers of string keys in the environments file, for error messages."""
+    """Line numbers of keys in the environments file, for error messages. `where(env, host, key)` follows
+    that path through the ENVIRONMENTS literal (a key may skip levels: a host key is found under the
+    environment's 'hosts'), so an error in the second environment points into the second environment."""
 
     def __init__(self, path: Path, source: str) -> None:
         self.path = path
-        self.lines: dict[str, int] = {}
+        self.root: ast.AST | None = None
         try:
             tree = ast.parse(source, str(path))
         except SyntaxError:
             return
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Dict):
-                for key in node.keys:
-                    if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                        self.lines.setdefault(key.value, key.lineno)
+        self.root = tree
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict) and any(
+                    isinstance(t, ast.Name) and t.id == "ENVIRONMENTS" for t in node.targets):
+                self.root = node.value
+
+    @staticmethod
+    def _find(node: ast.AST, key: str) -> tuple[int, ast.AST] | None:
+        for sub in ast.walk(node):  # breadth first: the shallowest match
+            if isinstance(sub, ast.Dict):
+                for k, v in zip(sub.keys, sub.values):
+                    if isinstance(k, ast.Constant) and k.value == key:
+                        return k.lineno, v
+        return None
 
     def where(self, *keys: str) -> str:
-        for key in reversed(keys):
-            if key in self.lines:
-                return f"{self.path}:{self.lines[key]}"
-        return str(self.path)
+        node, line = self.root, None
+        for key in keys:
+            found = self._find(node, key) if node is not None else None
+            if found is not None:
+                line, node = found
+        return f"{self.path}:{line}" if line is not None else str(self.path)
 
 
 def load_environments(path: Path) -> dict[str, Environment]:
@@ -117,7 +130,23 @@ def load_environments(path: Path) -> dict[str, Environment]:
         raise ConfigError(f"{path}: define ENVIRONMENTS = {{'name': {{'provider': ..., 'network': ..., "
                           "'hosts': {...}}}}} (a non-empty dict)")
     lines = _Lines(path, source)
-    return {name: _environment(name, value, lines) for name, value in raw.items()}
+    envs: dict[str, Environment] = {}
+    owner: dict[str, str] = {}  # host name -> its environment
+    for name, value in raw.items():
+        env = _environment(name, value, lines)
+        for other in envs.values():
+            if env.network.overlaps(other.network):
+                raise ConfigError(f"{lines.where(name, 'network')}: environment {name!r}: network {env.network} "
+                                  f"overlaps environment {other.name!r}'s {other.network}: give each environment "
+                                  "its own network")
+        for host in env.hosts:
+            if host.name in owner:
+                raise ConfigError(f"{lines.where(name, 'hosts')}: environment {name!r}: host {host.name!r} is "
+                                  f"also defined in environment {owner[host.name]!r}: host names are unique "
+                                  "across environments (each names one host image)")
+            owner[host.name] = name
+        envs[name] = env
+    return envs
 
 
 def select_environment(envs: dict[str, Environment], name: str | None, path: Path) -> Environment:
@@ -213,11 +242,16 @@ def _hosts(env: str, key: Any, spec: Any, lines: _Lines) -> list[HostSpec]:
     if version is not None and service is None:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: 'version' needs a 'service'")
     memory, cpus = spec.get("memory", 256), spec.get("cpus", 1)
-    if not isinstance(memory, int) or not 64 <= memory <= 65536:
+    if not _whole(memory) or not 64 <= memory <= 65536:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: memory {memory!r}: MB, 64..65536")
-    if not isinstance(cpus, int) or not 1 <= cpus <= 64:
+    if not _whole(cpus) or not 1 <= cpus <= 64:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: cpus {cpus!r}: 1..64")
     return [HostSpec(n, role, service, version, memory, cpus) for n in names]
+
+
+def _whole(value: Any) -> bool:
+    """A whole number (True and False are ints in Python, not numbers in a lab description)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _minimum(env: str, raw: Any, hosts: list[HostSpec], lines: _Lines) -> dict[str, int]:
@@ -232,7 +266,7 @@ def _minimum(env: str, raw: Any, hosts: list[HostSpec], lines: _Lines) -> dict[s
         if role not in roles:
             raise ConfigError(f"{lines.where(env, 'min', str(role))}: environment {env!r}: min: no host has role "
                               f"{role!r} (roles: {', '.join(sorted(roles))})")
-        if not isinstance(count, int) or not 0 <= count <= roles[role]:
+        if not _whole(count) or not 0 <= count <= roles[role]:
             raise ConfigError(f"{lines.where(env, 'min', str(role))}: environment {env!r}: min[{role!r}] = "
                               f"{count!r}: a whole number from 0 to {roles[role]} (hosts with that role)")
         result[role] = count

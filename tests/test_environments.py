@@ -115,3 +115,38 @@ def test_shipped_example_is_valid() -> None:
 
     envs = load_environments(REPO / "environments.py")
     assert envs, "the shipped environments.py defines at least one environment"
+
+
+TWO = '''ENVIRONMENTS = {
+    "a": {"network": "10.213.30.0/24", "hosts": {"a1": {"role": "worker"}}},
+    "b": {
+        "network": "NET_B",
+        "hosts": {"HOST_B": {"role": "worker", "cpus": CPUS}},
+    },
+}
+'''
+
+
+@pytest.mark.parametrize(("net", "host", "cpus", "line", "words"), [
+    ("10.213.30.128/25", "b1", "1", 4, ["network 10.213.30.128/25 overlaps environment 'a'"]),
+    ("10.213.31.0/24", "a1", "1", 5, ["host 'a1' is also defined in environment 'a'"]),
+    ("10.213.31.0/24", "b1", "True", 6, ["environment 'b'", "cpus True"]),  # the second environment's line
+    ("10.213.31.0/24", "b1\\n", "1", 6, ["host name 'b1\\n'"]),
+])
+def test_mistakes_across_environments(tmp_path: Path, net: str, host: str, cpus: str, line: int,
+                                      words: list[str]) -> None:
+    text = TWO.replace("NET_B", net).replace("HOST_B", host).replace("CPUS", cpus)
+    text = text.replace('"hosts": {"' + host + '": {"role": "worker", "cpus": ' + cpus + '}}',
+                        '"hosts": {\n            "' + host + '": {"role": "worker", "cpus": ' + cpus + '}}')
+    with pytest.raises(ConfigError) as info:
+        load_environments(write(tmp_path, text))
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'environments.py'}:{line}:"), message
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize("value", ["True", "False", "2.0"])
+def test_booleans_and_floats_are_not_counts(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"min\['worker'\]"):
+        load_environments(write(tmp_path, GOOD.replace('"min": {"worker": 1}', f'"min": {{"worker": {value}}}')))

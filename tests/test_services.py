@@ -82,3 +82,35 @@ def test_release_from_repo(tmp_path: Path) -> None:
     assert files(package(hello, "1.1", str(repo)).data)["app.py"] == b"print('v1.1')\n"
     with pytest.raises(DeployError, match="'9.9' is not a tag or commit.*1.0, 1.1"):
         package(hello, "9.9", str(repo))
+
+
+@pytest.mark.parametrize(("toml", "words"), [
+    ('port = 9000\nstart = "x"\nhealht = "/h"\n', "unknown key(s) ['healht']"),
+    ('port = true\nstart = "x"\n', "'port' must be a number"),
+    ('port = 9000\nstart = "run --peer {nosuch}"\n', "'start' uses {nosuch}: the placeholders are"),
+    ('port = 9000\nstart = "x"\nhealth = "/h x"\n', "'health' must be a URL path"),
+    ('port = 9000\nstart = "x"\nupstream = "ghost"\n', "'upstream' = 'ghost' is not a service"),
+])
+def test_service_toml_mistakes_are_found_when_loading(tmp_path: Path, toml: str, words: str) -> None:
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "service.toml").write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        discover(tmp_path)
+    assert "svc/service.toml" in str(info.value) and words in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(("var", "value"), [("BOOTED_STATE_DIR", "/tmp/a b"), ("BOOTED_STATE_DIR", "/tmp/x;y"),
+                                            ("BOOTED_CACHE_DIR", "/tmp/c,d"), ("BOOTED_LOG", "/tmp/l:og")])
+def test_paths_that_reach_nginx_or_mounts_are_checked(var: str, value: str) -> None:
+    from booted.config import Settings
+
+    with pytest.raises(ConfigError, match=f"{var}=.*booted puts this path in nginx's config"):
+        Settings.from_env({var: value})
+
+
+@pytest.mark.parametrize("user", ["jürgen", "1root", "a b", "x" * 40])
+def test_login_user_is_checked(user: str) -> None:
+    from booted.config import Settings
+
+    with pytest.raises(ConfigError, match="BOOTED_USER="):
+        Settings.from_env({"BOOTED_USER": user})

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs
 from booted.state.inventory import BootEvent, Inventory
 
 LINE_RE = re.compile(r'^booted1 (\d{1,12}\.\d{3}) (\d{1,3}(?:\.\d{1,3}){3}) "([A-Za-z0-9%&=._~+-]{1,1024})"$')
-HOST_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
-HOSTKEY_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
+HOST_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
+HOSTKEY_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}\Z")
 FIELDS = ("host", "mac", "ip", "hostkey")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IP = rf"{_OCTET}(?:\.{_OCTET}){{3}}"

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import re
+import string
 import subprocess
 import tarfile
 import tomllib
@@ -19,8 +20,11 @@ from pathlib import Path
 
 from booted.errors import ConfigError, DeployError
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}\Z")
+HEALTH_RE = re.compile(r"^/[A-Za-z0-9/._~?=&-]{0,200}\Z")
+KEYS = {"port", "start", "health", "description", "upstream"}
+PLACEHOLDERS = {"ip", "port", "host", "version", "backends"}
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,10 @@ def discover(services_dir: Path) -> dict[str, Service]:
         return found
     for folder in sorted(p for p in services_dir.iterdir() if p.is_dir() and (p / "service.toml").exists()):
         found[folder.name] = load_service(folder)
+    for service in found.values():
+        if service.upstream is not None and service.upstream not in found:
+            raise ConfigError(f"{service.folder / 'service.toml'}: 'upstream' = {service.upstream!r} is not a "
+                              f"service (services: {', '.join(found)})")
     return found
 
 
@@ -79,14 +87,21 @@ def load_service(folder: Path) -> Service:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    unknown = sorted(set(data) - KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown} (allowed: {sorted(KEYS)})")
     port, start, health = data.get("port"), data.get("start"), data.get("health", "/health")
-    if not isinstance(port, int) or not 1 <= port <= 65535:
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise ConfigError(f"{path}: 'port' must be a number 1..65535, got {port!r}")
     if not isinstance(start, str) or not start.strip():
         raise ConfigError(f"{path}: 'start' must be the command that runs the service, e.g. "
                           "\"exec python3 app.py --bind {ip} --port {port}\"")
-    if not isinstance(health, str) or not health.startswith("/"):
-        raise ConfigError(f"{path}: 'health' must be a URL path like /health")
+    names = {field for _, field, _, _ in string.Formatter().parse(start) if field is not None}
+    if names - PLACEHOLDERS:
+        raise ConfigError(f"{path}: 'start' uses {{{sorted(names - PLACEHOLDERS)[0]}}}: the placeholders are "
+                          f"{', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))} (write {{{{ and }}}} for braces)")
+    if not isinstance(health, str) or not HEALTH_RE.match(health):
+        raise ConfigError(f"{path}: 'health' must be a URL path like /health (letters, digits, / . _ - ~ ? = &)")
     upstream = data.get("upstream")
     if upstream is not None and (not isinstance(upstream, str) or not NAME_RE.match(upstream)):
         raise ConfigError(f"{path}: 'upstream' must name another service (a folder under service/)")
