@@ -17,6 +17,9 @@ from booted.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@/-]*\Z")
+# The whole environment of the long-lived processes booted starts (hosts, VMs, nginx): nothing of the
+# user's, so no secret (BOOTED_PW, a token) can be read from /proc/PID/environ.
+CHILD_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 SBIN = ("/usr/sbin", "/sbin")  # a user's PATH often lacks them; nginx, debootstrap, mkfs live there
 
 
@@ -70,6 +73,7 @@ class Settings:
     parallel: int
     boot_timeout: int
     boot_parallel: int
+    timeout: int | None  # seconds every remote step may take (BOOTED_TIMEOUT; None: each operation's default)
     qemu_net: str  # qemu only: auto | tap | user (BOOTED_QEMU_NET)
     accel: str  # qemu only: auto | kvm | tcg (BOOTED_ACCEL)
     mirror: str | None  # the Debian mirror for the golden image (BOOTED_MIRROR; None: the one apt uses)
@@ -101,6 +105,7 @@ class Settings:
             parallel=_int(env, "BOOTED_PARALLEL", 32, 1, 1024),
             boot_timeout=_int(env, "BOOTED_BOOT_TIMEOUT", 60, 1, 3600),
             boot_parallel=_int(env, "BOOTED_BOOT_PARALLEL", 2 * (os.cpu_count() or 1), 1, 1024),
+            timeout=_int(env, "BOOTED_TIMEOUT", 0, 0, 86400) or None,
             qemu_net=_choice(env, "BOOTED_QEMU_NET", ("auto", "tap", "user")),
             accel=_choice(env, "BOOTED_ACCEL", ("auto", "kvm", "tcg")),
             mirror=env.get("BOOTED_MIRROR") or None,

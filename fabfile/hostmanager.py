@@ -56,12 +56,15 @@ def hosts_reset(ctx: Booted) -> None:
 
 
 @booted_task(help={"command": "shell command to run on every host",
-                   "hosts": "only these hosts (comma list or range)", "env": "only this environment"})
-def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | None = None) -> None:
+                   "hosts": "only these hosts (comma list or range)", "env": "only this environment",
+                   "timeout": "seconds each host may take (default 300, or BOOTED_TIMEOUT)"})
+def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | None = None,
+              timeout: int | None = None) -> None:
     """Run a shell command on the listed hosts in parallel."""
     targets = ctx.listed_targets(names(hosts), env)
+    limit = timeout or ctx.settings.timeout or 300
     with ctx.fleet() as fleet:
-        results = fleet.run(targets, lambda t: fleet.sh(t, command), "hosts_run")
+        results = fleet.run(targets, lambda t: fleet.sh(t, command), "hosts_run", timeout=limit)
     for r in results:
         if r.ok and r.detail:
             print(f"--- {r.host}\n{r.detail}")

@@ -48,3 +48,34 @@ def test_parallelism_is_bounded(tmp_path: Path) -> None:
     results = fleet(tmp_path, 4).run([Target(f"h{i}", "10.0.0.1") for i in range(20)], step)
     assert all(r.ok for r in results) and len(results) == 20
     assert 2 <= peak <= 4
+
+
+def test_a_host_that_never_answers_fails_within_its_timeout(tmp_path: Path) -> None:
+    """A step blocked for good (a frozen host) is cut off: the others finish, the run ends."""
+    never = threading.Event()
+
+    def step(t: Target) -> str:
+        if t.name == "frozen":
+            never.wait()
+        return "ok"
+
+    f = fleet(tmp_path, 2)
+    f.abandon = 0.2
+    start = time.monotonic()
+    results = f.run([Target("frozen", "10.0.0.9"), Target("a", "10.0.0.2"), Target("b", "10.0.0.3")], step,
+                    timeout=0.3)
+    assert time.monotonic() - start < 3
+    assert [(r.host, r.ok) for r in results] == [("frozen", False), ("a", True), ("b", True)]
+    assert results[0].detail == "no answer within 0.3s (host frozen or overloaded?)"
+    never.set()
+
+
+def test_failure_reasons_are_sentences() -> None:
+    import paramiko
+
+    from booted.remote.fanout import describe
+
+    assert describe(EOFError()) == "the host closed the connection (stopped or rebooting?)"
+    assert describe(paramiko.SSHException("No existing session")).startswith("SSH did not answer")
+    assert describe(ConnectionRefusedError(111, "Connection refused")) == "unreachable: Connection refused"
+    assert "Error" not in describe(ValueError("bad"))

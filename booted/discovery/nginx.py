@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from booted.config import Settings
+from booted.config import CHILD_ENV, Settings
 from booted.errors import ProviderError, ToolMissing
 
 TEMPLATE = "nginx.conf.j2"
@@ -107,7 +107,7 @@ class Nginx:
         self._run([binary, "-t", "-q", "-c", str(conf), "-p", str(self.run_dir)])
 
     def _run(self, cmd: list[str]) -> None:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=CHILD_ENV)
         if proc.returncode != 0:
             raise ProviderError(f"nginx failed ({' '.join(cmd[1:2])}): {proc.stderr.strip()[-600:]}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import shlex
 import shutil
 import subprocess
@@ -115,8 +116,16 @@ class Identity:
     def write_dir(self, target: Path) -> None:
         """Write the identity files a host's boot script reads (/run/booted/ inside the host)."""
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (target / "identity").write_text(self.env_text())
+        _write_private(target / "identity", self.env_text())
         shutil.copyfile(self.host_key, target / "ssh_host_ed25519_key")
         (target / "ssh_host_ed25519_key").chmod(0o600)
         shutil.copyfile(f"{self.host_key}.pub", target / "ssh_host_ed25519_key.pub")
         (target / "authorized_keys").write_text(self.authorized_key + "\n")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only, from the first byte (no window at 0644)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+from booted.config import CHILD_ENV
 from booted.errors import ProviderError
 from booted.hosts.identity import Identity
 from booted.images.golden import ensure_golden
@@ -177,7 +178,7 @@ class NetnsProvider(Provider):
             console.write(f"--- booted: starting {host.name} at {time.strftime('%F %T')}\n".encode())
             console.flush()
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    env=CHILD_ENV, start_new_session=True)
         return proc.pid
 
 

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import ClassVar
 
+from booted.config import CHILD_ENV
 from booted.discovery.netcheck import ssh_banner
 from booted.hosts.identity import Identity
 from booted.images.golden import ensure_golden
@@ -256,7 +257,7 @@ class QemuProvider(Provider):
         console.write_text(f"--- booted: starting {host.name} at {time.strftime('%F %T')} (qemu, {accel})\n")
         with open(hdir / "qemu.log", "wb") as log:
             try:
-                proc = subprocess.Popen(self.command(lab, host, assets, accel), stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen(self.command(lab, host, assets, accel), stdin=subprocess.DEVNULL, env=CHILD_ENV,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
                 return host.name, None, f"could not start {QEMU}: {exc}"

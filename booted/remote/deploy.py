@@ -180,15 +180,16 @@ class Op:
     whether a host's success records the version it left running."""
 
     make: Callable[[Booted, Plan, Fleet], tuple[Step, str]]
+    timeout: float  # seconds a host may take (BOOTED_TIMEOUT overrides)
     records_version: bool = False
 
 
 OPS: dict[str, Op] = {
-    "deploy": Op(_deploy, records_version=True),
-    "start": Op(_start),
-    "stop": Op(_stop),
-    "test": Op(_test),
-    "rollback": Op(_rollback, records_version=True),
+    "deploy": Op(_deploy, 120, records_version=True),
+    "start": Op(_start, 60),
+    "stop": Op(_stop, 30),
+    "test": Op(_test, 15),
+    "rollback": Op(_rollback, 60, records_version=True),
 }
 DELIVER = ("deploy", "start", "test")
 
@@ -202,7 +203,7 @@ def run_op(ctx: Booted, op: str, p: Plan, fleet: Fleet | None = None) -> list[Ho
             return run_op(ctx, op, p, own)
     step, label = OPS[op].make(ctx, p, fleet)
     dep = ctx.inventory.open_deployment(p.service.name, label, op, [t.name for t in p.targets])
-    results = fleet.run(p.targets, step, f"{p.service.name}_{op}")
+    results = fleet.run(p.targets, step, f"{p.service.name}_{op}", timeout=ctx.settings.timeout or OPS[op].timeout)
     ctx.inventory.finish_deployment(dep, results, p.service.name, OPS[op].records_version)
     return results
 

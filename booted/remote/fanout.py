@@ -8,12 +8,12 @@ Result for every host: a dead host is one failed row, never an abort of the othe
 from __future__ import annotations
 
 import io
+import queue
 import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,24 +40,40 @@ class Target:
         return self.ip, port
 
 
+ABANDON_SECONDS = 5.0  # after its timeout, how long a step may take to notice its closed connection
+KEEPALIVE_SECONDS = 5
+
+
 class StepFailed(Exception):
     """Raised inside a step function to fail this host with a one-line reason."""
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line reason for a host's failure (no traceback: the table says what happened)."""
+    """A one-line reason for a host's failure, as a sentence (no traceback, no exception class name)."""
     if isinstance(exc, UnexpectedExit):
         res = exc.result
         tail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-2:]
         return f"exit {res.exited}: {' | '.join(tail)}"[:300]
-    if isinstance(exc, paramiko.BadHostKeyException):
-        return "host key does not match the pinned one (refusing to connect)"
-    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
-        return "host key not pinned in the lab's known_hosts (refusing to connect)"
     if isinstance(exc, (StepFailed, BootedError)):
         return str(exc)
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300] if not isinstance(exc, OSError) else f"unreachable: {text}"[:300]
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return "host key does not match the pinned one (refusing to connect)"
+    if isinstance(exc, paramiko.AuthenticationException):
+        return "login refused: the host does not accept the lab key (made by another state directory?)"
+    if isinstance(exc, paramiko.SSHException):
+        text = str(exc)
+        if "not found in known_hosts" in text:
+            return "host key not pinned in the lab's known_hosts (refusing to connect)"
+        if "No existing session" in text or "Error reading SSH protocol banner" in text:
+            return "SSH did not answer (host stopped, frozen or still booting)"
+        return f"SSH failed: {text}"[:300]
+    if isinstance(exc, EOFError):
+        return "the host closed the connection (stopped or rebooting?)"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time (host frozen or overloaded?)"
+    if isinstance(exc, OSError):
+        return f"unreachable: {exc.strerror or exc}"[:300]
+    return f"failed: {exc or type(exc).__name__}"[:300]
 
 
 class Fleet:
@@ -66,6 +82,7 @@ class Fleet:
     def __init__(self, key: Path, known_hosts: Path, user: str, parallel: int, timeout: int = 10) -> None:
         self.key, self.known_hosts, self.user = key, known_hosts, user
         self.parallel, self.timeout = parallel, timeout
+        self.abandon = ABANDON_SECONDS
         self.config = Config(ssh_config=paramiko.SSHConfig())
         self._conns: dict[str, Connection] = {}
         self._lock = threading.Lock()
@@ -83,7 +100,10 @@ class Fleet:
                 conn.client.load_host_keys(str(self.known_hosts))
                 conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
                 self._conns[target.name] = conn
-            return conn
+        if not conn.is_connected:  # outside the lock: hosts connect in parallel
+            conn.open()
+            conn.transport.set_keepalive(KEEPALIVE_SECONDS)
+        return conn
 
     def sh(self, target: Target, script: str) -> str:
         """Run a shell script on a host (one SSH command); its stdout, stripped."""
@@ -122,36 +142,79 @@ class Fleet:
         self.close()
 
     def run(self, targets: list[Target], step: Callable[[Target], str | Done], label: str = "",
-            progress: bool = True) -> list[HostResult]:
-        """Run `step` on every target, at most `parallel` at once; never raises for a host's failure."""
-        done = 0
-        lock = threading.Lock()
+            progress: bool = True, timeout: float = 120.0) -> list[HostResult]:
+        """Run `step` on every target, at most `parallel` at once; never raises for a host's failure.
+
+        Every host has `timeout` seconds: then its connection is closed (which ends a read blocked on a
+        frozen host) and it fails with "no answer within N s"; a step that still does not return is left
+        behind a few seconds later (its thread is a daemon and is replaced), so a run always ends."""
+        if not targets:
+            return []
         show = progress and sys.stderr.isatty() and len(targets) > 1
+        todo: queue.SimpleQueue[Target] = queue.SimpleQueue()
+        for target in targets:
+            todo.put(target)
+        results: dict[str, HostResult] = {}
+        began: dict[str, float] = {}
+        lock = threading.Lock()
 
         def one(target: Target) -> HostResult:
-            nonlocal done
             start = time.monotonic()
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
+                self.drop(target.name)
+            timer = threading.Timer(timeout, expire)
+            timer.daemon = True
+            timer.start()
             version = None
             try:
                 out, ok = step(target), True
                 detail, version = (out.detail, out.version) if isinstance(out, Done) else (out, None)
             except Exception as exc:  # a host's failure is its row in the table, not everyone's abort
-                detail, ok = describe(exc), False
+                ok = False
+                detail = f"no answer within {timeout:g}s (host frozen or overloaded?)" if expired.is_set() \
+                    else describe(exc)
                 self.drop(target.name)
-            result = HostResult(target.name, ok, detail, time.monotonic() - start, version)
-            with lock:
-                done += 1
-                if show:
-                    print(f"\r{label}: {done}/{len(targets)} hosts", end="", file=sys.stderr, flush=True)
-            return result
+            finally:
+                timer.cancel()
+            return HostResult(target.name, ok, detail, time.monotonic() - start, version)
 
-        if not targets:
-            return []
-        with ThreadPoolExecutor(max_workers=min(self.parallel, len(targets))) as pool:
-            results = list(pool.map(one, targets))
+        def worker() -> None:
+            while True:
+                try:
+                    target = todo.get_nowait()
+                except queue.Empty:
+                    return
+                with lock:
+                    began[target.name] = time.monotonic()
+                result = one(target)
+                with lock:
+                    results.setdefault(target.name, result)
+                    if show:
+                        print(f"\r{label}: {len(results)}/{len(targets)} hosts", end="", file=sys.stderr, flush=True)
+
+        def spawn() -> None:
+            threading.Thread(target=worker, daemon=True).start()
+
+        for _ in range(min(self.parallel, len(targets))):
+            spawn()
+        while True:
+            with lock:
+                if len(results) == len(targets):
+                    break
+                now = time.monotonic()
+                stuck = [n for n, t in began.items() if n not in results and now - t > timeout + self.abandon]
+                for name in stuck:
+                    results[name] = HostResult(name, False, f"no answer within {timeout:g}s (host frozen or "
+                                               "overloaded?)", now - began[name])
+            for _ in stuck:
+                spawn()  # the stuck thread is left behind; another takes its place
+            time.sleep(0.01)
         if show:
             print(file=sys.stderr)
-        return results
+        return [results[t.name] for t in targets]
 
 
 def run_command(conn: Connection, command: str) -> str:
