@@ -73,6 +73,7 @@ class Settings:
     parallel: int
     boot_timeout: int
     boot_parallel: int
+    lock_wait: int  # seconds a run waits for another run's lock on the same lab, host or nginx
     timeout: int | None  # seconds every remote step may take (BOOTED_TIMEOUT; None: each operation's default)
     qemu_net: str  # qemu only: auto | tap | user (BOOTED_QEMU_NET)
     accel: str  # qemu only: auto | kvm | tcg (BOOTED_ACCEL)
@@ -105,6 +106,7 @@ class Settings:
             parallel=_int(env, "BOOTED_PARALLEL", 32, 1, 1024),
             boot_timeout=_int(env, "BOOTED_BOOT_TIMEOUT", 60, 1, 3600),
             boot_parallel=_int(env, "BOOTED_BOOT_PARALLEL", 2 * (os.cpu_count() or 1), 1, 1024),
+            lock_wait=_int(env, "BOOTED_LOCK_WAIT", 600, 0, 86400),
             timeout=_int(env, "BOOTED_TIMEOUT", 0, 0, 86400) or None,
             qemu_net=_choice(env, "BOOTED_QEMU_NET", ("auto", "tap", "user")),
             accel=_choice(env, "BOOTED_ACCEL", ("auto", "kvm", "tcg")),

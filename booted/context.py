@@ -22,6 +22,7 @@ from booted.remote.fanout import Fleet, Target
 from booted.remote.services import Service, discover, get_service
 from booted.results import HostResult
 from booted.state.inventory import Image, Inventory
+from booted.state.locks import Locks
 
 
 def _stderr(line: str) -> None:
@@ -46,6 +47,10 @@ class Booted:
     @cached_property
     def keys(self) -> Keys:
         return Keys(self.settings.state_dir / "keys", self.settings.path)
+
+    @cached_property
+    def locks(self) -> Locks:
+        return Locks(self.settings.state_dir / "locks", self.say, self.settings.lock_wait)
 
     @cached_property
     def environments(self) -> dict[str, Environment]:
@@ -140,15 +145,17 @@ class Booted:
 
     def serve_nginx(self, keep: bool = False) -> str:
         """booted's nginx on the gateways of every lab that is up; stopped when none is (unless keep)."""
-        return nginx.serve(self.settings, {a for h in self.labs() for a in h.listen_addresses()}, keep)
+        with self.locks.nginx():
+            return nginx.serve(self.settings, {a for h in self.labs() for a in h.listen_addresses()}, keep)
 
     def restart_nginx(self) -> tuple[str, Path | None]:
         """Take in what the boot log has, restart nginx with a new boot log; the old one is kept."""
         bootlog.read_new(self.inventory, self.settings.boot_log)
-        server = nginx.Nginx(self.settings)
-        server.stop()
-        kept = server.rotate_log()
-        return self.serve_nginx(keep=True), kept
+        with self.locks.nginx():
+            server = nginx.Nginx(self.settings)
+            server.stop()
+            kept = server.rotate_log()
+            return nginx.serve(self.settings, {a for h in self.labs() for a in h.listen_addresses()}, True), kept
 
     def pin_host_keys(self) -> None:
         """known_hosts: every host key at its lab IP, and at [addr]:port where a host's SSH is forwarded."""

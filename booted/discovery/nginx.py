@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,10 +70,16 @@ class Nginx:
         text = self.render(sorted(listen))
         changed = not self.conf.exists() or self.conf.read_text() != text
         if changed:
-            tmp = self.conf.with_suffix(".tmp")
-            tmp.write_text(text)
-            self._check(binary, tmp)
-            tmp.replace(self.conf)
+            fd, name = tempfile.mkstemp(dir=self.run_dir, prefix=".nginx.conf.")
+            tmp = Path(name)
+            try:
+                os.write(fd, text.encode())
+                os.close(fd)
+                os.chmod(tmp, 0o644)
+                self._check(binary, tmp)
+                tmp.replace(self.conf)
+            finally:
+                tmp.unlink(missing_ok=True)
         pid = self.pid()
         if pid and not changed:
             return "running"

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +66,11 @@ class Keys:
         """Rewrite known_hosts from (ip, public key line) pairs, atomically."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         text = "".join(f"{ip} {' '.join(pub.split()[:2])}\n" for ip, pub in sorted(pins))
-        tmp = self.known_hosts.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(self.known_hosts)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".known_hosts.")  # unique: runs write it at once
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.known_hosts)
 
 
 def fingerprint(pub: str) -> str:

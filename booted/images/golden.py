@@ -22,6 +22,7 @@ from pathlib import Path
 
 from booted.config import Settings
 from booted.errors import ImageError, NeedsRoot, ToolMissing
+from booted.state.locks import hold
 
 SUITE = "bookworm"
 PACKAGES = ("openssh-server", "python3", "iproute2", "curl", "busybox-static", "passwd")
@@ -88,7 +89,11 @@ def find_golden(cache_dir: Path, mirror: str | None = None) -> GoldenImage | Non
 def ensure_golden(settings: Settings, progress: Callable[[str], None]) -> GoldenImage:
     """The golden image, built on first use (about a minute), then reused from the cache."""
     mirror = settings.mirror or default_mirror()
-    return find_golden(settings.cache_dir, mirror) or build_golden(settings, progress, mirror)
+    found = find_golden(settings.cache_dir, mirror)
+    if found:
+        return found
+    with hold(settings.cache_dir / "build.lock", "building the golden image", 3600, progress):
+        return find_golden(settings.cache_dir, mirror) or build_golden(settings, progress, mirror)
 
 
 def build_golden(settings: Settings, progress: Callable[[str], None], mirror: str | None = None) -> GoldenImage:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from booted.errors import ImageError, ToolMissing
 from booted.images.golden import GoldenImage
+from booted.state.locks import hold
 
 KERNEL_META = "linux-image-cloud-amd64"
 # loaded by the initramfs in this order after their dependencies; builtins are skipped
@@ -304,7 +305,12 @@ class Assets:
 
 
 def ensure_assets(cache_dir: Path, golden: GoldenImage, progress: Progress, path: str = SYSTEM_PATH) -> Assets:
-    """Kernel, initramfs and base disk for `golden`, each built only when missing."""
+    """Kernel, initramfs and base disk for `golden`, each built only when missing (one builder at a time)."""
+    with hold(cache_dir / "build.lock", "building the VM disk assets", 3600, progress):
+        return _ensure_assets(cache_dir, golden, progress, path)
+
+
+def _ensure_assets(cache_dir: Path, golden: GoldenImage, progress: Progress, path: str) -> Assets:
     kernel = fetch_kernel(cache_dir, progress, path)
     busybox = golden.rootfs / "usr" / "bin" / "busybox"
     if not busybox.exists():

@@ -7,11 +7,13 @@ monitor call it; nothing else reaches a provider.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from booted.config import Settings
 from booted.discovery.netcheck import ssh_banner
@@ -46,6 +48,20 @@ class StartReport:
         return [i.name for i in self.images if any(not s[i.name].ok for s in self.steps.values() if i.name in s)]
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(what: str) -> Callable[[F], F]:
+    """Run the method under the lab's lifecycle lock ("another booted run (pid N) is starting lab 'x'")."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(self: LabHandle, *args: Any, **kwargs: Any) -> Any:
+            with self._lifecycle(what):
+                return fn(self, *args, **kwargs)
+        return cast(F, inner)
+    return wrap
+
+
 class LabHandle:
     def __init__(self, ctx: Booted, env: Environment, provider: Callable[[Settings], Provider]) -> None:
         s = ctx.settings
@@ -53,6 +69,24 @@ class LabHandle:
         self.lab = Lab(env.name, s.lab_id(env.name), env.network, s.state_dir / "labs" / env.name)
         self.provider = provider(s)
         self._checked = False
+        self._held = 0  # depth of this handle's lab lock (start_worker -> stop + start_hosts -> start)
+
+    @contextmanager
+    def _lifecycle(self, what: str) -> Iterator[None]:
+        """One lifecycle operation per lab at a time, across runs and the monitor (re-entrant here)."""
+        if self._held:
+            self._held += 1
+            try:
+                yield
+            finally:
+                self._held -= 1
+            return
+        with self.ctx.locks.lab(self.env.name, what):
+            self._held = 1
+            try:
+                yield
+            finally:
+                self._held = 0
 
     def check(self) -> None:
         """Can this machine run the lab (tools, root)? Asked once per handle, before anything is made."""
@@ -98,6 +132,7 @@ class LabHandle:
             out.append(image)
         return out
 
+    @_locked("cloning a host in")
     def clone(self, src: str, new: str) -> Image:
         """A new host image like `src` (role, service, version, disk contents) with a fresh identity."""
         if not NAME_RE.match(new):
@@ -114,6 +149,7 @@ class LabHandle:
         self.provider.clone(self.lab, src, new)
         return clone
 
+    @_locked("deleting a host of")
     def delete(self, name: str) -> HostResult:
         """Stop and delete a host image; its IP and MAC go back to the pool."""
         image = self.ctx.inventory.image(name)
@@ -127,6 +163,7 @@ class LabHandle:
         return HostResult(name, True, f"deleted; {image.ip} and {image.mac} released")
 
     # lifecycle -------------------------------------------------------------------------------------
+    @_locked("starting hosts of")
     def start(self, images: list[Image]) -> list[HostResult]:
         """Start host images (running ones are left as they are) and wait until each has booted: phoned
         home in the boot log with its pinned host key, and answers SSH."""
@@ -172,6 +209,7 @@ class LabHandle:
         self.ctx.inventory.list_host(img.name, img.ip, img.mac, fingerprint(img.hostkey), img.started or time.time())
         return HostResult(img.name, True, "already running (listed again)")
 
+    @_locked("stopping hosts of")
     def stop(self, names: list[str]) -> list[HostResult]:
         """Stop hosts; stopped hosts leave the host list. Removes the lab network when none runs."""
         self.check()
@@ -186,6 +224,7 @@ class LabHandle:
         return [HostResult(n, n not in errors, errors.get(n, "stopped" if n in running else "was not running"))
                 for n in names]
 
+    @_locked("stopping")
     def stop_all(self) -> list[HostResult]:
         """Stop every host (clones included), discard their disks (overlay, qcow2) and remove the network.
         Identities (IP, MAC, host key) stay leased until image_del."""
@@ -204,6 +243,7 @@ class LabHandle:
         return results
 
     # whole-environment runs --------------------------------------------------------------------------
+    @_locked("starting")
     def start_hosts(self, specs: list[HostSpec]) -> StartReport:
         """Make and boot `specs`, then deploy, start and test each host's service. Never stops at one host."""
         for name in sorted({s.service for s in specs if s.service}):
@@ -236,6 +276,7 @@ class LabHandle:
             chosen += sorted((h for h in self.env.hosts if h.role == role), key=lambda h: h.name)[:count]
         return self.start_hosts(chosen)
 
+    @_locked("restarting a host of")
     def start_worker(self, name: str) -> StartReport:
         """(Re)start one host: stop it if it runs, boot it, deploy/start/test its service."""
         spec = self.env.host(name)

@@ -82,7 +82,7 @@ def detect_accel(cache_dir: Path, kernel: Path, forced: str = "auto", qemu: str 
     works, err = probe_kvm(kernel, qemu)
     accel, why = ("kvm", "a kernel boots under KVM") if works else ("tcg", f"KVM fails here: {err}")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
     tmp.write_text(f"{accel} {why}\n")
     tmp.replace(cached)
     return accel, why

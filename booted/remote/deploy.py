@@ -202,9 +202,21 @@ def run_op(ctx: Booted, op: str, p: Plan, fleet: Fleet | None = None) -> list[Ho
         with ctx.fleet() as own:
             return run_op(ctx, op, p, own)
     step, label = OPS[op].make(ctx, p, fleet)
+    timeout = ctx.settings.timeout or OPS[op].timeout
+    task = f"{p.service.name}_{op}"
+
+    def locked(target: Target) -> str | Done:
+        # one service operation per host at a time (other runs, the monitor); what now runs there is
+        # recorded before the lock is released, so the database ends as the host does
+        with ctx.locks.host(target.name, task, wait=timeout / 2):
+            out = step(target)
+            if OPS[op].records_version and isinstance(out, Done):
+                ctx.inventory.record_release(target.name, p.service.name, out.version)
+            return out
+
     dep = ctx.inventory.open_deployment(p.service.name, label, op, [t.name for t in p.targets])
-    results = fleet.run(p.targets, step, f"{p.service.name}_{op}", timeout=ctx.settings.timeout or OPS[op].timeout)
-    ctx.inventory.finish_deployment(dep, results, p.service.name, OPS[op].records_version)
+    results = fleet.run(p.targets, locked, task, timeout=timeout)
+    ctx.inventory.finish_deployment(dep, results, p.service.name, False)
     return results
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,20 +108,39 @@ def mac_for(ip: ipaddress.IPv4Address) -> str:
 
 
 class Inventory:
-    """Typed access to the state database. Open one per process; it is cheap."""
+    """Typed access to the state database. Open one per process; it is cheap. Each thread that uses it
+    (a fan-out records what it deployed host by host) gets its own SQLite connection, so transactions of
+    two threads never mix."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=30000")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
         self.db.executescript(SCHEMA)
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -272,6 +292,13 @@ class Inventory:
                                (r.host, service, r.version, now))
             status = "done" if all(r.ok for r in results) else "failed"
             db.execute("UPDATE deployments SET status=?, finished=? WHERE id=?", (status, now, dep))
+
+    def record_release(self, host: str, service: str, version: str) -> None:
+        """`version` of `service` now runs on `host`."""
+        with self.write() as db:
+            db.execute("INSERT INTO releases (host, service, version, at) VALUES (?,?,?,?)"
+                       " ON CONFLICT(host, service) DO UPDATE SET version=excluded.version, at=excluded.at",
+                       (host, service, version, time.time()))
 
     def releases(self) -> dict[tuple[str, str], str]:
         """(host, service) -> the version deployed there last."""

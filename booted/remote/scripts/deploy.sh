@@ -1,10 +1,13 @@
 # shellcheck shell=sh
 # deploy: unpack an uploaded release, write run.sh, switch `current` atomically (the old one becomes
-# `previous`), keep only those two, and restart the service if it runs and something changed.
+# `previous`), keep only those two, and (re)start the service where it is wanted (started and not stopped
+# since) unless it already runs exactly the current release and run.sh: this also repairs a host left
+# half-way by a killed run.
 # booted sets: rel (releases/<id>), tgz (the uploaded archive), run_sh (run.sh's text), restart (non-empty:
 # restart a running service here); needs lib.sh.
 # shellcheck disable=SC2154
 set -e
+svc_lock
 mkdir -p "$base/releases"
 if [ ! -d "$base/$rel" ]; then
   tmp=$(mktemp -d "$base/releases/.unpack.XXXXXX")
@@ -13,22 +16,14 @@ if [ ! -d "$base/$rel" ]; then
   mv -T "$tmp" "$base/$rel" 2>/dev/null || rm -rf "$tmp"  # another run unpacked it first: same content
 fi
 rm -f "$tgz"
-newrun=
 tmp=$(mktemp "$base/.run.sh.XXXXXX")
 printf '%s' "$run_sh" >"$tmp"
-if cmp -s "$tmp" "$base/run.sh"; then
-  rm -f "$tmp"
-else
-  mv "$tmp" "$base/run.sh"
-  newrun=1
-fi
+if cmp -s "$tmp" "$base/run.sh"; then rm -f "$tmp"; else mv "$tmp" "$base/run.sh"; fi
 cur=$(readlink "$base/current" || true)
-changed=$newrun
 if [ "$cur" != "$rel" ]; then
   if [ -n "$cur" ]; then svc_link previous "$cur"; fi
   svc_link current "$rel"
   echo switched
-  changed=1
 else
   echo unchanged
 fi
@@ -38,8 +33,10 @@ for d in "$base"/releases/*; do
   r="releases/${d##*/}"
   [ "$r" = "$keep" ] || [ "$r" = "$prev" ] || rm -rf "$d"
 done
-# a running service is restarted in the same SSH command when its release or run.sh changed
-if [ -n "$restart" ] && [ -n "$changed" ] && svc_running; then
-  set +e
-  svc_start
+# restarted in the same SSH command: wanted here, and not running exactly this release and run.sh
+if [ -n "$restart" ] && { [ -f "$base/enabled" ] || svc_running; }; then
+  if ! svc_running || [ "$(svc_want)" != "$(cat "$base/started" 2>/dev/null)" ]; then
+    set +e
+    svc_start
+  fi
 fi

@@ -4,6 +4,17 @@
 # health URL as the host itself reaches it).
 # shellcheck disable=SC2154
 
+# Hold the service's lock on this host for the rest of the script (fd 9): one operation at a time, also
+# when two controllers or a killed run's leftover command reach the host at once.
+svc_lock() {
+  mkdir -p "$base"
+  exec 9>"$base/.lock"
+  if ! flock -w 30 9; then
+    echo "another operation on $service holds $base/.lock for more than 30s" >&2
+    exit 4
+  fi
+}
+
 # Stop the supervisor and everything it started (its process group); prints what it did.
 svc_stop() {
   pidf="$base/supervisor.pid"
@@ -19,14 +30,23 @@ svc_stop() {
   rm -f "$pidf"
 }
 
+# What a start now would run: the current release and run.sh's checksum.
+svc_want() {
+  echo "$(readlink "$base/current") $(cksum <"$base/run.sh")"
+}
+
 # (Re)start the supervisor of the current release and wait until the health URL answers (10 s).
+# The service is marked wanted (`enabled`, until stop.sh) and what was started is noted (`started`), so a
+# deploy after a killed run can tell that the running process is not the current release.
 svc_start() {
   if [ ! -e "$base/current" ]; then
     echo "$service is not deployed here: run fab ${service}_deploy" >&2
     return 3
   fi
+  touch "$base/enabled"
   svc_stop
-  setsid sh "$base/run.sh" >>"$base/service.log" 2>&1 </dev/null &
+  svc_want >"$base/started"
+  setsid sh "$base/run.sh" >>"$base/service.log" 2>&1 </dev/null 9>&- &
   echo $! >"$base/supervisor.pid"
   i=0
   while [ "$i" -lt 100 ]; do

@@ -2,6 +2,7 @@
 # rollback: swap `current` and `previous`, print the version now current, restart. Needs lib.sh.
 # shellcheck disable=SC2154
 set -e
+svc_lock
 if [ ! -L "$base/previous" ]; then
   echo "no previous release to roll back to" >&2
   exit 3
