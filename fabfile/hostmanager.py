@@ -15,7 +15,8 @@ def hosts_logged(ctx: Booted) -> None:
     """Read new boot-log lines into the current host list."""
     result = hostlist.logged(ctx)
     print(f"read {result.lines} new line(s) of {ctx.settings.boot_log}: {len(result.new_events)} boot(s), "
-          f"{result.skipped} malformed line(s) skipped; {result.listed} host(s) listed")
+          f"{result.skipped} malformed line(s) skipped, {result.rejected} rejected (not matching what booted "
+          f"made); {result.listed} host(s) listed")
 
 
 @booted_task()
@@ -51,7 +52,8 @@ def hosts_clear(ctx: Booted) -> None:
 def hosts_reset(ctx: Booted) -> None:
     """Rebuild the host list: clear, re-read boot log, filter."""
     result, checked = hostlist.reset(ctx)
-    print(f"read {result.lines} boot-log line(s): {len(result.new_events)} boot(s), {result.skipped} skipped")
+    print(f"read {result.lines} boot-log line(s): {len(result.new_events)} boot(s), {result.skipped} skipped, "
+          f"{result.rejected} rejected")
     finish("host check", checked)
 
 

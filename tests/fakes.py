@@ -69,6 +69,13 @@ def _banner(world: World, name: str) -> int:
     return int(sock.getsockname()[1])
 
 
+def boot_line(host: str, mac: str, ip: str, hostkey: str, token: str, remote: str | None = None,
+              at: float | None = None) -> str:
+    """A boot-log line as booted's nginx writes it for the boot script's call (or for a forged one)."""
+    args = urllib.parse.urlencode({"host": host, "mac": mac, "ip": ip, "hostkey": hostkey, "token": token})
+    return f'booted1 {time.time() if at is None else at:.3f} {remote or ip} "{args}"\n'
+
+
 class FakeProvider(Provider):
     name = "fake"
 
@@ -114,12 +121,10 @@ class FakeProvider(Provider):
 
     def _phone_home(self, host: Identity) -> None:
         pub = Path(f"{host.host_key}.pub").read_text()
-        args = urllib.parse.urlencode({"host": host.name, "mac": host.mac, "ip": host.ip,
-                                       "hostkey": fingerprint(pub)})
         log = self.settings.boot_log
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as f:
-            f.write(f'booted1 {time.time():.3f} {host.ip} "{args}"\n')
+            f.write(boot_line(host.name, host.mac, host.ip, fingerprint(pub), host.boot_token))
 
     def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
         self.world.calls.append("stop")

@@ -3,6 +3,7 @@ incremental reader's cursor (no re-reading, partial lines, rotation)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from booted.discovery.bootlog import BadLine, parse_line, read_new
-from booted.state.inventory import Inventory
+from booted.hosts.identity import Keys, fingerprint
+from booted.state.inventory import Image, Inventory
+from tests.fakes import boot_line
 
 DATA = Path(__file__).parent / "data" / "bootlog"
 CASES = sorted(p.stem for p in DATA.glob("*.log"))
@@ -39,22 +42,41 @@ def test_cases_exist() -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_reader_matches_parser(tmp_path: Path, case: str) -> None:
+def test_reader_matches_parser_and_believes_no_unknown_host(tmp_path: Path, case: str) -> None:
     inv = Inventory(tmp_path / "state.db")
     log = tmp_path / "boot.log"
     log.write_bytes((DATA / f"{case}.log").read_bytes())
     result = read_new(inv, log)
     expected = json.loads((DATA / f"{case}.json").read_text())
-    assert [asdict(e) for e in result.new_events] == expected["events"]
     assert result.skipped == expected["skipped"]
-    latest = {e["host"]: e for e in expected["events"]}
-    assert {h.name: h.ip for h in inv.hosts()} == {n: e["ip"] for n, e in latest.items()}
+    assert result.new_events == [] and result.rejected == len(expected["events"])  # no such host images
+    assert inv.hosts() == []
+
+
+def lease(tmp_path: Path, inv: Inventory, name: str, token: str = "ab" * 16) -> tuple[Image, str]:
+    """A host image with a real host key and a boot token; returns it and its fingerprint."""
+    keys = Keys(tmp_path / "keys")
+    pub = keys.ensure_host_key(name)
+    image = inv.lease(name=name, env="lab", provider="netns", network=ipaddress.IPv4Network("10.213.7.0/24"),
+                      role="worker", service=None, version=None, hostkey=pub)
+    inv.set_boot_token(name, token)
+    image = inv.image(name)
+    assert image is not None
+    return image, fingerprint(pub)
+
+
+def line(image: Image, fpr: str, **kw: str) -> str:
+    values = {"host": image.name, "mac": image.mac, "ip": image.ip, "hostkey": fpr, "token": image.boot_token or ""}
+    remote = kw.pop("remote", None)
+    values.update(kw)
+    return boot_line(values["host"], values["mac"], values["ip"], values["hostkey"], values["token"], remote)
 
 
 def test_incremental_read(tmp_path: Path) -> None:
     inv = Inventory(tmp_path / "state.db")
     log = tmp_path / "boot.log"
-    lines = (DATA / "valid.log").read_text().splitlines(keepends=True)
+    (a, fa), (b, fb) = lease(tmp_path, inv, "lb01"), lease(tmp_path, inv, "web01")
+    lines = [line(a, fa), line(b, fb)]
     log.write_text(lines[0] + lines[1][:40])  # a partial second line (nginx mid-write)
     first = read_new(inv, log)
     assert [e.host for e in first.new_events] == ["lb01"]
@@ -71,12 +93,43 @@ def test_incremental_read(tmp_path: Path) -> None:
 def test_rotation_starts_over(tmp_path: Path) -> None:
     inv = Inventory(tmp_path / "state.db")
     log = tmp_path / "boot.log"
-    log.write_text((DATA / "valid.log").read_text())
-    assert len(read_new(inv, log).new_events) == 3
+    (a, fa), (b, fb) = lease(tmp_path, inv, "lb01"), lease(tmp_path, inv, "web01")
+    log.write_text(line(a, fa) + line(b, fb))
+    assert len(read_new(inv, log).new_events) == 2
     log.rename(tmp_path / "boot.log.old")
-    log.write_text((DATA / "hostile.log").read_text())  # a new file (new inode): read from its start
+    log.write_text(line(b, fb))  # a new file (new inode): read from its start
+    assert [e.host for e in read_new(inv, log).new_events] == ["web01"]
+
+
+def test_only_what_booted_made_is_believed(tmp_path: Path) -> None:
+    """Spoofed lines (from another host, another address, with a guessed key or an old token) are
+    rejected and counted; the real line and a user-mode VM's line through loopback are believed."""
+    inv = Inventory(tmp_path / "state.db")
+    log = tmp_path / "boot.log"
+    (web01, f1), (web03, f3) = lease(tmp_path, inv, "web01"), lease(tmp_path, inv, "web03", "cd" * 16)
+    forged = [
+        line(web01, f1, ip=web03.ip, remote=web03.ip),  # web03 claims to be web01 with its own address
+        line(web01, f1, remote=web03.ip),  # web01's address claimed, sent from web03
+        line(web01, f1, token=web03.boot_token or ""),  # web03's token
+        line(web01, f1, token="00" * 16),  # a guess / an old boot's token
+        line(web01, f1, remote="127.0.0.1", token="11" * 16),  # through loopback, without the token
+        line(web01, f3),  # web03's host key
+        line(web01, f1, host="ghost"),  # no such host image
+    ]
+    log.write_text("".join(forged))
     result = read_new(inv, log)
-    assert [e.host for e in result.new_events] == ["web02"]
+    # the line whose claimed address is not its sender's is malformed already; the others are rejected
+    assert (result.new_events, result.rejected, result.skipped) == ([], len(forged) - 1, 1)
+    assert inv.hosts() == []
+    with open(log, "a") as fh:
+        fh.write(line(web03, f3, remote="127.0.0.1") + line(web01, f1))
+    result = read_new(inv, log)
+    assert [e.host for e in result.new_events] == ["web03", "web01"] and result.rejected == 0
+    assert {h.name: h.ip for h in inv.hosts()} == {"web01": web01.ip, "web03": web03.ip}
+    inv.set_boot_token("web01", "ee" * 16)  # web01 boots again: its earlier lines are void
+    inv.remove_hosts()
+    inv.bootlog_reset(str(log))
+    assert {e.host for e in read_new(inv, log).new_events} == {"web03"}
 
 
 def test_missing_log_is_empty(tmp_path: Path) -> None:

@@ -1,12 +1,16 @@
 """The boot log: nginx's access log of /booted requests, read incrementally into boot events.
 
-A line looks like `booted1 1700000000.123 10.77.0.2 "host=web01&mac=52%3A54...&ip=10.77.0.2&hostkey=SHA256..."`.
-Lines are data from the network: anything malformed, oversized or spoofed (claimed ip != remote address)
-is skipped and counted, never executed.
+A line looks like `booted1 1700000000.123 10.77.0.2 "host=web01&mac=52%3A54...&ip=10.77.0.2&hostkey=SHA256...
+&token=<32 hex>"`. Lines are data from the network: anything malformed or oversized is skipped and counted,
+never executed. A well-formed line is believed only when it matches what booted made (vet): a host image
+of that name, its leased IP claimed and sent from (or from loopback: the relay of a user-mode VM), its
+pinned host key, and the secret token of its current boot, which only that host was given. Anything else is
+rejected and counted, and never reaches the host list.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
 import re
@@ -14,13 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from booted.state.inventory import BootEvent, Inventory
+from booted.hosts.identity import fingerprint
+from booted.state.inventory import BootEvent, Image, Inventory
 
 LINE_RE = re.compile(r'^booted1 (\d{1,12}\.\d{3}) (\d{1,3}(?:\.\d{1,3}){3}) "([A-Za-z0-9%&=._~+-]{1,1024})"$')
 HOST_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 HOSTKEY_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}\Z")
-FIELDS = ("host", "mac", "ip", "hostkey")
+TOKEN_RE = re.compile(r"^[0-9a-f]{32}\Z")
+FIELDS = ("host", "mac", "ip", "hostkey", "token")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IP = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
 # The exact line booted's boot script sends (curl --data-urlencode, this field order), parsed without
@@ -28,7 +34,7 @@ _IP = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
 # is accepted does not change.
 FAST_RE = re.compile(rf'booted1 ([0-9]{{1,12}}\.[0-9]{{3}}) ({_IP}) "host=([a-z][a-z0-9-]{{0,62}})'
                      r"&mac=([0-9a-f]{2}(?:%3[aA][0-9a-f]{2}){5})"
-                     rf'&ip=({_IP})&hostkey=SHA256%3[aA]((?:[A-Za-z0-9]|%2[bBfF]){{43}})"')
+                     rf'&ip=({_IP})&hostkey=SHA256%3[aA]((?:[A-Za-z0-9]|%2[bBfF]){{43}})&token=([0-9a-f]{{32}})"')
 _KEY_ESC = re.compile(r"%2[bBfF]")
 CHUNK = 8 << 20
 
@@ -41,11 +47,11 @@ def parse_line(line: str) -> BootEvent:
     """Parse one boot-log line; raise BadLine with the reason when it is not a valid boot event."""
     fast = FAST_RE.fullmatch(line)
     if fast:
-        at, remote, host, mac, ip, key = fast.groups()
+        at, remote, host, mac, ip, key, token = fast.groups()
         if ip == remote:
             key = _KEY_ESC.sub(lambda m: "+" if m.group()[2] in "bB" else "/", key)
             return BootEvent(float(at), remote, host, ip, mac.replace("%3a", ":").replace("%3A", ":"),
-                             f"SHA256:{key}")
+                             f"SHA256:{key}", token)
     if len(line) > 2048:
         raise BadLine("line too long")
     match = LINE_RE.match(line.rstrip("\n"))
@@ -57,14 +63,16 @@ def parse_line(line: str) -> BootEvent:
     except ValueError as exc:
         raise BadLine(f"bad query string: {exc}") from None
     if sorted(fields) != sorted(FIELDS) or any(len(v) != 1 for v in fields.values()):
-        raise BadLine("needs exactly host, mac, ip and hostkey once each")
-    host, mac, ip, hostkey = (fields[k][0] for k in FIELDS)
+        raise BadLine("needs exactly host, mac, ip, hostkey and token once each")
+    host, mac, ip, hostkey, token = (fields[k][0] for k in FIELDS)
     if not HOST_RE.match(host):
         raise BadLine(f"bad host name {host[:40]!r}")
     if not MAC_RE.match(mac):
         raise BadLine(f"bad mac {mac[:40]!r}")
     if not HOSTKEY_RE.match(hostkey):
         raise BadLine("bad hostkey fingerprint")
+    if not TOKEN_RE.match(token):
+        raise BadLine("bad token")
     try:
         ipaddress.IPv4Address(ip)
         ipaddress.IPv4Address(remote)
@@ -72,18 +80,36 @@ def parse_line(line: str) -> BootEvent:
         raise BadLine("bad address") from None
     if ip != remote and remote != "127.0.0.1":  # loopback: the relay of a user-mode VM, on this machine
         raise BadLine(f"claimed ip {ip} is not the sender {remote}")
-    return BootEvent(float(at), remote, host, ip, mac, hostkey)
+    return BootEvent(float(at), remote, host, ip, mac, hostkey, token)
+
+
+def vet(event: BootEvent, image: Image | None, fingerprints: dict[str, str]) -> str | None:
+    """Why a well-formed boot event is not believed (None: it matches what booted made for that host)."""
+    if image is None:
+        return f"no host image {event.host!r}"
+    if event.ip != image.ip:
+        return f"{event.host} claims {event.ip}, its lease is {image.ip}"
+    if event.remote not in (image.ip, "127.0.0.1"):
+        return f"{event.host}'s line came from {event.remote}"
+    if image.hostkey not in fingerprints:
+        fingerprints[image.hostkey] = fingerprint(image.hostkey)
+    if event.hostkey != fingerprints[image.hostkey]:
+        return f"{event.host} reports a host key that is not its pinned one"
+    if not image.boot_token or not hmac.compare_digest(event.token, image.boot_token):
+        return f"{event.host}'s line does not carry the token of its current boot"
+    return None
 
 
 @dataclass(frozen=True)
 class ReadResult:
     """What one incremental read found."""
 
-    new_events: list[BootEvent]
-    skipped: int
+    new_events: list[BootEvent]  # believed: they updated the host list
+    skipped: int  # malformed
     lines: int
     bytes_read: int
     listed: int = 0  # hosts on the list after this read
+    rejected: int = 0  # well-formed, but not matching what booted made (spoofed, stale, unknown)
 
 
 def read_new(inventory: Inventory, log: Path) -> ReadResult:
@@ -120,6 +146,9 @@ def read_new(inventory: Inventory, log: Path) -> ReadResult:
                 except (BadLine, UnicodeDecodeError):
                     skipped += 1
             consumed += end + 1
+    images = {i.name: i for i in inventory.images()} if events else {}
+    fingerprints: dict[str, str] = {}
+    believed = [e for e in events if vet(e, images.get(e.host), fingerprints) is None]
     cursor = (st.st_ino, offset + consumed, total_lines + lines, total_skipped + skipped)
-    inventory.record_boots(key, events, cursor)
-    return ReadResult(events, skipped, lines, consumed, inventory.count_hosts())
+    inventory.record_boots(key, believed, cursor)
+    return ReadResult(believed, skipped, lines, consumed, inventory.count_hosts(), len(events) - len(believed))

@@ -66,7 +66,10 @@ class Nginx:
         binary = nginx_binary(self.settings)
         for sub in ("tmp", "tmp/body"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.run_dir.chmod(0o700)  # the boot log carries boot tokens: for root (booted) only
         self.settings.boot_log.parent.mkdir(parents=True, exist_ok=True)
+        if not self.settings.boot_log.exists():
+            self.settings.boot_log.touch(mode=0o600)
         text = self.render(sorted(listen))
         changed = not self.conf.exists() or self.conf.read_text() != text
         if changed:

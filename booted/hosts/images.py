@@ -32,10 +32,10 @@ def ensure_image(inventory: Inventory, keys: Keys, env: Environment, spec: HostS
 
 
 def identity(settings: Settings, keys: Keys, env: Environment, image: Image, pw_hash: str | None,
-             ports: tuple[int, ...]) -> Identity:
+             ports: tuple[int, ...], boot_token: str) -> Identity:
     """What the host is told at boot (the same for every provider)."""
     return Identity(
         name=image.name, ip=image.ip, prefix=env.network.prefixlen, gateway=str(env.gateway), mac=image.mac,
         boot_url=f"http://{env.gateway}:{settings.http_port}/booted", login_user=settings.user, pw_hash=pw_hash,
         host_key=keys.host_key(image.name), authorized_key=keys.ensure_lab_key(), memory=image.memory,
-        cpus=image.cpus, ports=ports)
+        cpus=image.cpus, ports=ports, boot_token=boot_token)

@@ -8,6 +8,7 @@ monitor call it; nothing else reaches a provider.
 from __future__ import annotations
 
 import functools
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -175,8 +176,13 @@ class LabHandle:
         settings = self.ctx.settings
         pw_hash = hash_password(settings.password, settings.path) if settings.password else None  # once per run
         services = self.ctx.services
+        tokens = {i.name: (i.boot_token or "") if i.name in already else secrets.token_hex(16) for i in images}
+        for name, token in tokens.items():
+            if name not in already:
+                self.ctx.inventory.set_boot_token(name, token)  # a new boot: lines of earlier ones are void
         idents = [identity(self.ctx.settings, self.ctx.keys, self.env, i, pw_hash,
-                           (services[i.service].port,) if i.service in services else ()) for i in images]
+                           (services[i.service].port,) if i.service in services else (), tokens[i.name])
+                  for i in images]
         self.ctx.say(f"starting {len(images)} host(s) of {self.env.name} on {self.env.provider} "
                      f"({len(already)} already running)")
         self.provider.prepare_network(self.lab)  # network and nginx first: hosts phone home while booting

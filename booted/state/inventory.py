@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS images (
     role TEXT NOT NULL, service TEXT, version TEXT,
     ip TEXT NOT NULL, mac TEXT NOT NULL UNIQUE, hostkey TEXT NOT NULL,
     memory INTEGER NOT NULL DEFAULT 256, cpus INTEGER NOT NULL DEFAULT 1,
-    created REAL NOT NULL, pid INTEGER, started REAL,
+    created REAL NOT NULL, pid INTEGER, started REAL, boot_token TEXT,
     UNIQUE (env, ip)
 );
 CREATE TABLE IF NOT EXISTS hosts (
@@ -74,6 +74,7 @@ class Image:
     created: float
     pid: int | None
     started: float | None
+    boot_token: str | None = None  # the secret of its current boot: only a line carrying it is believed
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class BootEvent:
     ip: str
     mac: str
     hostkey: str
+    token: str = ""  # the boot token it carried (checked, never stored)
 
 
 def mac_for(ip: ipaddress.IPv4Address) -> str:
@@ -119,6 +121,10 @@ class Inventory:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self.db.executescript(SCHEMA)
+        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(images)")}
+        if "boot_token" not in columns:  # a state database made by an earlier booted
+            with self.write() as db:
+                db.execute("ALTER TABLE images ADD COLUMN boot_token TEXT")
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -194,6 +200,10 @@ class Inventory:
         with self.write() as db:
             db.execute("UPDATE images SET provider=?, role=?, service=?, version=?, memory=?, cpus=? WHERE name=?",
                        (provider, role, service, version, memory, cpus, name))
+
+    def set_boot_token(self, name: str, token: str) -> None:
+        with self.write() as db:
+            db.execute("UPDATE images SET boot_token = ? WHERE name = ?", (token, name))
 
     def set_running(self, name: str, pid: int | None) -> None:
         with self.write() as db:
