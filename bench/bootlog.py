@@ -30,11 +30,12 @@ import _benchlib as lib
 from _benchlib import BenchError, run_in_tmp, say
 
 from booted.discovery import bootlog
+from booted.hosts.identity import fingerprint
 from booted.state.inventory import Inventory
 
 DATA = lib.ROOT / "tests" / "data" / "bootlog"
-COUNTS_RE = re.compile(r"read (\d+) new line\(s\) of .*: (\d+) boot\(s\), (\d+) malformed line\(s\) skipped; "
-                       r"(\d+) host\(s\) listed")
+COUNTS_RE = re.compile(r"read (\d+) new line\(s\) of .*: (\d+) boot\(s\), (\d+) malformed line\(s\) skipped, "
+                       r"\d+ rejected .*; (\d+) host\(s\) listed")
 # Runs the fab CLI's entry point (what the `fab` script runs) and reports the bytes this process read.
 IO_WRAPPER = """\
 import atexit, sys
@@ -66,8 +67,11 @@ class LogWriter:
         for i in range(hosts):
             ip = f"10.{213 + i // 65000}.{(i // 250) % 256}.{2 + i % 250}"
             mac = "52%3a54%3a" + "%3a".join(f"{int(o):02x}" for o in ip.split("."))
-            key = base64.b64encode(hashlib.sha256(f"bench-{i}".encode()).digest()).decode().rstrip("=")
-            self.hosts.append((f"h{i:05d}", ip, mac, "SHA256%3a" + key.replace("+", "%2b").replace("/", "%2f")))
+            pub = "ssh-ed25519 " + base64.b64encode(f"bench-{i}".encode()).decode()  # a stand-in key (never used)
+            key = fingerprint(pub).removeprefix("SHA256:")
+            token = hashlib.sha256(f"token-{i}".encode()).hexdigest()[:32]
+            self.hosts.append((f"h{i:05d}", ip, mac, "SHA256%3a" + key.replace("+", "%2b").replace("/", "%2f"),
+                               token, pub))
         self.bad = [line for name in ("garbage.log", "hostile.log")
                     for line in (DATA / name).read_bytes().split(b"\n") if line]
         self.bad += [b"\x00\xff\xfe binary \x80", b"booted1 " + b"A" * 5000, b"x" * 3000,
@@ -75,6 +79,17 @@ class LogWriter:
                      b'&hostkey=SHA256%3AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"']
         self.bad = [line for line in self.bad if not _valid(line)]  # the data files hold a few valid lines too
         self.at = 1_763_712_000.0
+
+    def register(self, inv: Inventory) -> None:
+        """The host images these boots belong to, with their keys and boot tokens, so discovery believes
+        them (written in one transaction: leasing 5000 addresses one by one would time the fixture)."""
+        now = time.time()
+        with inv.write() as db:
+            db.executemany(
+                "INSERT INTO images (name, env, provider, role, service, version, ip, mac, hostkey, created,"
+                " boot_token) VALUES (?, 'bench', 'netns', 'worker', NULL, NULL, ?, ?, ?, ?, ?)",
+                [(name, ip, mac.replace("%3a", ":"), pub, now, token)
+                 for name, ip, mac, _, token, pub in self.hosts])
 
     def lines(self, count: int) -> tuple[bytes, int, int]:
         """`count` lines: (data, valid lines, bad lines)."""
@@ -85,8 +100,9 @@ class LogWriter:
             if self.rng.random() < 0.1:
                 out.append(self.rng.choice(self.bad))
                 continue
-            name, ip, mac, key = self.hosts[self.rng.randrange(len(self.hosts))]
-            out.append(f'booted1 {self.at:.3f} {ip} "host={name}&mac={mac}&ip={ip}&hostkey={key}"'.encode())
+            name, ip, mac, key, token, _ = self.hosts[self.rng.randrange(len(self.hosts))]
+            out.append(f'booted1 {self.at:.3f} {ip} "host={name}&mac={mac}&ip={ip}&hostkey={key}&token={token}"'
+                       .encode())
             valid += 1
         return b"\n".join(out) + b"\n", valid, count - valid
 
@@ -126,6 +142,9 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                        '"hosts": {"b01": {"role": "worker"}}}}\n')
     env = lib.booted_env(state, envfile, BOOTED_LOG=str(log))
     writer = LogWriter(min(args.hosts, args.lines))
+    setup = Inventory(state / "state.db")
+    writer.register(setup)
+    setup.close()
     start = time.perf_counter()
     valid = bad = 0
     with open(log, "wb") as fh:
@@ -173,6 +192,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                          f"appended {len(data)} bytes / 100 lines")
     # ... and a full read of the same log for comparison (fresh database, cursor at 0).
     full_inv = Inventory(tmp / "full.db")
+    writer.register(full_inv)
     start = time.perf_counter()
     full = bootlog.read_new(full_inv, log)
     inproc_full = time.perf_counter() - start

@@ -146,7 +146,7 @@ def read_new(inventory: Inventory, log: Path) -> ReadResult:
                 except (BadLine, UnicodeDecodeError):
                     skipped += 1
             consumed += end + 1
-    images = {i.name: i for i in inventory.images()} if events else {}
+    images = inventory.images_named({e.host for e in events}) if events else {}
     fingerprints: dict[str, str] = {}
     believed = [e for e in events if vet(e, images.get(e.host), fingerprints) is None]
     cursor = (st.st_ino, offset + consumed, total_lines + lines, total_skipped + skipped)

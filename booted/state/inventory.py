@@ -167,6 +167,16 @@ class Inventory:
             sql, args = sql + " WHERE env = ?", (env,)
         return [Image(**dict(row)) for row in self.db.execute(sql + " ORDER BY name", args)]
 
+    def images_named(self, names: set[str]) -> dict[str, Image]:
+        """The images of these names (those that exist), without reading the others."""
+        out: dict[str, Image] = {}
+        ordered = sorted(names)
+        for i in range(0, len(ordered), 500):  # SQLite's limit on parameters
+            chunk = ordered[i:i + 500]
+            rows = self.db.execute(f"SELECT * FROM images WHERE name IN ({','.join('?' * len(chunk))})", chunk)
+            out.update({row["name"]: Image(**dict(row)) for row in rows})
+        return out
+
     def image(self, name: str) -> Image | None:
         row = self.db.execute("SELECT * FROM images WHERE name = ?", (name,)).fetchone()
         return Image(**dict(row)) if row else None

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from booted.discovery.nginx import Nginx
+from booted.hosts.identity import fingerprint
 from tests.integration.conftest import LabRun, leftovers
 
 pytestmark = [pytest.mark.integration,
@@ -44,6 +47,17 @@ def test_user_mode_vm_serves_through_forwarded_ports(lab_run: LabRun) -> None:
 
     listed = json.loads(lab_run.fab("hosts_list", "--json").stdout)
     assert [(h["name"], h["ip"], h["reachable"]) for h in listed] == [("web01", "10.213.61.2", True)]
+
+    # nginx listens on loopback here: a local non-root user claiming to be web01 (its name, IP, MAC and
+    # host key are no secret) without its boot token is rejected and changes nothing
+    image = lab_run.ctx().inventory.image("web01")
+    assert image is not None
+    spoof = urllib.parse.urlencode({"host": "web01", "mac": image.mac, "ip": image.ip,
+                                    "hostkey": fingerprint(image.hostkey), "token": "0" * 32})
+    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-fsS", "-o", "/dev/null",
+                    f"http://127.0.0.1:8470/booted?{spoof}"], check=True, timeout=10)
+    assert "0 boot(s)" in lab_run.fab("hosts_logged").stdout
+    assert json.loads(lab_run.fab("hosts_list", "--json").stdout) == listed
     assert "1 ok, 0 failed" in lab_run.fab("hello_test").stdout
     out = lab_run.fab("hosts_run", "hostname; ip -4 -o addr show eth0").stdout
     assert "--- web01\nweb01\n" in out and "10.213.61.2/24" in out
