@@ -14,6 +14,7 @@ from booted.config import Settings
 from booted.discovery import bootlog, nginx
 from booted.environments import Environment, load_environments, select_environment
 from booted.errors import ConfigError
+from booted.hosts.access import Credentials, Entry
 from booted.hosts.identity import Keys
 from booted.images.golden import GoldenImage, ensure_golden
 from booted.lab.handle import LabHandle
@@ -142,6 +143,20 @@ class Booted:
         if missing:
             raise ConfigError(f"not in the current host list: {', '.join(sorted(missing))} (see fab hosts_list)")
         return targets
+
+    def access(self, env: str | None = None) -> tuple[list[Entry], Credentials]:
+        """How tools reach the listed hosts (of `env`): address, port, env, role, service; key and pins."""
+        if env is not None:
+            self.environment(env)  # validates the name
+        images = {i.name: i for i in self.inventory.images()}
+        entries = []
+        for t in self.targets(env=env):
+            image = images.get(t.name)
+            if image is not None:
+                addr, port = t.endpoint(22)
+                entries.append(Entry(t.name, addr, port, t.ip, image.env, image.role, image.service))
+        self.keys.ensure_lab_key()
+        return entries, Credentials(self.settings.user, self.keys.lab_key, self.keys.known_hosts)
 
     def serve_nginx(self, keep: bool = False) -> str:
         """booted's nginx on the gateways of every lab that is up; stopped when none is (unless keep)."""

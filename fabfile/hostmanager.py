@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
 
 from booted.context import Booted
 from booted.discovery import hostlist
+from booted.errors import ConfigError
+from booted.hosts import access
 from booted.report import table, when
 from fabfile._task import booted_task, finish, names
 
@@ -74,6 +79,38 @@ def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | No
            [r if not r.ok else type(r)(r.host, True, "ok", r.seconds) for r in results])
 
 
+@booted_task(help={"env": "only this environment"})
+def ssh_config(ctx: Booted, env: str | None = None) -> None:
+    """Print an OpenSSH config of the hosts (ssh -F)."""
+    entries, cred = ctx.access(env)
+    print(access.ssh_config(entries, cred), end="")
+
+
+@booted_task(help={"env": "only this environment", "format": "ansible (YAML, the default), pyinfra or json"})
+def inventory(ctx: Booted, env: str | None = None, format: str = "ansible") -> None:
+    """Print an Ansible, pyinfra or JSON inventory."""
+    if format not in access.FORMATS:
+        raise ConfigError(f"--format {format!r}: one of {', '.join(access.FORMATS)}")
+    entries, cred = ctx.access(env)
+    print(access.FORMATS[format](entries, cred), end="")
+
+
+@booted_task(help={"name": "a listed host", "command": "run this instead of an interactive shell"})
+def host_ssh(ctx: Booted, name: str, command: str | None = None) -> None:
+    """Shell on a host (like vagrant ssh) or --command."""
+    entries, cred = ctx.access()
+    if name not in {e.name for e in entries}:
+        raise ConfigError(f"{name!r} is not in the current host list (see fab hosts_list)")
+    config = ctx.settings.state_dir / "ssh_config"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(access.ssh_config(entries, cred))
+    ssh = shutil.which("ssh") or "ssh"
+    tty = ["-t"] if sys.stdin.isatty() else []
+    sys.stdout.flush()
+    os.execv(ssh, [ssh, "-F", str(config), *tty, name, *([command] if command else [])])
+
+
 @booted_task()
 def restart_nginx(ctx: Booted) -> None:
     """Restart booted's nginx with a new boot log (old kept)."""
@@ -82,4 +119,5 @@ def restart_nginx(ctx: Booted) -> None:
           + (f" (previous kept as {kept})" if kept else ""))
 
 
-TASKS = [hosts_logged, hosts_filter, hosts_list, hosts_clear, hosts_reset, hosts_run, restart_nginx]
+TASKS = [hosts_logged, hosts_filter, hosts_list, hosts_clear, hosts_reset, hosts_run, ssh_config, inventory, host_ssh,
+         restart_nginx]

@@ -1,0 +1,64 @@
+"""The lab driven by the tools people already use, through what booted exports: Ansible with
+`fab inventory`, OpenSSH and pytest-testinfra with `fab ssh_config`, and `fab host_ssh`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import LabRun
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent
+
+ENV = '''ENVIRONMENTS = {"tools": {"provider": "netns", "network": "10.213.28.0/24", "hosts": {
+    "lb01": {"role": "lb"}, "web[01:02]": {"role": "worker", "service": "hello", "version": "1.0"}}}}
+'''
+
+TESTINFRA = '''
+def test_the_host_is_a_booted_lab_host(host):
+    assert host.check_output("hostname") in ("lb01", "web01", "web02")
+    assert host.file("/run/booted/identity").mode == 0o600
+    assert host.process.filter(comm="sshd")
+'''
+
+
+def test_ansible_ssh_and_testinfra_reach_every_host(lab_run: LabRun) -> None:
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(ENV)
+    assert "3 ok, 0 failed" in lab_run.fab("env_start_all").stdout
+    tmp = lab_run.tmp
+    (tmp / "inventory.yml").write_text(lab_run.fab("inventory").stdout)
+    (tmp / "ssh_config").write_text(lab_run.fab("ssh_config").stdout)
+    env = {**lab_run.env, "ANSIBLE_HOME": str(tmp / "ansible"), "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible" / "tmp"),
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOST_KEY_CHECKING": "True"}
+
+    ping = subprocess.run([str(BIN / "ansible"), "-i", str(tmp / "inventory.yml"), "all", "-m", "ping"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert ping.stdout.count("SUCCESS") == 3
+    workers = subprocess.run([str(BIN / "ansible"), "-i", str(tmp / "inventory.yml"), "service_hello", "-m",
+                              "command", "-a", "hostname"], env=env, capture_output=True, text=True, timeout=300)
+    assert workers.returncode == 0 and "web01" in workers.stdout and "lb01" not in workers.stdout
+
+    ssh = subprocess.run(["ssh", "-F", str(tmp / "ssh_config"), "web02", "hostname"], capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert ssh.returncode == 0 and ssh.stdout.strip() == "web02", ssh.stderr
+    assert lab_run.fab("host_ssh", "web01", "--command", "hostname").stdout.strip() == "web01"
+    missing = lab_run.fab("host_ssh", "web09", check=False)
+    assert missing.returncode == 2 and "not in the current host list" in missing.stderr
+
+    (tmp / "test_infra.py").write_text(TESTINFRA)
+    infra = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            f"--ssh-config={tmp / 'ssh_config'}", "--hosts=ssh://lb01,ssh://web01,ssh://web02",
+                            str(tmp / "test_infra.py")], cwd=tmp, capture_output=True, text=True, timeout=300,
+                           env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"})
+    assert infra.returncode == 0 and "3 passed" in infra.stdout, infra.stdout + infra.stderr
+
+    inv = json.loads(lab_run.fab("inventory", "--format", "json").stdout)
+    assert inv["groups"]["service_hello"] == ["web01", "web02"] and inv["groups"]["role_lb"] == ["lb01"]
+    assert "service_hello = [('web01'" in lab_run.fab("inventory", "--format", "pyinfra").stdout
