@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(nginx openssh-client debootstrap iproute2 util-linux curl iputils-ping openssl git ca-certificates
+packages=(nginx apt-cacher-ng openssh-client debootstrap iproute2 util-linux curl iputils-ping openssl git ca-certificates
           python3-venv qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio kmod)
 missing=()
 for p in "${packages[@]}"; do
@@ -13,7 +13,7 @@ for p in "${packages[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
-  # booted runs its own nginx: keep the package's service from starting on port 80 during install.
+  # booted runs its own nginx and apt-cacher-ng: keep the packages' services from starting during install.
   guard=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1

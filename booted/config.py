@@ -70,6 +70,7 @@ class Settings:
     user: str
     password: str | None
     http_port: int
+    apt_port: int  # booted's apt proxy on each lab gateway (BOOTED_APT_PORT)
     parallel: int
     boot_timeout: int
     boot_parallel: int
@@ -103,6 +104,7 @@ class Settings:
             user=user,
             password=env.get("BOOTED_PW") or None,
             http_port=_int(env, "BOOTED_HTTP_PORT", 8470, 1, 65535),
+            apt_port=_int(env, "BOOTED_APT_PORT", 8471, 1, 65535),
             parallel=_int(env, "BOOTED_PARALLEL", 32, 1, 1024),
             boot_timeout=_int(env, "BOOTED_BOOT_TIMEOUT", 60, 1, 3600),
             boot_parallel=_int(env, "BOOTED_BOOT_PARALLEL", 2 * (os.cpu_count() or 1), 1, 1024),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from booted.config import Settings
 from booted.discovery import bootlog, nginx
+from booted.discovery.aptproxy import AptProxy
 from booted.environments import Environment, load_environments, select_environment
 from booted.errors import ConfigError
 from booted.hosts.access import Credentials, Entry
@@ -158,10 +159,21 @@ class Booted:
         self.keys.ensure_lab_key()
         return entries, Credentials(self.settings.user, self.keys.lab_key, self.keys.known_hosts)
 
-    def serve_nginx(self, keep: bool = False) -> str:
-        """booted's nginx on the gateways of every lab that is up; stopped when none is (unless keep)."""
+    def serve_gateways(self, keep: bool = False) -> str:
+        """booted's nginx and apt proxy on the gateways of every lab that is up; both stop when none is
+        (nginx stays on loopback with `keep`). Returns what nginx did."""
         with self.locks.nginx():
-            return nginx.serve(self.settings, {a for h in self.labs() for a in h.listen_addresses()}, keep)
+            addresses = {a for h in self.labs() for a in h.listen_addresses()}
+            state = nginx.serve(self.settings, addresses, keep)
+            listen = sorted(addresses & (nginx.local_addresses() | {"127.0.0.1"}))
+            apt = AptProxy(self.settings)
+            if listen:
+                said = apt.ensure(listen)
+                if said.startswith("not installed"):
+                    self.say(f"apt proxy {said}")
+            else:
+                apt.stop()
+            return state
 
     def restart_nginx(self) -> tuple[str, Path | None]:
         """Take in what the boot log has, restart nginx with a new boot log; the old one is kept."""

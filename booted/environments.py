@@ -19,7 +19,8 @@ from booted.errors import ConfigError
 from booted.providers import NAMES as PROVIDERS
 
 HOST_KEYS = {"role", "service", "version", "memory", "cpus"}
-ENV_KEYS = {"provider", "network", "hosts", "min"}
+ENV_KEYS = {"provider", "network", "hosts", "min", "packages"}
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}\Z")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
 RANGE_RE = re.compile(r"^([a-z][a-z0-9-]*)\[(\d+):(\d+)\]([a-z0-9-]*)\Z")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -47,6 +48,7 @@ class Environment:
     hosts: tuple[HostSpec, ...]
     minimum: dict[str, int] = field(default_factory=dict)
     source: str = ""
+    packages: tuple[str, ...] = ()  # extra Debian packages baked into its golden image
 
     def host(self, name: str) -> HostSpec:
         for spec in self.hosts:
@@ -193,7 +195,19 @@ def _environment(name: Any, value: Any, lines: _Lines) -> Environment:
         raise ConfigError(f"{lines.where(name, 'network')}: environment {name!r}: network {network} has room "
                           f"for {network.num_addresses - 3} hosts, {len(hosts)} are defined: use a larger network")
     minimum = _minimum(name, value.get("min", {}), hosts, lines)
-    return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path))
+    packages = packages_of(value.get("packages", []), f"{lines.where(name, 'packages')}: environment {name!r}")
+    return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path), packages)
+
+
+def packages_of(raw: Any, where: str) -> tuple[str, ...]:
+    """A list of Debian package names, checked (they reach debootstrap's and apt's command lines)."""
+    if not isinstance(raw, list | tuple) or not all(isinstance(p, str) for p in raw):
+        raise ConfigError(f"{where}: 'packages' must be a list of Debian package names, e.g. ['redis-server']")
+    bad = [p for p in raw if not PACKAGE_RE.match(p)]
+    if bad:
+        raise ConfigError(f"{where}: package name {bad[0]!r}: Debian package names are lowercase letters, digits "
+                          "and + . -")
+    return tuple(sorted(set(raw)))
 
 
 def _network(env: str, raw: Any, lines: _Lines) -> ipaddress.IPv4Network:

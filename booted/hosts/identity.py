@@ -107,6 +107,7 @@ class Identity:
     cpus: int = 1
     ports: tuple[int, ...] = ()  # TCP ports its service listens on (forwarded for user-mode VMs)
     boot_token: str = ""  # a secret of this boot, sent with the phone-home: only this host has it
+    apt_proxy: str = ""  # booted's apt proxy on the gateway, for the host's apt
 
     def env_text(self) -> str:
         """The /run/booted/identity file: shell KEY='value' lines, every value quoted."""
@@ -114,7 +115,7 @@ class Identity:
             "BOOTED_HOSTNAME": self.name, "BOOTED_IP": self.ip, "BOOTED_PREFIX": str(self.prefix),
             "BOOTED_GATEWAY": self.gateway, "BOOTED_MAC": self.mac, "BOOTED_BOOT_URL": self.boot_url,
             "BOOTED_IFACE": "eth0", "BOOTED_LOGIN_USER": self.login_user, "BOOTED_PW_HASH": self.pw_hash or "",
-            "BOOTED_BOOT_TOKEN": self.boot_token,
+            "BOOTED_BOOT_TOKEN": self.boot_token, "BOOTED_APT_PROXY": self.apt_proxy,
         }
         return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 

@@ -38,4 +38,5 @@ def identity(settings: Settings, keys: Keys, env: Environment, image: Image, pw_
         name=image.name, ip=image.ip, prefix=env.network.prefixlen, gateway=str(env.gateway), mac=image.mac,
         boot_url=f"http://{env.gateway}:{settings.http_port}/booted", login_user=settings.user, pw_hash=pw_hash,
         host_key=keys.host_key(image.name), authorized_key=keys.ensure_lab_key(), memory=image.memory,
-        cpus=image.cpus, ports=ports, boot_token=boot_token)
+        cpus=image.cpus, ports=ports, boot_token=boot_token,
+        apt_proxy=f"http://{env.gateway}:{settings.apt_port}")

@@ -29,11 +29,12 @@ PACKAGES = ("openssh-server", "python3", "iproute2", "curl", "busybox-static", "
 GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
 STRIP = (
     "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian", "usr/share/locale",
-    "var/lib/apt/lists", "var/cache/apt", "var/cache/debconf/templates.dat-old", "var/log",
-)
+    "var/cache/apt", "var/cache/debconf/templates.dat-old", "var/log",
+)  # apt's package lists stay: apt-get install works in the lab (through booted's apt proxy) right away
 PHASES = {"Retrieving": "downloading", "Validating": "downloading", "Extracting": "extracting",
           "Unpacking": "unpacking", "Configuring": "configuring", "Installing": "installing"}
-STRIP_RECIPE = "strip-v1 compileall-v1"  # bump when the build steps change, to re-key the cache
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}\Z")
+STRIP_RECIPE = "strip-v2 compileall-v1 apt-lists-v1"  # bump when the build steps change, to re-key the cache
 
 
 def default_mirror(sources: Path = Path("/etc/apt")) -> str:
@@ -67,8 +68,8 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
-def rootfs_key(mirror: str) -> str:
-    return _digest(SUITE, mirror, " ".join(PACKAGES), STRIP_RECIPE)
+def rootfs_key(mirror: str, extra: tuple[str, ...] = ()) -> str:
+    return _digest(SUITE, mirror, " ".join(PACKAGES), " ".join(sorted(set(extra))), STRIP_RECIPE)
 
 
 def layer_key() -> str:
@@ -76,40 +77,47 @@ def layer_key() -> str:
     return _digest(*(f"{p.relative_to(GUEST_DIR)}:{p.read_bytes().hex()}" for p in files))
 
 
-def find_golden(cache_dir: Path, mirror: str | None = None) -> GoldenImage | None:
-    """The cached golden image for the current inputs, or None if it has to be built."""
+def find_golden(cache_dir: Path, mirror: str | None = None, extra: tuple[str, ...] = ()) -> GoldenImage | None:
+    """The cached golden image for the current inputs (with `extra` packages), or None if it has to be built."""
     mirror = mirror or default_mirror()
-    rootfs = cache_dir / f"rootfs-{rootfs_key(mirror)}"
+    rootfs = cache_dir / f"rootfs-{rootfs_key(mirror, extra)}"
     layer = cache_dir / f"layer-{layer_key()}"
     if (rootfs / ".booted-complete").exists() and (layer / ".booted-complete").exists():
         return GoldenImage(f"{rootfs.name[7:]}-{layer.name[6:]}", rootfs, layer)
     return None
 
 
-def ensure_golden(settings: Settings, progress: Callable[[str], None]) -> GoldenImage:
-    """The golden image, built on first use (about a minute), then reused from the cache."""
+def ensure_golden(settings: Settings, progress: Callable[[str], None], extra: tuple[str, ...] = ()) -> GoldenImage:
+    """The golden image with `extra` packages, built on first use (about a minute, more with packages), then
+    reused from the cache by every environment that asks for the same package set."""
     mirror = settings.mirror or default_mirror()
-    found = find_golden(settings.cache_dir, mirror)
+    found = find_golden(settings.cache_dir, mirror, extra)
     if found:
         return found
     with hold(settings.cache_dir / "build.lock", "building the golden image", 3600, progress):
-        return find_golden(settings.cache_dir, mirror) or build_golden(settings, progress, mirror)
+        return find_golden(settings.cache_dir, mirror, extra) or build_golden(settings, progress, mirror, extra)
 
 
-def build_golden(settings: Settings, progress: Callable[[str], None], mirror: str | None = None) -> GoldenImage:
+def build_golden(settings: Settings, progress: Callable[[str], None], mirror: str | None = None,
+                 extra: tuple[str, ...] = ()) -> GoldenImage:
     """Build whatever part of the golden image is missing (idempotent; a crashed build is redone)."""
     mirror = mirror or settings.mirror or default_mirror()
+    extra = tuple(sorted(set(extra)))
+    bad = [p for p in extra if not PACKAGE_RE.match(p)]
+    if bad:
+        raise ImageError(f"package name(s) {', '.join(map(repr, bad))}: Debian package names are lowercase "
+                         "letters, digits and + . -")
     cache_dir = settings.cache_dir
     cache_dir.mkdir(parents=True, exist_ok=True)
-    rootfs = cache_dir / f"rootfs-{rootfs_key(mirror)}"
+    rootfs = cache_dir / f"rootfs-{rootfs_key(mirror, extra)}"
     if not (rootfs / ".booted-complete").exists():
-        _build_rootfs(settings, rootfs, mirror, progress)
+        _build_rootfs(settings, rootfs, mirror, progress, extra)
     else:
         progress(f"golden rootfs cached: {rootfs}")
     layer = cache_dir / f"layer-{layer_key()}"
     if not (layer / ".booted-complete").exists():
         _build_layer(layer)
-    image = find_golden(cache_dir, mirror)
+    image = find_golden(cache_dir, mirror, extra)
     assert image is not None
     return image
 
@@ -132,7 +140,8 @@ def _build_layer(layer: Path) -> None:
     tmp.rename(layer)
 
 
-def _build_rootfs(settings: Settings, rootfs: Path, mirror: str, progress: Callable[[str], None]) -> None:
+def _build_rootfs(settings: Settings, rootfs: Path, mirror: str, progress: Callable[[str], None],
+                  extra: tuple[str, ...]) -> None:
     if not settings.is_root:
         raise NeedsRoot("building the golden image runs debootstrap, which needs root: run 'fab image_golden' "
                         "as root once, and point BOOTED_CACHE_DIR at that cache")
@@ -142,10 +151,12 @@ def _build_rootfs(settings: Settings, rootfs: Path, mirror: str, progress: Calla
     if tmp.exists():
         progress(f"removing an unfinished build: {tmp}")
         shutil.rmtree(tmp)
-    progress(f"building golden rootfs ({SUITE}, {len(PACKAGES)} packages) from {mirror}; about a minute")
+    progress(f"building golden rootfs ({SUITE}, {len(PACKAGES)} packages"
+             + (f" + {' '.join(extra)}" if extra else "") + f") from {mirror}; about a minute")
     cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tmp), mirror]
     start = time.monotonic()
     _run_with_progress(cmd, progress, start)
+    _apt_in_chroot(tmp, extra, progress, start)
     progress(f"[{time.monotonic() - start:5.1f}s] stripping and byte-compiling")
     for rel in STRIP:
         path = tmp / rel
@@ -157,9 +168,39 @@ def _build_rootfs(settings: Settings, rootfs: Path, mirror: str, progress: Calla
     (tmp / "etc/machine-id").write_text("")
     subprocess.run(["chroot", str(tmp), "python3", "-m", "compileall", "-q", "/usr/lib/python3.11"],
                    check=False, capture_output=True)
-    (tmp / ".booted-complete").write_text(f"{SUITE} {' '.join(PACKAGES)}\n")
+    (tmp / ".booted-complete").write_text(f"{SUITE} {' '.join(PACKAGES)} {' '.join(extra)}\n")
     tmp.rename(rootfs)
     progress(f"[{time.monotonic() - start:5.1f}s] golden rootfs ready: {rootfs}")
+
+
+def _apt_in_chroot(root: Path, extra: tuple[str, ...], progress: Callable[[str], None], start: float) -> None:
+    """apt's package lists (so the lab installs at run time), then the extra packages, with services kept
+    from starting in the chroot (policy-rc.d) and proc mounted for maintainer scripts."""
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    resolv = root / "etc/resolv.conf"
+    shutil.copyfile("/etc/resolv.conf", resolv)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8"}
+    subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+    try:
+        progress(f"[{time.monotonic() - start:5.1f}s] apt-get update (package lists for the lab)")
+        _chroot(root, ["apt-get", "update", "-q"], env)
+        if extra:
+            progress(f"[{time.monotonic() - start:5.1f}s] installing {' '.join(extra)}")
+            _chroot(root, ["apt-get", "install", "-y", "-q", "--no-install-recommends", *extra], env)
+        _chroot(root, ["apt-get", "clean"], env)
+    finally:
+        subprocess.run(["umount", str(root / "proc")], check=False)
+        policy.unlink(missing_ok=True)
+        resolv.write_text("")
+
+
+def _chroot(root: Path, cmd: list[str], env: dict[str, str]) -> None:
+    proc = subprocess.run(["chroot", str(root), *cmd], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-6:])
+        raise ImageError(f"{' '.join(cmd[:2])} in the golden image failed (exit {proc.returncode}):\n{tail}")
 
 
 def _run_with_progress(cmd: list[str], progress: Callable[[str], None], start: float) -> None:

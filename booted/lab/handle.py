@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -120,6 +120,15 @@ class LabHandle:
         inv = self.ctx.inventory
         return status_rows(self.env, self.running(), inv.images(self.env.name), inv.hosts(), inv.releases())
 
+    def packages(self) -> tuple[str, ...]:
+        """The extra Debian packages of this lab's golden image: the environment's and its services'."""
+        services = self.ctx.services
+        wanted = set(self.env.packages)
+        for spec in self.env.hosts:
+            if spec.service in services:
+                wanted |= set(services[spec.service].packages)
+        return tuple(sorted(wanted))
+
     # host images -----------------------------------------------------------------------------------
     def images(self, names: list[str]) -> list[Image]:
         """Host images for names: from environments.py (made on first use), or existing clones not in it."""
@@ -186,8 +195,9 @@ class LabHandle:
         self.ctx.say(f"starting {len(images)} host(s) of {self.env.name} on {self.env.provider} "
                      f"({len(already)} already running)")
         self.provider.prepare_network(self.lab)  # network and nginx first: hosts phone home while booting
-        self.ctx.serve_nginx()
-        started, errors = self.provider.start(self.lab, idents, self.ctx.say)
+        self.ctx.serve_gateways()
+        lab = replace(self.lab, packages=self.packages())
+        started, errors = self.provider.start(lab, idents, self.ctx.say)
         for s in started:
             self.ctx.inventory.set_running(s.name, s.pid)
         self.ctx.pin_host_keys()  # forwarded SSH ports (user-mode VMs) are known once the VMs run
@@ -226,7 +236,7 @@ class LabHandle:
             self.ctx.inventory.set_running(name, None)
         self.ctx.inventory.remove_hosts(stopped)
         self.provider.teardown(self.lab)
-        self.ctx.serve_nginx()  # stop listening on a gateway that is gone
+        self.ctx.serve_gateways()  # stop listening on a gateway that is gone
         return [HostResult(n, n not in errors, errors.get(n, "stopped" if n in running else "was not running"))
                 for n in names]
 
@@ -245,7 +255,7 @@ class LabHandle:
                 self.ctx.inventory.forget_releases(image.name)
         if not names:
             self.provider.teardown(self.lab)
-            self.ctx.serve_nginx()
+            self.ctx.serve_gateways()
         return results
 
     # whole-environment runs --------------------------------------------------------------------------

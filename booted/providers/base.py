@@ -34,6 +34,7 @@ class Lab:
     lab_id: str
     network: ipaddress.IPv4Network
     dir: Path
+    packages: tuple[str, ...] = ()  # extra Debian packages its golden image carries (environment + services)
 
     @property
     def gateway(self) -> str:

@@ -67,7 +67,7 @@ class NetnsProvider(Provider):
         return name if Path(f"/run/netns/{self.netns(lab, name)}").exists() else None
 
     def start(self, lab: Lab, hosts: list[Identity], progress: Progress) -> tuple[list[Started], dict[str, str]]:
-        golden = ensure_golden(self.settings, progress)
+        golden = ensure_golden(self.settings, progress, lab.packages)
         for path in golden.lowerdirs:
             if ":" in str(path) or "," in str(path):
                 raise ProviderError(f"image path {path} contains ':' or ',': overlayfs cannot use it; "

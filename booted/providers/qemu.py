@@ -115,7 +115,7 @@ class QemuProvider(Provider):
         return addresses + ([lab.gateway] if link_exists(lab.bridge) else [])
 
     def start(self, lab: Lab, hosts: list[Identity], progress: Progress) -> tuple[list[Started], dict[str, str]]:
-        golden = ensure_golden(self.settings, progress)
+        golden = ensure_golden(self.settings, progress, lab.packages)
         cache_dir = self.settings.cache_dir
         assets = ensure_assets(cache_dir, golden, progress, self.settings.path)
         accel, why = detect_accel(cache_dir, assets.kernel.vmlinuz, self.settings.accel)

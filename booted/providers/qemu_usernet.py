@@ -63,4 +63,8 @@ def user_netdev(lab: Lab, host: Identity, forwards: dict[int, int]) -> str:
     parts = [f"user,id=n0,restrict=on,net={net},host={slirp_host},dns={slirp_dns}"]
     parts += [f"hostfwd=tcp:127.0.0.1:{fwd}-{host.ip}:{guest}" for guest, fwd in sorted(forwards.items())]
     parts.append(f"guestfwd=tcp:{boot.hostname}:{boot.port or 80}-cmd:{relay}")
+    if host.apt_proxy:  # the apt proxy on the gateway, relayed to booted's apt-cacher-ng on loopback
+        apt = urlsplit(host.apt_proxy)
+        relay = f"{opt(relay_python())} {opt(RELAY)} 127.0.0.1 {apt.port or 80}"
+        parts.append(f"guestfwd=tcp:{apt.hostname}:{apt.port or 80}-cmd:{relay}")
     return ",".join(parts)

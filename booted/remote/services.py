@@ -18,11 +18,12 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from booted.environments import packages_of
 from booted.errors import ConfigError, DeployError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}\Z")
 HEALTH_RE = re.compile(r"^/[A-Za-z0-9/._~?=&-]{0,200}\Z")
-KEYS = {"port", "start", "health", "description", "upstream"}
+KEYS = {"port", "start", "health", "description", "upstream", "packages", "setup"}
 PLACEHOLDERS = {"ip", "port", "host", "version", "backends"}
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
@@ -38,6 +39,8 @@ class Service:
     health: str
     description: str
     upstream: str | None = None  # a service whose hosts this one fronts ({backends} in `start`)
+    packages: tuple[str, ...] = ()  # Debian packages its hosts' golden image carries
+    setup: str | None = None  # run in a new release before it is switched to, once per release and host
 
     @property
     def repo_var(self) -> str:
@@ -105,7 +108,12 @@ def load_service(folder: Path) -> Service:
     upstream = data.get("upstream")
     if upstream is not None and (not isinstance(upstream, str) or not NAME_RE.match(upstream)):
         raise ConfigError(f"{path}: 'upstream' must name another service (a folder under service/)")
-    return Service(folder.name, folder, port, start, health, str(data.get("description", "")), upstream)
+    setup = data.get("setup")
+    if setup is not None and (not isinstance(setup, str) or not setup.strip()):
+        raise ConfigError(f"{path}: 'setup' must be a shell command, e.g. \"pip install -r requirements.txt\"")
+    packages = packages_of(data.get("packages", []), str(path))
+    return Service(folder.name, folder, port, start, health, str(data.get("description", "")), upstream, packages,
+                   setup)
 
 
 def get_service(services_dir: Path, name: str, services: dict[str, Service] | None = None) -> Service:

@@ -45,6 +45,15 @@ def test_ansible_ssh_and_testinfra_reach_every_host(lab_run: LabRun) -> None:
                               "command", "-a", "hostname"], env=env, capture_output=True, text=True, timeout=300)
     assert workers.returncode == 0 and "web01" in workers.stdout and "lb01" not in workers.stdout
 
+    # packages at run time: the lab has no route out; apt goes through booted's apt proxy on the gateway
+    apt = subprocess.run([str(BIN / "ansible"), "-i", str(tmp / "inventory.yml"), "all", "-m", "apt", "-a",
+                          "name=htop"], env=env, capture_output=True, text=True, timeout=600)
+    assert apt.returncode == 0, apt.stdout + apt.stderr
+    assert apt.stdout.count("CHANGED") == 3
+    assert lab_run.fab("hosts_run", "htop --version | head -1").stdout.count("htop 3") == 3
+    route = lab_run.fab("hosts_run", "echo routes: $(ip route | grep -c default)", "--hosts", "web01").stdout
+    assert "routes: 0" in route  # still no way out: packages came through the proxy
+
     ssh = subprocess.run(["ssh", "-F", str(tmp / "ssh_config"), "web02", "hostname"], capture_output=True, text=True,
                          timeout=60, stdin=subprocess.DEVNULL)
     assert ssh.returncode == 0 and ssh.stdout.strip() == "web02", ssh.stderr
