@@ -90,20 +90,27 @@ def host_values(service: Service, target: Target) -> dict[str, str]:
             "url": f"http://{target.ip}:{service.port}{service.health}"}
 
 
-def run_sh(service: Service, target: Target, version: str, backends: str) -> str:
-    """run.sh of a host: the supervisor loop around service.toml's `start`, placeholders quoted."""
+def fill(command: str, service: Service, target: Target, version: str, backends: str) -> str:
+    """A service.toml command with its placeholders ({ip} {port} {host} {version} {backends}) quoted."""
     values = {"ip": target.ip, "port": str(service.port), "host": target.name, "version": version,
               "backends": backends}
-    command = service.start.format(**{k: shlex.quote(v) for k, v in values.items()})
-    return scripts.run_sh({"base": base(service), "service": service.name}, command)
+    return command.format(**{k: shlex.quote(v) for k, v in values.items()})
+
+
+def run_sh(service: Service, target: Target, version: str, backends: str) -> str:
+    """run.sh of a host: the supervisor loop around service.toml's `start`, placeholders quoted."""
+    return scripts.run_sh({"base": base(service), "service": service.name},
+                          fill(service.start, service, target, version, backends))
 
 
 def deploy_script(service: Service, target: Target, release: Release, incoming: str, backends: str,
                   restart: bool = True) -> str:
-    """Unpack, switch, and (with `restart`) restart the service if it runs and something changed."""
+    """Unpack, run the setup command once, switch, and (with `restart`) restart the service where wanted."""
     return scripts.render("deploy", {**host_values(service, target), "rel": f"releases/{release.id}",
                                      "tgz": incoming, "run_sh": run_sh(service, target, release.version, backends),
-                                     "restart": "1" if restart else ""})
+                                     "restart": "1" if restart else "",
+                                     "setup": fill(service.setup, service, target, release.version, backends)
+                                     if service.setup else ""})
 
 
 def start_script(service: Service, target: Target) -> str:
@@ -121,9 +128,11 @@ def _deploy(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
         incoming = f"{ROOT}/.incoming-{p.service.name}-{release.id}-{uuid.uuid4().hex[:8]}.tar.gz"
         fleet.put(target, release.data, incoming)
         out = fleet.sh(target, deploy_script(p.service, target, release, incoming, backends.get(target.name, "")))
-        what = "switched to" if "switched" in out.split() else "already at"
-        restarted = ", restarted" if "started" in out.split() else ""
-        return Done(f"{what} {release.version}{restarted}", release.version)
+        words = out.split()
+        what = "switched to" if "switched" in words else "already at"
+        setup = " (setup ran)" if "setup-ran" in words else ""
+        restarted = ", restarted" if "started" in words else ""
+        return Done(f"{what} {release.version}{setup}{restarted}", release.version)
     return step, ",".join(sorted({r.version for r in releases.values()}))
 
 

@@ -111,6 +111,10 @@ def load_service(folder: Path) -> Service:
     setup = data.get("setup")
     if setup is not None and (not isinstance(setup, str) or not setup.strip()):
         raise ConfigError(f"{path}: 'setup' must be a shell command, e.g. \"pip install -r requirements.txt\"")
+    names = {field for _, field, _, _ in string.Formatter().parse(setup or "") if field is not None}
+    if names - PLACEHOLDERS:
+        raise ConfigError(f"{path}: 'setup' uses {{{sorted(names - PLACEHOLDERS)[0]}}}: the placeholders are "
+                          f"{', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))}")
     packages = packages_of(data.get("packages", []), str(path))
     return Service(folder.name, folder, port, start, health, str(data.get("description", "")), upstream, packages,
                    setup)

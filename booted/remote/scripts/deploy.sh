@@ -4,7 +4,9 @@
 # since) unless it already runs exactly the current release and run.sh: this also repairs a host left
 # half-way by a killed run.
 # booted sets: rel (releases/<id>), tgz (the uploaded archive), run_sh (run.sh's text), restart (non-empty:
-# restart a running service here); needs lib.sh.
+# restart a running service here), setup (service.toml's setup command, or empty); needs lib.sh.
+# The setup command runs in the new release before it is switched to, once per release and host; if it
+# fails, the previous release stays current (and running) and its output's tail is the host's reason.
 # shellcheck disable=SC2154
 set -e
 svc_lock
@@ -16,6 +18,17 @@ if [ ! -d "$base/$rel" ]; then
   mv -T "$tmp" "$base/$rel" 2>/dev/null || rm -rf "$tmp"  # another run unpacked it first: same content
 fi
 rm -f "$tgz"
+if [ -n "$setup" ] && [ ! -e "$base/$rel/.booted-setup-done" ]; then
+  if (cd "$base/$rel" && sh -c "$setup") >"$base/$rel/.booted-setup.log" 2>&1 </dev/null; then
+    touch "$base/$rel/.booted-setup-done"
+    echo setup-ran
+  else
+    code=$?
+    echo "setup failed (exit $code), $(readlink "$base/current" || echo nothing) stays current:" >&2
+    tail -n 3 "$base/$rel/.booted-setup.log" >&2
+    exit 5
+  fi
+fi
 tmp=$(mktemp "$base/.run.sh.XXXXXX")
 printf '%s' "$run_sh" >"$tmp"
 if cmp -s "$tmp" "$base/run.sh"; then rm -f "$tmp"; else mv "$tmp" "$base/run.sh"; fi
