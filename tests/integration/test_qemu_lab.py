@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from booted.providers.procs import processes
 from tests.integration.conftest import LabRun, leftovers
+from tests.integration.test_tools import ansible
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 not installed")]
@@ -25,15 +27,7 @@ ENV = '''ENVIRONMENTS = {
 
 
 def qemu_processes(lab_id: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(a.startswith(f"booted-{lab_id}-".encode()) for a in argv):
-            found.append(int(pid))
-    return found
+    return [pid for pid, argv in processes() if any(a.startswith(f"booted-{lab_id}-") for a in argv)]
 
 
 def test_qemu_lab_boots_serves_and_stops_clean(lab_run: LabRun) -> None:
@@ -44,6 +38,10 @@ def test_qemu_lab_boots_serves_and_stops_clean(lab_run: LabRun) -> None:
     listed = json.loads(lab_run.fab("hosts_list", "--json").stdout)
     assert {h["name"]: h["ip"] for h in listed} == {"web01": "10.213.60.2", "web02": "10.213.60.3"}
     assert "2 ok, 0 failed" in lab_run.fab("hello_test").stdout
+
+    # packages at run time through booted's apt proxy, driven by Ansible through booted's inventory
+    apt = ansible(lab_run, "all", "-m", "apt", "-a", "name=htop")
+    assert apt.stdout.count("CHANGED") == 2, apt.stdout
 
     # a real VM: busybox init is PID 1, its own kernel, the hostname from its fw_cfg identity
     out = lab_run.fab("hosts_run", "hostname; cat /proc/1/comm; uname -r", "--hosts", "web02").stdout

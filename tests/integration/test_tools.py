@@ -28,27 +28,30 @@ def test_the_host_is_a_booted_lab_host(host):
 '''
 
 
+def ansible(lab_run: LabRun, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `ansible -i <fab inventory> ARGS` against the lab; fails the test on a non-zero exit."""
+    tmp = lab_run.tmp
+    inventory = tmp / "inventory.yml"
+    inventory.write_text(lab_run.fab("inventory").stdout)
+    env = {**lab_run.env, "ANSIBLE_HOME": str(tmp / "ansible"), "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible" / "tmp"),
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOST_KEY_CHECKING": "True"}
+    proc = subprocess.run([str(BIN / "ansible"), "-i", str(inventory), *args], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 def test_ansible_ssh_and_testinfra_reach_every_host(lab_run: LabRun) -> None:
     Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(ENV)
     assert "3 ok, 0 failed" in lab_run.fab("env_start_all").stdout
     tmp = lab_run.tmp
-    (tmp / "inventory.yml").write_text(lab_run.fab("inventory").stdout)
     (tmp / "ssh_config").write_text(lab_run.fab("ssh_config").stdout)
-    env = {**lab_run.env, "ANSIBLE_HOME": str(tmp / "ansible"), "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible" / "tmp"),
-           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOST_KEY_CHECKING": "True"}
-
-    ping = subprocess.run([str(BIN / "ansible"), "-i", str(tmp / "inventory.yml"), "all", "-m", "ping"], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert ping.returncode == 0, ping.stdout + ping.stderr
-    assert ping.stdout.count("SUCCESS") == 3
-    workers = subprocess.run([str(BIN / "ansible"), "-i", str(tmp / "inventory.yml"), "service_hello", "-m",
-                              "command", "-a", "hostname"], env=env, capture_output=True, text=True, timeout=300)
-    assert workers.returncode == 0 and "web01" in workers.stdout and "lb01" not in workers.stdout
+    assert ansible(lab_run, "all", "-m", "ping").stdout.count("SUCCESS") == 3
+    workers = ansible(lab_run, "service_hello", "-m", "command", "-a", "hostname")
+    assert "web01" in workers.stdout and "lb01" not in workers.stdout
 
     # packages at run time: the lab has no route out; apt goes through booted's apt proxy on the gateway
-    apt = subprocess.run([str(BIN / "ansible"), "-i", str(tmp / "inventory.yml"), "all", "-m", "apt", "-a",
-                          "name=htop"], env=env, capture_output=True, text=True, timeout=600)
-    assert apt.returncode == 0, apt.stdout + apt.stderr
+    apt = ansible(lab_run, "all", "-m", "apt", "-a", "name=htop")
     assert apt.stdout.count("CHANGED") == 3
     assert lab_run.fab("hosts_run", "htop --version | head -1").stdout.count("htop 3") == 3
     route = lab_run.fab("hosts_run", "echo routes: $(ip route | grep -c default)", "--hosts", "web01").stdout
@@ -71,3 +74,14 @@ def test_ansible_ssh_and_testinfra_reach_every_host(lab_run: LabRun) -> None:
     inv = json.loads(lab_run.fab("inventory", "--format", "json").stdout)
     assert inv["groups"]["service_hello"] == ["web01", "web02"] and inv["groups"]["role_lb"] == ["lb01"]
     assert "service_hello = [('web01'" in lab_run.fab("inventory", "--format", "pyinfra").stdout
+
+
+def test_an_environment_with_packages_boots_with_them(lab_run: LabRun) -> None:
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(
+        'ENVIRONMENTS = {"pk": {"provider": "netns", "network": "10.213.30.0/24", "packages": ["redis-server"],'
+        ' "hosts": {"r[1:2]": {}}}}\n')
+    start = lab_run.fab("env_start_all", timeout=900)
+    assert "2 ok, 0 failed" in start.stdout, start.stdout + start.stderr
+    out = lab_run.fab("hosts_run", "redis-server --version; redis-server --port 6390 --bind 127.0.0.1 --daemonize yes"
+                      " >/dev/null; sleep 0.5; redis-cli -p 6390 ping").stdout
+    assert out.count("Redis server v=") == 2 and out.count("PONG") == 2, out
