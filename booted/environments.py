@@ -19,7 +19,8 @@ from booted.errors import ConfigError
 from booted.providers import NAMES as PROVIDERS
 
 HOST_KEYS = {"role", "service", "version", "memory", "cpus"}
-ENV_KEYS = {"provider", "network", "hosts", "min", "packages"}
+ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init"}
+INITS = ("busybox", "systemd")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}\Z")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
 RANGE_RE = re.compile(r"^([a-z][a-z0-9-]*)\[(\d+):(\d+)\]([a-z0-9-]*)\Z")
@@ -49,6 +50,7 @@ class Environment:
     minimum: dict[str, int] = field(default_factory=dict)
     source: str = ""
     packages: tuple[str, ...] = ()  # extra Debian packages baked into its golden image
+    init: str = "busybox"  # what hosts boot: busybox init (fast) or Debian's systemd
 
     def host(self, name: str) -> HostSpec:
         for spec in self.hosts:
@@ -196,7 +198,11 @@ def _environment(name: Any, value: Any, lines: _Lines) -> Environment:
                           f"for {network.num_addresses - 3} hosts, {len(hosts)} are defined: use a larger network")
     minimum = _minimum(name, value.get("min", {}), hosts, lines)
     packages = packages_of(value.get("packages", []), f"{lines.where(name, 'packages')}: environment {name!r}")
-    return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path), packages)
+    init = value.get("init", "busybox")
+    if init not in INITS:
+        raise ConfigError(f"{lines.where(name, 'init')}: environment {name!r}: init {init!r} is not one of "
+                          f"{', '.join(INITS)}")
+    return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path), packages, init)
 
 
 def packages_of(raw: Any, where: str) -> tuple[str, ...]:

@@ -34,6 +34,10 @@ STRIP = (
 PHASES = {"Retrieving": "downloading", "Validating": "downloading", "Extracting": "extracting",
           "Unpacking": "unpacking", "Configuring": "configuring", "Installing": "installing"}
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}\Z")
+# Units a systemd image never starts: the package's sshd (all addresses, no host key; booted.service runs
+# sshd on the lab IP), e2scrub (needs LVM), gettys (no udev in the image: they would wait 90 s for the tty).
+MASKED_UNITS = ("ssh.service", "ssh.socket", "e2scrub_reap.service", "serial-getty@.service", "getty@.service")
+LAYER_RECIPE = "layer-v2"  # bump when _build_layer changes, to re-key the cache
 STRIP_RECIPE = "strip-v2 compileall-v1 apt-lists-v1"  # bump when the build steps change, to re-key the cache
 
 
@@ -74,7 +78,8 @@ def rootfs_key(mirror: str, extra: tuple[str, ...] = ()) -> str:
 
 def layer_key() -> str:
     files = sorted(p for p in GUEST_DIR.rglob("*") if p.is_file())
-    return _digest(*(f"{p.relative_to(GUEST_DIR)}:{p.read_bytes().hex()}" for p in files))
+    return _digest(LAYER_RECIPE, " ".join(MASKED_UNITS),
+                   *(f"{p.relative_to(GUEST_DIR)}:{p.read_bytes().hex()}" for p in files))
 
 
 def find_golden(cache_dir: Path, mirror: str | None = None, extra: tuple[str, ...] = ()) -> GoldenImage | None:
@@ -135,6 +140,14 @@ def _build_layer(layer: Path) -> None:
     shutil.copy2(GUEST_DIR / "inittab", tmp / "etc" / "inittab")
     os.chmod(tmp / "etc" / "inittab", 0o644)
     (target / "init").symlink_to("/bin/busybox")
+    # systemd images run the boot script as a unit; the package's own sshd (all addresses, no host key) never
+    units = tmp / "etc/systemd/system"
+    (units / "multi-user.target.wants").mkdir(parents=True)
+    shutil.copy2(GUEST_DIR / "booted.service", units / "booted.service")
+    os.chmod(units / "booted.service", 0o644)
+    (units / "multi-user.target.wants" / "booted.service").symlink_to("/etc/systemd/system/booted.service")
+    for unit in MASKED_UNITS:
+        (units / unit).symlink_to("/dev/null")
     (tmp / ".booted-complete").write_text("ok\n")
     shutil.rmtree(layer, ignore_errors=True)
     tmp.rename(layer)

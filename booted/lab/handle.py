@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from booted.context import Booted
 
 STEPS = ("boot", *deploy.DELIVER)
+SYSTEMD_PACKAGES = ("systemd-sysv", "dbus")  # what "init": "systemd" adds to the golden image
 
 
 @dataclass
@@ -67,7 +68,7 @@ class LabHandle:
     def __init__(self, ctx: Booted, env: Environment, provider: Callable[[Settings], Provider]) -> None:
         s = ctx.settings
         self.ctx, self.env = ctx, env
-        self.lab = Lab(env.name, s.lab_id(env.name), env.network, s.state_dir / "labs" / env.name)
+        self.lab = Lab(env.name, s.lab_id(env.name), env.network, s.state_dir / "labs" / env.name, init=env.init)
         self.provider = provider(s)
         self._checked = False
         self._held = 0  # depth of this handle's lab lock (start_worker -> stop + start_hosts -> start)
@@ -123,7 +124,7 @@ class LabHandle:
     def packages(self) -> tuple[str, ...]:
         """The extra Debian packages of this lab's golden image: the environment's and its services'."""
         services = self.ctx.services
-        wanted = set(self.env.packages)
+        wanted = set(self.env.packages) | (set(SYSTEMD_PACKAGES) if self.env.init == "systemd" else set())
         for spec in self.env.hosts:
             if spec.service in services:
                 wanted |= set(services[spec.service].packages)

@@ -35,6 +35,7 @@ class Lab:
     network: ipaddress.IPv4Network
     dir: Path
     packages: tuple[str, ...] = ()  # extra Debian packages its golden image carries (environment + services)
+    init: str = "busybox"  # busybox | systemd
 
     @property
     def gateway(self) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from booted.config import CHILD_ENV
-from booted.errors import ProviderError
+from booted.errors import ProviderError, ToolMissing
 from booted.hosts.identity import Identity
 from booted.images.golden import ensure_golden
 from booted.providers.base import Lab, Progress, Provider, Started
@@ -25,25 +25,19 @@ from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove
 from booted.providers.procs import alive
 
 MARK = "booted-host"
-# Runs in the host's new mount/pid/uts namespaces; every path arrives as an argument, never in the text.
-SETUP = r"""set -e
-root=$1 lower=$2 upper=$3 work=$4 ident=$5
-mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$root"
-mount -t proc proc "$root/proc"
-mount -t sysfs sysfs "$root/sys"
-mount --rbind /dev "$root/dev"
-mount -t tmpfs -o mode=0755,size=64m tmpfs "$root/run"
-mount -t tmpfs -o mode=1777,size=256m tmpfs "$root/tmp"
-mkdir -p "$root/run/booted"
-cp "$ident"/* "$root/run/booted/"
-exec chroot "$root" /usr/lib/booted/boot
-"""
+SETUP = (Path(__file__).resolve().parent / "netns-host.sh").read_text()  # shellchecked in CI
 
 
 class NetnsProvider(Provider):
     name = "netns"
     tools: ClassVar[dict[str, str]] = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
                                        "chroot": "coreutils", "mount": "mount"}
+
+    def check(self, lab: Lab | None = None) -> None:
+        super().check(lab)
+        if lab is not None and lab.init == "systemd" and self.settings.which("systemd-nspawn") is None:
+            raise ToolMissing("\"init\": \"systemd\" on netns hosts needs systemd-nspawn: apt-get install "
+                              "systemd-container (or run setup.sh)")
     needs_root = True
 
     # names ---------------------------------------------------------------------------------------
@@ -107,6 +101,8 @@ class NetnsProvider(Provider):
         for ns in gone:
             self._kill_netns_pids(ns)
         ip_batch([f"netns del {ns}" for ns in gone])
+        for name in names:
+            _remove_cgroups(self.netns(lab, name))
         left = set(self._namespaces(lab))
         errors = {n: "namespace still present after stop" for n in names if self.netns(lab, n) in left}
         errors |= {n: f"handle PID {running[n]} did not exit" for n in names if n in running and alive(running[n])}
@@ -173,7 +169,7 @@ class NetnsProvider(Provider):
         host.write_dir(ident)
         cmd = ["nsenter", f"--net=/run/netns/{ns}", "unshare", "--uts", "--mount", "--pid", "--fork",
                "--kill-child", "--propagation", "private", "sh", "-c", SETUP, MARK,
-               str(hdir / "root"), lower, str(hdir / "upper"), str(hdir / "work"), str(ident)]
+               str(hdir / "root"), lower, str(hdir / "upper"), str(hdir / "work"), str(ident), lab.init, ns, host.name]
         with open(hdir / "console.log", "ab") as console:
             console.write(f"--- booted: starting {host.name} at {time.strftime('%F %T')}\n".encode())
             console.flush()
@@ -191,3 +187,23 @@ def _on_bridge(link: str, bridge: str) -> bool:
     except (OSError, ValueError):
         return False
     return master == bridge and bool(flags & 1)
+
+
+CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
+
+
+def _remove_cgroups(ns: str, wait: float = 5.0) -> None:
+    """The cgroups a systemd host had (netns-host.sh makes booted/<ns> in each hierarchy): removed deepest
+    first once their processes are gone (a killed container's processes exit a moment after its init)."""
+    tops = [Path(root) / "booted" / ns for root in CGROUP_ROOTS if (Path(root) / "booted" / ns).is_dir()]
+    deadline = time.monotonic() + wait
+    while tops and time.monotonic() < deadline:
+        for top in tops:
+            for dirpath, _, _ in sorted(os.walk(top), key=lambda d: -d[0].count("/")):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
+        tops = [t for t in tops if t.is_dir()]
+        if tops:
+            time.sleep(0.05)

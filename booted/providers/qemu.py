@@ -31,8 +31,8 @@ from booted.providers.qemu_usernet import FORWARDS, USERNET_MARK, free_ports, re
 from booted.providers.qemuctl import QBOOT, QEMU, detect_accel, opt, qmp
 
 KERNEL_ARGS = ("console=ttyS0 quiet panic=1 mitigations=off cryptomgr.notests i8042.noaux i8042.nokbd "
-               "i8042.nopnp tsc=reliable no_timer_check 8250.nr_uarts=1 nowatchdog net.ifnames=0 "
-               "root=/dev/vda init=/usr/lib/booted/init")
+               "i8042.nopnp tsc=reliable no_timer_check 8250.nr_uarts=1 nowatchdog net.ifnames=0 root=/dev/vda")
+INITS = {"busybox": "init=/usr/lib/booted/init", "systemd": "init=/lib/systemd/systemd systemd.show_status=0"}
 IDENTITY_FILES = ("identity", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "authorized_keys")
 POWERDOWN_SECONDS = 3.0
 def boot_timeout(base: float, booting: int, cores: int | None = None) -> float:
@@ -78,7 +78,7 @@ class QemuProvider(Provider):
                *(["-cpu", "host"] if accel == "kvm" else []), "-m", str(host.memory), "-smp", str(host.cpus),
                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                "-bios", QBOOT, "-kernel", str(assets.kernel.vmlinuz), "-initrd", str(assets.initramfs),
-               "-append", KERNEL_ARGS,
+               "-append", f"{KERNEL_ARGS} {INITS[lab.init]}",
                "-drive", f"file={opt(hdir / 'disk.qcow2')},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
                "-device", "virtio-rng-pci",
                "-netdev", netdev,

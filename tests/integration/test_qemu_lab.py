@@ -64,3 +64,16 @@ def test_qemu_lab_boots_serves_and_stops_clean(lab_run: LabRun) -> None:
     assert qemu_processes(lab.lab_id) == []
     assert not [n for n in os.listdir("/sys/class/net") if n.startswith(f"bq{lab.lab_id}")]
     assert not list(lab.dir.glob("hosts/*/disk.qcow2"))
+
+
+def test_a_systemd_vm_boots_and_serves(lab_run: LabRun) -> None:
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(
+        'ENVIRONMENTS = {"qsd": {"provider": "qemu", "network": "10.213.62.0/24", "init": "systemd",'
+        ' "hosts": {"v1": {"service": "hello", "version": "1.0"}}}}\n')
+    start = lab_run.fab("env_start_all", timeout=900)
+    assert "1 ok, 0 failed" in start.stdout, start.stdout + start.stderr
+    out = lab_run.fab("hosts_run", "cat /proc/1/comm; systemctl is-system-running --wait; "
+                                   "systemctl is-active booted.service").stdout
+    assert "--- v1\nsystemd\nrunning\nactive" in out, out
+    assert "1 ok, 0 failed" in lab_run.fab("env_stop").stdout
+    assert leftovers(lab_run) == []

@@ -85,3 +85,21 @@ def test_an_environment_with_packages_boots_with_them(lab_run: LabRun) -> None:
     out = lab_run.fab("hosts_run", "redis-server --version; redis-server --port 6390 --bind 127.0.0.1 --daemonize yes"
                       " >/dev/null; sleep 0.5; redis-cli -p 6390 ping").stdout
     assert out.count("Redis server v=") == 2 and out.count("PONG") == 2, out
+
+
+def test_systemd_hosts_run_services_from_packages(lab_run: LabRun) -> None:
+    """"init": "systemd": Debian's systemd is PID 1 (systemd-nspawn on netns hosts); a package's service
+    starts as on a real server and Ansible's service module drives it."""
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(
+        'ENVIRONMENTS = {"sd": {"provider": "netns", "network": "10.213.31.0/24", "init": "systemd",'
+        ' "hosts": {"s[1:2]": {"service": "hello", "version": "1.0"}}}}\n')
+    start = lab_run.fab("env_start_all", timeout=900)
+    assert "2 ok, 0 failed" in start.stdout, start.stdout + start.stderr
+    out = lab_run.fab("hosts_run", "cat /proc/1/comm; systemctl is-system-running --wait").stdout
+    assert out.count("systemd\nrunning") == 2, out
+    ansible(lab_run, "all", "-m", "apt", "-a", "name=redis-server")
+    assert lab_run.fab("hosts_run", "systemctl is-active redis-server").stdout.count("\nactive") == 2
+    ansible(lab_run, "s1", "-m", "service", "-a", "name=redis-server state=stopped")
+    states = lab_run.fab("hosts_run", "systemctl is-active redis-server || true").stdout
+    assert "--- s1\ninactive" in states and "--- s2\nactive" in states, states  # each host its own systemd
+    assert "2 ok, 0 failed" in lab_run.fab("env_stop").stdout
