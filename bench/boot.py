@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/boot.py           # 1, 4 and 8 VMs, one after the other (needs root + QEMU)
     .venv/bin/python bench/boot.py --smoke   # 1 VM
+    .venv/bin/python bench/boot.py --inits busybox,systemd   # both images: busybox init and Debian's systemd
 
 Each size gets a private state directory and its own network with N hosts running hello 1.0. The number
 is the wall time of `fab env_start_all` (Python start-up, VM boots at most BOOTED_BOOT_PARALLEL at once,
 discovery, deploy, start and test of hello), with the kernel, initramfs, disk image and accelerator verdict
 already cached (prepared first, not timed). "all SSH" is when the last VM answered SSH, from the provider's
 progress lines. Every lab is stopped in `finally` and checked for leftover QEMU processes and taps.
-Last line: `boot4_over_boot1=<ratio>` (nan with --smoke).
+Last line: `boot4_over_boot1=<ratio>` (nan with --smoke), and with both inits
+`systemd_over_busybox_ssh1=<ratio>` (1 VM, time until it answers SSH).
 """
 
 from __future__ import annotations
@@ -31,23 +33,27 @@ ENV = '''ENVIRONMENTS = {{
     "bench": {{
         "provider": "qemu",
         "network": "{net}",
+        "init": "{init}",
         "hosts": {{"web[01:{n:02d}]": {{"role": "worker", "service": "hello", "version": "1.0"}}}},
     }},
 }}
 '''
 
 
-def prepare() -> str:
-    """Build (or find) the golden image, the qemu assets and the accel verdict outside the timed runs."""
+def prepare(inits: list[str]) -> str:
+    """Build (or find) the golden images, the qemu assets and the accel verdict outside the timed runs."""
     from booted.images.golden import ensure_golden
     from booted.images.vm_assets import ensure_assets
+    from booted.lab.handle import SYSTEMD_PACKAGES
     from booted.providers.qemuctl import detect_accel
 
     settings = Settings.from_env({**os.environ, "BOOTED_CACHE_DIR": os.environ.get("BOOTED_CACHE_DIR")
                                   or str(lib.GOLDEN_CACHE)})
-    golden = ensure_golden(settings, say)
-    assets = ensure_assets(settings.cache_dir, golden, say, settings.path)
-    accel, why = detect_accel(settings.cache_dir, assets.kernel.vmlinuz, settings.accel)
+    accel = why = ""
+    for init in inits:
+        golden = ensure_golden(settings, say, SYSTEMD_PACKAGES if init == "systemd" else ())
+        assets = ensure_assets(settings.cache_dir, golden, say, settings.path)
+        accel, why = detect_accel(settings.cache_dir, assets.kernel.vmlinuz, settings.accel)
     return f"{accel} ({why})"
 
 
@@ -57,9 +63,9 @@ def leftovers(lab_id: str) -> list[str]:
                                                                        for a in argv)]
 
 
-def run(n: int, work: Path, logs: Path) -> dict[str, float]:
-    state, envfile = work / f"state{n}", work / f"environments{n}.py"
-    envfile.write_text(ENV.format(net=f"10.213.{80 + n}.0/24", n=n))
+def run(n: int, init: str, work: Path, logs: Path) -> dict[str, float]:
+    state, envfile = work / f"state{init}{n}", work / f"environments{init}{n}.py"
+    envfile.write_text(ENV.format(net=f"10.213.{80 + n}.0/24", n=n, init=init))
     env = lib.booted_env(state, envfile)
     lab_id = Settings.from_env(env).lab_id("bench")
     try:
@@ -80,29 +86,38 @@ def run(n: int, work: Path, logs: Path) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="boot just 1 VM")
+    parser.add_argument("--inits", default="busybox", help="comma list of busybox, systemd (default busybox)")
     args = parser.parse_args()
+    inits = [i for i in args.inits.split(",") if i]
+    if not inits or set(inits) - {"busybox", "systemd"}:
+        parser.error("--inits takes busybox and/or systemd")
     if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
         print("bench/boot.py needs root and qemu-system-x86_64", file=sys.stderr)
         return 2
     sizes = [1] if args.smoke else [1, 4, 8]
-    accel = prepare()
+    accel = prepare(inits)
     work = Path(tempfile.mkdtemp(prefix="booted-bench-boot-"))
-    results: dict[int, dict[str, float]] = {}
+    results: dict[tuple[str, int], dict[str, float]] = {}
     try:
-        for n in sizes:
-            results[n] = run(n, work, work / "logs")
+        for init in inits:
+            for n in sizes:
+                results[(init, n)] = run(n, init, work, work / "logs")
     except BenchError as exc:
         print(f"FAILED: {exc}\n(logs in {work / 'logs'})", file=sys.stderr)
         return 1
     print(lib.machine())
     print(f"accelerator: {accel}; boots at once: BOOTED_BOOT_PARALLEL="
           f"{os.environ.get('BOOTED_BOOT_PARALLEL') or f'{2 * (os.cpu_count() or 1)} (default)'}")
-    rows = [(n, f"{r['serving']:.1f}", f"{r['ssh']:.1f}", f"{r['serving'] / n:.1f}", f"{r['stop']:.1f}")
-            for n, r in results.items()]
-    print(lib.table(("VMs", "serving s", "all SSH s", "s per VM", "env_stop s"), rows))
+    rows = [(init, n, f"{r['serving']:.1f}", f"{r['ssh']:.1f}", f"{r['serving'] / n:.1f}", f"{r['stop']:.1f}")
+            for (init, n), r in results.items()]
+    print(lib.table(("init", "VMs", "serving s", "all SSH s", "s per VM", "env_stop s"), rows))
     shutil.rmtree(work, ignore_errors=True)
-    ratio = results[4]["serving"] / results[1]["serving"] if 4 in results else float("nan")
-    print(f"boot4_over_boot1={ratio:.2f}")
+    first = inits[0]
+    ratio = results[(first, 4)]["serving"] / results[(first, 1)]["serving"] if (first, 4) in results else float("nan")
+    line = f"boot4_over_boot1={ratio:.2f}"
+    if {"busybox", "systemd"} <= set(inits):
+        line += f" systemd_over_busybox_ssh1={results[('systemd', 1)]['ssh'] / results[('busybox', 1)]['ssh']:.2f}"
+    print(line)
     return 0
 
 

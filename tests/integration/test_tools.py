@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from booted.providers.procs import processes
 from tests.integration.conftest import LabRun
 
 pytestmark = pytest.mark.integration
@@ -70,6 +71,16 @@ def test_ansible_ssh_and_testinfra_reach_every_host(lab_run: LabRun) -> None:
                             str(tmp / "test_infra.py")], cwd=tmp, capture_output=True, text=True, timeout=300,
                            env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"})
     assert infra.returncode == 0 and "3 passed" in infra.stdout, infra.stdout + infra.stderr
+
+    # booted's own services listen on the lab gateway only (nginx: boot endpoint, apt-cacher-ng: apt proxy)
+    state = str(lab_run.env["BOOTED_STATE_DIR"])
+    ours = {pid for pid, argv in processes() if any(state in a for a in argv)
+            and ("nginx: master process" in argv[0] or argv[0].endswith("apt-cacher-ng"))}
+    children = {int(p) for pid in ours for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
+    addresses = {line.split()[3] for line in listening
+                 if any(f"pid={pid}," in line for pid in ours | children)}
+    assert addresses == {"10.213.28.1:8470", "10.213.28.1:8471"}, addresses
 
     inv = json.loads(lab_run.fab("inventory", "--format", "json").stdout)
     assert inv["groups"]["service_hello"] == ["web01", "web02"] and inv["groups"]["role_lb"] == ["lb01"]
