@@ -1,0 +1,94 @@
+"""The state database's schema and the typed records read from it."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    name TEXT PRIMARY KEY, env TEXT NOT NULL, provider TEXT NOT NULL,
+    role TEXT NOT NULL, service TEXT, version TEXT,
+    ip TEXT NOT NULL, mac TEXT NOT NULL UNIQUE, hostkey TEXT NOT NULL,
+    memory INTEGER NOT NULL DEFAULT 256, cpus INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL, pid INTEGER, started REAL, boot_token TEXT,
+    UNIQUE (env, ip)
+);
+CREATE TABLE IF NOT EXISTS hosts (
+    name TEXT PRIMARY KEY, ip TEXT NOT NULL, mac TEXT NOT NULL, hostkey TEXT NOT NULL,
+    booted_at REAL NOT NULL, reachable INTEGER, checked_at REAL
+);
+CREATE TABLE IF NOT EXISTS boot_events (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, remote TEXT NOT NULL, host TEXT NOT NULL,
+    ip TEXT NOT NULL, mac TEXT NOT NULL, hostkey TEXT NOT NULL, log TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bootlog_cursor (
+    log TEXT PRIMARY KEY, inode INTEGER NOT NULL, offset INTEGER NOT NULL,
+    lines INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY, service TEXT NOT NULL, version TEXT NOT NULL, op TEXT NOT NULL,
+    status TEXT NOT NULL, started REAL NOT NULL, finished REAL
+);
+CREATE TABLE IF NOT EXISTS deployment_hosts (
+    deployment INTEGER NOT NULL, host TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL,
+    seconds REAL, PRIMARY KEY (deployment, host)
+);
+CREATE TABLE IF NOT EXISTS releases (
+    host TEXT NOT NULL, service TEXT NOT NULL, version TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (host, service)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Image:
+    """A host image: one lab host's machine and its identity."""
+
+    name: str
+    env: str
+    provider: str
+    role: str
+    service: str | None
+    version: str | None
+    ip: str
+    mac: str
+    hostkey: str
+    memory: int
+    cpus: int
+    created: float
+    pid: int | None
+    started: float | None
+    boot_token: str | None = None  # the secret of its current boot: only a line carrying it is believed
+
+
+@dataclass(frozen=True)
+class Host:
+    """An entry of the current host list (discovered from the boot log)."""
+
+    name: str
+    ip: str
+    mac: str
+    hostkey: str
+    booted_at: float
+    reachable: bool | None
+    checked_at: float | None
+
+
+@dataclass(frozen=True)
+class BootEvent:
+    """One valid boot-log line."""
+
+    at: float
+    remote: str
+    host: str
+    ip: str
+    mac: str
+    hostkey: str
+    token: str = ""  # the boot token it carried (checked, never stored)
+
+
+def mac_for(ip: ipaddress.IPv4Address) -> str:
+    """A locally administered MAC derived from the IP: stable across runs, unique per IP."""
+    octets = ip.packed
+    return "52:54:" + ":".join(f"{b:02x}" for b in octets)
