@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from booted.errors import ConfigError
+from booted.monitor.spec import MonitorSpec, parse_monitor
 from booted.providers import NAMES as PROVIDERS
 
 HOST_KEYS = {"role", "service", "version", "memory", "cpus"}
-ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init"}
+ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor"}
 INITS = ("busybox", "systemd")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}\Z")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
@@ -51,6 +52,7 @@ class Environment:
     source: str = ""
     packages: tuple[str, ...] = ()  # extra Debian packages baked into its golden image
     init: str = "busybox"  # what hosts boot: busybox init (fast) or Debian's systemd
+    monitor: MonitorSpec = field(default_factory=MonitorSpec)  # max, target and the monitor's settings
 
     def host(self, name: str) -> HostSpec:
         for spec in self.hosts:
@@ -202,7 +204,11 @@ def _environment(name: Any, value: Any, lines: _Lines) -> Environment:
     if init not in INITS:
         raise ConfigError(f"{lines.where(name, 'init')}: environment {name!r}: init {init!r} is not one of "
                           f"{', '.join(INITS)}")
-    return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path), packages, init)
+    roles: dict[str, int] = {}
+    for host in hosts:
+        roles[host.role] = roles.get(host.role, 0) + 1
+    monitor = parse_monitor(name, value, roles, minimum, lines.where)
+    return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path), packages, init, monitor)
 
 
 def packages_of(raw: Any, where: str) -> tuple[str, ...]:

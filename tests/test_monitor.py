@@ -1,0 +1,85 @@
+"""The monitor's pure parts: its spec in environments.py and the scaling rule (no hosts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from booted.environments import load_environments
+from booted.errors import ConfigError
+from booted.monitor.scaling import Scaler, desired
+
+ENV = '''ENVIRONMENTS = {
+    "lab": {
+        "network": "10.213.70.0/24",
+        "hosts": {"lb01": {"role": "lb"}, "web[01:04]": {"role": "worker"}},
+        "min": {"lb": 1, "worker": 1},
+        "max": {"worker": MAX},
+        "target": {"worker": TARGET},
+        "monitor": MONITOR,
+    },
+}
+'''
+
+
+def load(tmp_path: Path, maximum: str = "3", target: str = "20", monitor: str = "{'window': 60}") -> object:
+    path = tmp_path / "environments.py"
+    path.write_text(ENV.replace("MAX", maximum).replace("TARGET", target).replace("MONITOR", monitor))
+    return load_environments(path)["lab"]
+
+
+def test_spec_defaults_and_values(tmp_path: Path) -> None:
+    env = load(tmp_path)
+    spec = env.monitor  # type: ignore[attr-defined]
+    assert spec.bounds("worker", env.minimum) == (1, 3)  # type: ignore[attr-defined]
+    assert spec.bounds("lb", env.minimum) == (1, 1)  # type: ignore[attr-defined]
+    assert spec.target == {"worker": 20.0} and spec.window == 60 and spec.failures == 3 and spec.interval == 3
+
+
+@pytest.mark.parametrize(("maximum", "target", "monitor", "line", "words"), [
+    ("5", "20", "{}", 6, "max['worker'] = 5: a whole number from min (1) to 4"),
+    ("0", "20", "{}", 6, "max['worker'] = 0"),
+    ("True", "20", "{}", 6, "max['worker'] = True"),
+    ("3", "-1", "{}", 7, "target['worker'] = -1: requests per second per host"),
+    ("3", "20", "{'windw': 1}", 8, "'monitor' takes failures, interval, tolerance, window"),
+    ("3", "20", "{'failures': 0}", 8, "monitor failures = 0: 1..100"),
+])
+def test_spec_mistakes_name_file_and_line(tmp_path: Path, maximum: str, target: str, monitor: str, line: int,
+                                          words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, maximum, target, monitor)
+    assert str(info.value).startswith(f"{tmp_path / 'environments.py'}:{line}:"), str(info.value)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(("current", "load", "expected"), [
+    (2, 40.0, 2),  # at target
+    (2, 43.0, 2),  # within 10%
+    (2, 50.0, 3),  # 25 per host: ceil(2 x 1.25)
+    (2, 200.0, 10),
+    (4, 10.0, 1),
+    (0, 0.0, 0),
+    (0, 30.0, 2),
+])
+def test_desired_is_the_hpa_rule(current: int, load: float, expected: int) -> None:
+    assert desired(current, load, 20.0, 0.1) == expected
+
+
+def test_scale_up_at_once_down_only_after_the_window() -> None:
+    s = Scaler(low=1, high=4, target=20.0, window=60)
+    assert s.recommend(0, 1, 75.0) == 4  # a load step: up at once, capped at max
+    assert s.recommend(10, 4, 10.0) == 4  # the load is gone: held for the window
+    assert s.recommend(50, 4, 10.0) == 4
+    assert s.recommend(61, 4, 10.0) == 1  # the high recommendation left the window
+    assert s.recommend(62, 1, 0.0) == 1  # never below min
+
+
+def test_no_flapping_around_the_target() -> None:
+    s = Scaler(low=1, high=4, target=20.0, window=30)
+    counts = []
+    current = 2
+    for t in range(0, 120, 3):
+        current = s.recommend(t, current, 40.0 + (3.0 if t % 2 else -3.0))  # +-7.5% around the target
+        counts.append(current)
+    assert set(counts) == {2}
