@@ -2,10 +2,10 @@
 
 from invoke import Collection
 
-from fabfile import deploy, envmanager, hostbuilder, hostmanager
+from fabfile import deploy, envmanager, hostbuilder, hostmanager, monitor
 
 ns = Collection()
-for _module in (envmanager, hostbuilder, hostmanager):
+for _module in (envmanager, hostbuilder, hostmanager, monitor):
     for _task in _module.TASKS:
         ns.add_task(_task)
 for _task in deploy.service_tasks():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +33,9 @@ def booted_task(help: dict[str, str] | None = None) -> Callable[[Callable[..., A
                 raise Exit(f"booted: {exc}", code=exc.exit_code) from None
             except KeyboardInterrupt:
                 raise Exit("booted: interrupted", code=130) from None
+            except BrokenPipeError:  # `fab ... | head`: the reader left; no traceback
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise Exit(code=141) from None
             finally:
                 if ctx is not None:
                     ctx.close()

@@ -7,6 +7,7 @@ import time
 
 from booted.context import Booted
 from booted.lab.handle import STEPS, StartReport
+from booted.monitor import process
 from booted.report import table
 from fabfile._task import booted_task, err, failed, finish
 
@@ -59,6 +60,8 @@ def env_start_worker(ctx: Booted, name: str, env: str | None = None) -> None:
 def env_stop(ctx: Booted, env: str | None = None) -> None:
     """Stop every host of the environment, remove its network."""
     lab = ctx.lab(env)
+    if process.stop(ctx, lab.env.name):  # first: it would heal what this stops
+        err(f"stopped the monitor of {lab.env.name}")
     results = lab.stop_all()
     finish(f"environment {lab.env.name}: stopped {len(results)} host(s)", results)
 

@@ -83,3 +83,49 @@ def test_no_flapping_around_the_target() -> None:
         current = s.recommend(t, current, 40.0 + (3.0 if t % 2 else -3.0))  # +-7.5% around the target
         counts.append(current)
     assert set(counts) == {2}
+
+
+def env_of(tmp_path: Path) -> object:
+    return load(tmp_path, "3", "20", "{'failures': 2}")
+
+
+def test_decide_heals_starts_and_respects_a_users_stop(tmp_path: Path) -> None:
+    from booted.monitor.reconcile import Observed, decide
+
+    env = env_of(tmp_path)
+    seen = Observed(frozenset({"lb01", "web01", "web02"}), {"web02": 2}, frozenset(), {})
+    actions = decide(env, seen, {"lb": 1, "worker": 2})  # type: ignore[arg-type]
+    assert [(a.kind, a.host) for a in actions] == [("heal", "web02")]
+    # web02 stopped by a user: not restarted; web03 keeps the minimum
+    seen = Observed(frozenset({"lb01", "web01"}), {}, frozenset({"web02"}), {})
+    actions = decide(env, seen, {"lb": 1, "worker": 2})  # type: ignore[arg-type]
+    assert [(a.kind, a.host) for a in actions] == [("start", "web03")]
+    # the lb died: started again
+    seen = Observed(frozenset({"web01", "web02"}), {}, frozenset(), {})
+    assert [(a.kind, a.host) for a in decide(env, seen, {"lb": 1, "worker": 2})] == [  # type: ignore[arg-type]
+        ("start", "lb01")]
+
+
+def test_decide_scales_within_the_pool_and_says_when_it_is_short(tmp_path: Path) -> None:
+    from booted.monitor.reconcile import Observed, decide
+
+    env = env_of(tmp_path)
+    seen = Observed(frozenset({"lb01", "web01", "web02", "web03"}), {}, frozenset(), {})
+    assert [(a.kind, a.host) for a in decide(env, seen, {"lb": 1, "worker": 2})] == [  # type: ignore[arg-type]
+        ("stop", "web03")]
+    seen = Observed(frozenset({"lb01", "web01"}), {}, frozenset({"web02", "web03", "web04"}), {})
+    kinds = [(a.kind, a.host) for a in decide(env, seen, {"lb": 1, "worker": 3})]  # type: ignore[arg-type]
+    assert kinds == [("short", "worker")]
+
+
+def test_decide_redeploys_drift_but_not_on_a_failing_host(tmp_path: Path) -> None:
+    from booted.monitor.reconcile import Observed, decide
+
+    text = ENV.replace("MAX", "3").replace("TARGET", "20").replace("MONITOR", "{}").replace(
+        '"web[01:04]": {"role": "worker"}', '"web[01:04]": {"role": "worker", "service": "hello", "version": "2.0"}')
+    (tmp_path / "environments.py").write_text(text)
+    env = load_environments(tmp_path / "environments.py")["lab"]
+    seen = Observed(frozenset({"lb01", "web01", "web02"}), {"web02": 5}, frozenset(),
+                    {"web01": "1.0", "web02": "1.0"})
+    actions = decide(env, seen, {"lb": 1, "worker": 2})
+    assert [(a.kind, a.host) for a in actions] == [("heal", "web02"), ("deploy", "web01")]

@@ -201,6 +201,7 @@ class LabHandle:
         started, errors = self.provider.start(lab, idents, self.ctx.say)
         for s in started:
             self.ctx.inventory.set_running(s.name, s.pid)
+        self.ctx.inventory.set_held([s.name for s in started], False)
         self.ctx.pin_host_keys()  # forwarded SSH ports (user-mode VMs) are known once the VMs run
         fresh = [i for i in images if i.name not in already and i.name not in errors]
         expected = [Expected(i.name, i.ip, fingerprint(i.hostkey), self.ctx.target(i).endpoint(22)) for i in fresh]
@@ -227,9 +228,12 @@ class LabHandle:
         return HostResult(img.name, True, "already running (listed again)")
 
     @_locked("stopping hosts of")
-    def stop(self, names: list[str]) -> list[HostResult]:
-        """Stop hosts; stopped hosts leave the host list. Removes the lab network when none runs."""
+    def stop(self, names: list[str], by_user: bool = True) -> list[HostResult]:
+        """Stop hosts; stopped hosts leave the host list. Removes the lab network when none runs. A user's
+        stop is remembered: the monitor does not start those hosts again (a start by anyone clears it)."""
         self.check()
+        if by_user:
+            self.ctx.inventory.set_held(names, True)
         running = self.running()
         errors = self.provider.stop(self.lab, names)
         stopped = [n for n in names if n not in errors]
@@ -299,5 +303,5 @@ class LabHandle:
         spec = self.env.host(name)
         self.check()
         if name in self.running():
-            self.stop([name])
+            self.stop([name], by_user=False)  # a restart, not a stop the monitor should respect
         return self.start_hosts([spec])

@@ -109,8 +109,14 @@ def deploy_script(service: Service, target: Target, release: Release, incoming: 
     return scripts.render("deploy", {**host_values(service, target), "rel": f"releases/{release.id}",
                                      "tgz": incoming, "run_sh": run_sh(service, target, release.version, backends),
                                      "restart": "1" if restart else "",
+                                     "upstream": service.upstream or "", "list": backends,
                                      "setup": fill(service.setup, service, target, release.version, backends)
                                      if service.setup else ""})
+
+
+def backends_script(service: Service, target: Target, backends: str) -> str:
+    """Replace a proxy's live backend list (no restart)."""
+    return scripts.render("backends", {**host_values(service, target), "list": backends})
 
 
 def start_script(service: Service, target: Target) -> str:

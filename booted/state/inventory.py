@@ -36,9 +36,10 @@ class Inventory:
         self._lock = threading.Lock()
         self.db.executescript(SCHEMA)
         columns = {r["name"] for r in self.db.execute("PRAGMA table_info(images)")}
-        if "boot_token" not in columns:  # a state database made by an earlier booted
-            with self.write() as db:
-                db.execute("ALTER TABLE images ADD COLUMN boot_token TEXT")
+        for column, kind in (("boot_token", "TEXT"), ("held", "INTEGER NOT NULL DEFAULT 0")):
+            if column not in columns:  # a state database made by an earlier booted
+                with self.write() as db:
+                    db.execute(f"ALTER TABLE images ADD COLUMN {column} {kind}")
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -128,6 +129,34 @@ class Inventory:
     def set_boot_token(self, name: str, token: str) -> None:
         with self.write() as db:
             db.execute("UPDATE images SET boot_token = ? WHERE name = ?", (token, name))
+
+    def set_held(self, names: list[str], held: bool) -> None:
+        """Mark hosts stopped by a user (held) or started again (not held)."""
+        with self.write() as db:
+            db.executemany("UPDATE images SET held = ? WHERE name = ?", [(int(held), n) for n in names])
+
+    # the monitor's actions -------------------------------------------------------------------------
+    def open_action(self, env: str, kind: str, host: str, reason: str) -> int:
+        with self.write() as db:
+            cur = db.execute("INSERT INTO actions (env, kind, host, reason, status, started) VALUES (?,?,?,?,"
+                             "'in progress',?)", (env, kind, host, reason, time.time()))
+            return int(cur.lastrowid or 0)
+
+    def finish_action(self, action: int, ok: bool, detail: str) -> None:
+        with self.write() as db:
+            db.execute("UPDATE actions SET status=?, detail=?, finished=? WHERE id=?",
+                       ("done" if ok else "failed", detail[:500], time.time(), action))
+
+    def interrupt_actions(self, env: str) -> int:
+        """Actions a killed daemon left in progress: failed (the next pass redoes what is still needed)."""
+        with self.write() as db:
+            return db.execute("UPDATE actions SET status='failed', detail='interrupted (the monitor was "
+                              "stopped or killed)', finished=? WHERE env=? AND status='in progress'",
+                              (time.time(), env)).rowcount
+
+    def actions(self, env: str, limit: int = 20) -> list[dict[str, object]]:
+        rows = self.db.execute("SELECT * FROM actions WHERE env = ? ORDER BY id DESC LIMIT ?", (env, limit))
+        return [dict(r) for r in rows]
 
     def set_running(self, name: str, pid: int | None) -> None:
         with self.write() as db:

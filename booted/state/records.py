@@ -11,7 +11,7 @@ CREATE TABLE IF NOT EXISTS images (
     role TEXT NOT NULL, service TEXT, version TEXT,
     ip TEXT NOT NULL, mac TEXT NOT NULL UNIQUE, hostkey TEXT NOT NULL,
     memory INTEGER NOT NULL DEFAULT 256, cpus INTEGER NOT NULL DEFAULT 1,
-    created REAL NOT NULL, pid INTEGER, started REAL, boot_token TEXT,
+    created REAL NOT NULL, pid INTEGER, started REAL, boot_token TEXT, held INTEGER NOT NULL DEFAULT 0,
     UNIQUE (env, ip)
 );
 CREATE TABLE IF NOT EXISTS hosts (
@@ -33,6 +33,10 @@ CREATE TABLE IF NOT EXISTS deployments (
 CREATE TABLE IF NOT EXISTS deployment_hosts (
     deployment INTEGER NOT NULL, host TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL,
     seconds REAL, PRIMARY KEY (deployment, host)
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY, env TEXT NOT NULL, kind TEXT NOT NULL, host TEXT NOT NULL, reason TEXT NOT NULL,
+    status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', started REAL NOT NULL, finished REAL
 );
 CREATE TABLE IF NOT EXISTS releases (
     host TEXT NOT NULL, service TEXT NOT NULL, version TEXT NOT NULL, at REAL NOT NULL,
@@ -60,6 +64,7 @@ class Image:
     pid: int | None
     started: float | None
     boot_token: str | None = None  # the secret of its current boot: only a line carrying it is believed
+    held: int = 0  # 1: stopped by a user (the monitor does not restart it)
 
 
 @dataclass(frozen=True)

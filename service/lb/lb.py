@@ -1,9 +1,14 @@
-"""lb: a small round-robin HTTP proxy for booted labs. /health answers for the proxy itself; every other
-path is forwarded to the next backend that answers (a dead backend is skipped, not fatal)."""
+"""lb: a small round-robin HTTP proxy for booted labs. /health answers for the proxy itself, with its
+counters (requests served, per-backend requests and errors); every other path is forwarded to the next
+backend that answers (a backend that fails to connect is skipped and the request retried on the next).
+
+The backend list is live: --backends-file (written by booted over SSH, never through the lab network) is
+re-read when it changes, so the monitor adds and removes workers without a restart or a dropped request."""
 
 import argparse
 import itertools
 import json
+import os
 import socket
 import threading
 import urllib.request
@@ -14,23 +19,66 @@ VERSION = (Path(__file__).resolve().parent / "VERSION").read_text().strip()
 HOST = socket.gethostname()
 
 
-def make_handler(backends):
-    ring = itertools.cycle(backends)
-    lock = threading.Lock()
+class Backends:
+    """The backend ring, reloaded from a file when its mtime changes; counters per backend."""
 
+    def __init__(self, initial, path):
+        self.lock = threading.Lock()
+        self.path, self.mtime = path, None
+        self.counts = {}
+        self.requests = 0
+        self.set(initial)
+
+    def set(self, backends):
+        self.list = backends
+        self.ring = itertools.cycle(backends) if backends else None
+        for b in backends:
+            self.counts.setdefault(b, {"requests": 0, "errors": 0})
+
+    def reload(self):
+        if not self.path:
+            return
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+        except OSError:
+            return
+        if mtime != self.mtime:
+            text = Path(self.path).read_text()
+            with self.lock:
+                self.mtime = mtime
+                self.set([b for b in text.replace(",", " ").split() if b])
+
+    def next(self):
+        with self.lock:
+            return (next(self.ring), len(self.list)) if self.ring else (None, 0)
+
+    def count(self, backend, ok):
+        with self.lock:
+            entry = self.counts.setdefault(backend, {"requests": 0, "errors": 0})
+            entry["requests" if ok else "errors"] += 1
+            self.requests += ok
+
+
+def make_handler(backends):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's name)
+            backends.reload()
             if self.path == "/health":
-                body = {"service": "lb", "host": HOST, "version": VERSION, "status": "ok", "backends": backends}
+                with backends.lock:
+                    body = {"service": "lb", "host": HOST, "version": VERSION, "status": "ok",
+                            "backends": list(backends.list), "requests": backends.requests,
+                            "per_backend": {b: dict(c) for b, c in backends.counts.items()}}
                 return self.reply(200, json.dumps(body).encode(), "application/json")
-            for _ in backends:
-                with lock:
-                    backend = next(ring)
+            backend, tries = backends.next()
+            for _ in range(tries):
                 try:
                     with urllib.request.urlopen(f"http://{backend}{self.path}", timeout=3) as resp:
-                        return self.reply(resp.status, resp.read(), resp.headers.get("Content-Type", "text/plain"))
+                        data = resp.read()
+                        backends.count(backend, True)
+                        return self.reply(resp.status, data, resp.headers.get("Content-Type", "text/plain"))
                 except OSError:
-                    continue
+                    backends.count(backend, False)
+                    backend, _ = backends.next()
             return self.reply(502, b"no backend answered\n", "text/plain")
 
         def reply(self, code, body, kind):
@@ -50,9 +98,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bind", required=True, help="address to listen on (the host's lab IP)")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--backends", default="", help="ip:port,ip:port,...")
+    parser.add_argument("--backends", default="", help="ip:port,ip:port,... (until --backends-file exists)")
+    parser.add_argument("--backends-file", default="", help="a file with the backend list, re-read on change")
     args = parser.parse_args()
-    backends = [b for b in args.backends.split(",") if b]
+    backends = Backends([b for b in args.backends.split(",") if b], args.backends_file)
     ThreadingHTTPServer((args.bind, args.port), make_handler(backends)).serve_forever()
 
 

@@ -4,7 +4,8 @@
 # since) unless it already runs exactly the current release and run.sh: this also repairs a host left
 # half-way by a killed run.
 # booted sets: rel (releases/<id>), tgz (the uploaded archive), run_sh (run.sh's text), restart (non-empty:
-# restart a running service here), setup (service.toml's setup command, or empty); needs lib.sh.
+# restart a running service here), setup (service.toml's setup command, or empty), upstream (non-empty: the
+# service fronts others; list is their ip:port,... written to $base/backends, which it reads live); needs lib.sh.
 # The setup command runs in the new release before it is switched to, once per release and host; if it
 # fails, the previous release stays current (and running) and its output's tail is the host's reason.
 # shellcheck disable=SC2154
@@ -40,6 +41,7 @@ if [ "$cur" != "$rel" ]; then
 else
   echo unchanged
 fi
+if [ -n "$upstream" ]; then svc_backends "$list"; fi
 keep=$(readlink "$base/current")
 prev=$(readlink "$base/previous" || true)
 for d in "$base"/releases/*; do

@@ -69,6 +69,15 @@ svc_link() {
   mv -T "$link" "$base/$1"
 }
 
+# Write the backend list a proxy reads live ($base/backends), atomically.
+svc_backends() {
+  mkdir -p "$base"
+  tmp=$(mktemp "$base/.backends.XXXXXX")
+  printf '%s\n' "$1" >"$tmp"
+  chmod 644 "$tmp"
+  mv "$tmp" "$base/backends"
+}
+
 # True when the supervisor runs.
 svc_running() {
   [ -f "$base/supervisor.pid" ] && kill -0 "$(cat "$base/supervisor.pid")" 2>/dev/null

@@ -1,0 +1,221 @@
+"""The reconcile loop: every `interval` seconds observe the lab (what runs, what answers its health check,
+what the lb carries), decide (reconcile.decide, the scaling rule), act through the lab handle and the
+deploy operations the tasks use, keep every lb's backend list equal to its upstream's healthy hosts (live,
+no restart), and record each action with its reason and outcome."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from booted.monitor.reconcile import Action, Observed, decide, managed
+from booted.monitor.scaling import Scaler
+from booted.remote import deploy
+from booted.remote.fanout import Fleet, Target
+
+if TYPE_CHECKING:
+    from booted.context import Booted
+
+
+class Monitor:
+    """The daemon's state for one environment (scalers, failure counts, lb counters): no globals."""
+
+    def __init__(self, ctx: Booted, env: str | None = None) -> None:
+        self.ctx = ctx
+        self.lab = ctx.lab(env)
+        self.env = self.lab.env
+        spec = self.env.monitor
+        self.scalers = {role: Scaler(*spec.bounds(role, self.env.minimum), rate, spec.tolerance, spec.window)
+                        for role, rate in spec.target.items()}
+        self.failures: dict[str, int] = {}
+        self.counters: dict[str, tuple[float, int]] = {}  # lb host -> (time, requests served)
+        self.load: dict[str, float] = {}
+        self.status_file = status_file(ctx.settings.state_dir, self.env.name)
+
+    # observing ---------------------------------------------------------------------------------------
+    def observe(self) -> tuple[Observed, dict[str, dict[str, object]]]:
+        """What runs, its health, and what each lb reports (host -> its /health JSON)."""
+        running = frozenset(self.lab.running())
+        images = {i.name: i for i in self.ctx.inventory.images(self.env.name)}
+        targets = {t.name: t for t in self.ctx.targets(env=self.env.name)}
+        for name in running - set(targets):
+            if name in images:  # runs but is not listed (booted before this boot log): still checked
+                targets[name] = self.ctx.target(images[name])
+        health = self._health([targets[n] for n in sorted(running) if n in targets])
+        for name in images:
+            ok = name in health
+            self.failures[name] = 0 if ok or name not in running else self.failures.get(name, 0) + 1
+        held = frozenset(n for n, i in images.items() if i.held)
+        deployed = {h: v for (h, s), v in self.ctx.inventory.releases().items()
+                    if h in images and images[h].service == s}
+        return Observed(running, {n: f for n, f in self.failures.items() if n in running}, held, deployed), health
+
+    def _health(self, targets: list[Target]) -> dict[str, dict[str, object]]:
+        """host -> its health JSON, for the hosts whose service answers with its own name."""
+        services = self.ctx.services
+        specs = {h.name: h for h in self.env.hosts}
+        out: dict[str, dict[str, object]] = {}
+        with self.ctx.fleet() as fleet:
+            def check(t: Target) -> str:
+                spec = specs.get(t.name)
+                if spec is None or spec.service not in services:
+                    return "no service"
+                svc = services[spec.service]
+                _, body = fleet.http_get(t, svc.port, svc.health, timeout=2.0)
+                data = json.loads(body)
+                if not isinstance(data, dict) or data.get("host") != t.name:
+                    raise ValueError("answers for another host")
+                out[t.name] = data
+                return "ok"
+            for r in fleet.run(targets, check, progress=False, timeout=5.0):
+                if r.ok and r.detail == "no service":
+                    out.setdefault(r.host, {})
+        return out
+
+    def measure(self, health: dict[str, dict[str, object]], now: float) -> dict[str, float]:
+        """Requests per second each lb served since the last pass, summed per role of its upstream."""
+        services = self.ctx.services
+        by_service: dict[str, set[str]] = {}
+        for h in self.env.hosts:
+            if h.service:
+                by_service.setdefault(h.service, set()).add(h.role)
+        load: dict[str, float] = {}
+        for name, data in health.items():
+            count = data.get("requests")
+            spec = next((h for h in self.env.hosts if h.name == name), None)
+            if not isinstance(count, int) or spec is None or spec.service not in services:
+                continue
+            upstream = services[spec.service].upstream
+            before = self.counters.get(name)
+            self.counters[name] = (now, count)
+            if before is None or upstream is None or now <= before[0] or count < before[1]:
+                continue
+            rate = (count - before[1]) / (now - before[0])
+            for role in by_service.get(upstream, set()):
+                load[role] = load.get(role, 0.0) + rate
+        return load
+
+    # one pass ------------------------------------------------------------------------------------------
+    def wanted(self, seen: Observed, load: dict[str, float], now: float) -> dict[str, int]:
+        out = {}
+        for role in managed(self.env):
+            low, high = self.env.monitor.bounds(role, self.env.minimum)
+            serving = sum(1 for h in self.env.hosts if h.role == role and h.name in seen.running
+                          and h.name not in seen.held and seen.failures.get(h.name, 0) == 0)
+            if role in self.scalers and role in load:
+                out[role] = self.scalers[role].recommend(now, serving, load[role])
+            else:
+                out[role] = min(high, max(low, serving)) if role in self.scalers else low
+        return out
+
+    def pass_once(self) -> list[tuple[Action, bool, str]]:
+        now = time.monotonic()
+        seen, health = self.observe()
+        healthy = {n for n in seen.running if seen.failures.get(n, 0) == 0 and n in health}
+        self.sync_backends(healthy, health)  # a failing host leaves the lb at once, before it is healed
+        self.load = self.measure(health, now)
+        wanted = self.wanted(seen, self.load, now)
+        done = [(a, *self.act(a)) for a in decide(self.env, seen, wanted)]
+        if any(ok and a.kind != "deploy" for a, ok, _ in done):
+            seen, health = self.observe()
+            self.sync_backends({n for n in seen.running if n in health}, health)
+        self.write_status(seen, wanted, health)
+        return done
+
+    def act(self, action: Action) -> tuple[bool, str]:
+        if action.kind == "short":
+            self.ctx.say(f"monitor: {action.reason}")
+            return False, action.reason
+        record = self.ctx.inventory.open_action(self.env.name, action.kind, action.host, action.reason)
+        self.ctx.say(f"monitor: {action.kind} {action.host}: {action.reason}")
+        try:
+            if action.kind == "heal":
+                ok, detail = _report(self.lab.start_worker(action.host))
+            elif action.kind == "start":
+                ok, detail = _report(self.lab.start_hosts([self.env.host(action.host)]))
+            elif action.kind == "stop":
+                r = self.lab.stop([action.host], by_user=False)[0]
+                ok, detail = r.ok, r.detail
+            else:
+                spec = self.env.host(action.host)
+                assert spec.service is not None
+                p = deploy.plan(self.ctx, spec.service, [action.host], self.env.name, spec.version)
+                results = deploy.run_op(self.ctx, "deploy", p) + deploy.run_op(self.ctx, "start", p)
+                ok, detail = all(r.ok for r in results), "; ".join(r.detail for r in results)
+        except Exception as exc:  # one failed action is recorded and retried next pass, never the end
+            ok, detail = False, str(exc) or type(exc).__name__
+        self.ctx.inventory.finish_action(record, ok, detail)
+        self.ctx.say(f"monitor: {action.kind} {action.host}: {'done' if ok else 'FAILED'}: {detail}")
+        return ok, detail
+
+    def sync_backends(self, healthy: set[str], health: dict[str, dict[str, object]]) -> None:
+        """Every lb of the environment sends to exactly its upstream's healthy hosts (live, no restart)."""
+        services = self.ctx.services
+        ips = {i.name: i.ip for i in self.ctx.inventory.images(self.env.name)}
+        lbs = [h for h in self.env.hosts if h.service in services and services[h.service].upstream
+               and h.name in health]
+        for lb in lbs:
+            svc = services[lb.service or ""]
+            upstream = services[svc.upstream or ""]
+            want = [f"{ips[h.name]}:{upstream.port}" for h in self.env.hosts
+                    if h.service == upstream.name and h.name in healthy and h.name in ips]
+            have = health[lb.name].get("backends")
+            if sorted(want) == sorted(str(b) for b in (have if isinstance(have, list) else [])):
+                continue
+            target = self.ctx.targets([lb.name]) or [Target(lb.name, ips[lb.name])]
+            script = deploy.backends_script(svc, target[0], ",".join(sorted(want)))
+            with self.ctx.fleet() as fleet:
+                result = fleet.run(target, functools.partial(_sh, fleet, script=script), progress=False,
+                                   timeout=15)[0]
+            self.ctx.say(f"monitor: {lb.name} backends -> {', '.join(sorted(want)) or 'none'}"
+                         + ("" if result.ok else f": FAILED {result.detail}"))
+
+    def write_status(self, seen: Observed, wanted: dict[str, int], health: dict[str, dict[str, object]]) -> None:
+        roles = {}
+        for role in sorted({h.role for h in self.env.hosts}):
+            hosts = [h.name for h in self.env.hosts if h.role == role]
+            roles[role] = {"wanted": wanted.get(role), "running": [h for h in hosts if h in seen.running],
+                           "healthy": [h for h in hosts if h in health and seen.failures.get(h, 0) == 0],
+                           "held": [h for h in hosts if h in seen.held], "load": self.load.get(role)}
+        data = {"env": self.env.name, "pid": os.getpid(), "at": time.time(), "roles": roles}
+        self.status_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.status_file.with_name(f".{self.status_file.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.status_file)
+
+    def run(self, stop: threading.Event) -> None:
+        """Pass after pass until `stop` is set (SIGTERM, Ctrl-C)."""
+        interrupted = self.ctx.inventory.interrupt_actions(self.env.name)
+        if interrupted:
+            self.ctx.say(f"monitor: {interrupted} action(s) of a previous run were interrupted; reconciling")
+        self.ctx.say(f"monitor: {self.env.name}, a pass every {self.env.monitor.interval:g}s")
+        while not stop.is_set():
+            started = time.monotonic()
+            self.pass_once()
+            stop.wait(max(0.0, self.env.monitor.interval - (time.monotonic() - started)))
+
+
+def _sh(fleet: Fleet, target: Target, script: str) -> str:
+    return fleet.sh(target, script)
+
+
+def _report(report: object) -> tuple[bool, str]:
+    from booted.lab.handle import StartReport
+
+    assert isinstance(report, StartReport)
+    failed = report.failed()
+    if failed:
+        reasons = [r.detail for s in report.steps.values() for r in s.values() if not r.ok]
+        return False, "; ".join(reasons)[:300]
+    return True, "serving"
+
+
+
+def status_file(state_dir: Path, env: str) -> Path:
+    """Where the daemon writes its last pass (what monitor_status shows)."""
+    return state_dir / "monitor" / f"{env}.json"

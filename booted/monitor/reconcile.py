@@ -1,0 +1,64 @@
+"""One reconcile decision: desired (environments.py, the scaling rule's counts) against what was observed.
+Pure: the daemon observes and acts; this says what to do and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from booted.environments import Environment
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One pass's view of the lab."""
+
+    running: frozenset[str]  # hosts whose process runs (the provider)
+    failures: dict[str, int] = field(default_factory=dict)  # failed health checks in a row (0: healthy)
+    held: frozenset[str] = frozenset()  # stopped by a user: never restarted behind their back
+    deployed: dict[str, str] = field(default_factory=dict)  # host -> version running there (the database)
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # heal (restart, redeploy, test) | start (boot a pool host) | stop | deploy (drift)
+    host: str
+    reason: str
+
+
+def managed(env: Environment) -> set[str]:
+    """Roles whose size the monitor keeps: those with a min, max or target."""
+    spec = env.monitor
+    return set(env.minimum) | set(spec.maximum) | set(spec.target)
+
+
+def decide(env: Environment, seen: Observed, wanted: dict[str, int]) -> list[Action]:
+    """What to do now: heal members failing their health check, start or stop pool hosts to reach
+    `wanted[role]`, redeploy drifted versions. Hosts of unmanaged roles are only healed."""
+    actions: list[Action] = []
+    limit = env.monitor.failures
+    for role in sorted({h.role for h in env.hosts}):
+        pool = sorted((h for h in env.hosts if h.role == role), key=lambda h: h.name)
+        members = [h for h in pool if h.name in seen.running and h.name not in seen.held]
+        for h in members:
+            if seen.failures.get(h.name, 0) >= limit:
+                actions.append(Action("heal", h.name, f"failed {seen.failures[h.name]} health checks in a row"))
+        if role in managed(env):
+            want = wanted.get(role, len(members))
+            spare = [h for h in pool if h.name not in seen.running and h.name not in seen.held]
+            if len(members) < want:
+                why = f"{role}: {len(members)} running, {want} wanted"
+                actions += [Action("start", h.name, why) for h in spare[:want - len(members)]]
+                if len(spare) < want - len(members):
+                    held = sorted(seen.held & {h.name for h in pool})
+                    actions.append(Action("short", role, f"{role}: {want} wanted, pool exhausted"
+                                          + (f" ({', '.join(held)} stopped by a user)" if held else "")))
+            elif len(members) > want:
+                extra = members[want:]
+                actions += [Action("stop", h.name, f"{role}: {len(members)} running, {want} wanted")
+                            for h in reversed(extra)]
+        for h in members:
+            have = seen.deployed.get(h.name)
+            if h.service and h.version and have is not None and have != h.version \
+                    and seen.failures.get(h.name, 0) < limit:
+                actions.append(Action("deploy", h.name, f"runs {h.service} {have}, {h.version} wanted"))
+    return actions

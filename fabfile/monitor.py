@@ -1,0 +1,66 @@
+"""Monitor tasks: run the daemon in the foreground or background, stop it, show what it sees and did."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from booted.context import Booted
+from booted.monitor import process
+from booted.monitor.daemon import status_file
+from booted.report import table, when
+from fabfile._task import booted_task
+
+ENV_HELP = {"env": "environment name (default: BOOTED_ENV, or the only one in environments.py)"}
+
+
+@booted_task(help=ENV_HELP)
+def monitor(ctx: Booted, env: str | None = None) -> None:
+    """Run the monitor in the foreground (Ctrl-C stops it)."""
+    process.foreground(ctx, ctx.environment(env).name)
+
+
+@booted_task(help=ENV_HELP)
+def monitor_start(ctx: Booted, env: str | None = None) -> None:
+    """Start the monitor in the background."""
+    name = ctx.environment(env).name
+    pid = process.start(ctx, name)
+    print(f"monitor of {name} started (pid {pid}); log {process.files(ctx, name)[1]}")
+
+
+@booted_task(help=ENV_HELP)
+def monitor_stop(ctx: Booted, env: str | None = None) -> None:
+    """Stop the monitor (after the action it is in)."""
+    name = ctx.environment(env).name
+    pid = process.stop(ctx, name)
+    print(f"monitor of {name} stopped (pid {pid})" if pid else f"no monitor of {name} runs")
+
+
+@booted_task(help={**ENV_HELP, "json": "print JSON instead of tables"})
+def monitor_status(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
+    """Show desired vs observed per role, and recent actions."""
+    name = ctx.environment(env).name
+    pid = process.running(ctx, name)
+    try:
+        last = json.loads(status_file(ctx.settings.state_dir, name).read_text())
+    except (OSError, ValueError):
+        last = {}
+    actions = ctx.inventory.actions(name)
+    if json_:
+        print(json.dumps({"env": name, "pid": pid, "last_pass": last, "actions": actions}, indent=2))
+        return
+    age = f", last pass {time.time() - last['at']:.0f}s ago" if last.get("at") else ""
+    print(f"monitor of {name}: " + (f"running (pid {pid}){age}" if pid else "not running"))
+    roles = last.get("roles", {})
+    if roles:
+        print(table(["role", "wanted", "running", "healthy", "held by a user", "load req/s"],
+                    [(r, v["wanted"], ",".join(v["running"]) or "-", ",".join(v["healthy"]) or "-",
+                      ",".join(v["held"]) or "-", "-" if v["load"] is None else f"{v['load']:.1f}")
+                     for r, v in roles.items()]))
+    if actions:
+        print(table(["started", "action", "host", "reason", "status", "detail"],
+                    [(when(a["started"]), a["kind"], a["host"], a["reason"], a["status"], str(a["detail"])[:60])
+                     for a in actions[:10]]))
+
+
+TASKS = [monitor, monitor_start, monitor_stop, monitor_status]

@@ -1,0 +1,119 @@
+"""The monitor on a real netns lab (lb + a pool of hello workers): a killed worker is healed with no failed
+request, load grows the pool to max and its end shrinks it after the (short) window, a user's stop is
+respected, kill -9 of the daemon and a restart leave nothing behind, env_stop stops the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import LabRun, leftovers
+
+pytestmark = pytest.mark.integration
+
+ENV = '''ENVIRONMENTS = {"mon": {"provider": "netns", "network": "10.213.32.0/24", "hosts": {
+    "lb01": {"role": "lb", "service": "lb", "version": "1.0"},
+    "web[01:03]": {"role": "worker", "service": "hello", "version": "1.0"}},
+    "min": {"lb": 1, "worker": 2}, "max": {"worker": 3}, "target": {"worker": 5},
+    "monitor": {"interval": 1, "window": 8}}}
+'''
+LB = "http://10.213.32.2:8080/"
+
+
+class Load:
+    """Requests at a steady rate against the lb (a lab address) from a thread; counts failures."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.ok, self.failed = rate, 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        due = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                with urllib.request.urlopen(LB, timeout=3) as resp:
+                    resp.read()
+                self.ok += 1
+            except OSError:
+                self.failed += 1
+            due += 1 / self.rate
+            time.sleep(max(0.0, due - time.monotonic()))
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def status(lab_run: LabRun) -> dict[str, object]:
+    return json.loads(lab_run.fab("monitor_status", "--json").stdout)
+
+
+def wait_for(what: str, check: object, timeout: float = 45) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def workers(lab_run: LabRun) -> list[str]:
+    roles = status(lab_run)["last_pass"]["roles"]  # type: ignore[index]
+    return roles["worker"]["healthy"]  # type: ignore[no-any-return]
+
+
+def test_the_monitor_heals_scales_and_respects_the_user(lab_run: LabRun) -> None:
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(ENV)
+    assert "3 ok, 0 failed" in lab_run.fab("env_start_min").stdout
+    assert "started" in lab_run.fab("monitor_start").stdout
+    again = lab_run.fab("monitor_start", check=False)
+    assert again.returncode == 1 and "already runs" in again.stderr
+    wait_for("a first pass", lambda: status(lab_run)["last_pass"])
+
+    # a worker dies: the lb retries on the other at once, the monitor brings it back; no request fails
+    with Load(6) as load:
+        time.sleep(1)
+        ctx = lab_run.ctx()
+        os.kill(ctx.lab().running()["web02"], signal.SIGKILL)
+        ctx.close()
+        wait_for("web02 healed", lambda: sorted(workers(lab_run)) == ["web01", "web02"])
+        time.sleep(2)  # and keeps serving
+    assert load.failed == 0 and load.ok >= 15, (load.ok, load.failed)
+
+    # load above the target grows the pool to max; its end shrinks it after the window, not before
+    with Load(25):
+        wait_for("scaled up to 3", lambda: len(workers(lab_run)) == 3)
+    ended = time.monotonic()
+    wait_for("scaled down to 2", lambda: len(workers(lab_run)) == 2, timeout=40)
+    assert time.monotonic() - ended >= 6, "scaled down before the stabilization window"
+
+    # a user's stop wins: web01 is not restarted; another pool host keeps the minimum
+    lab_run.fab("image_stop", "web01")
+    wait_for("web03 replaces web01", lambda: sorted(workers(lab_run)) == ["web02", "web03"])
+    time.sleep(3)
+    assert "web01" not in workers(lab_run)
+    kinds = [(a["kind"], a["host"], a["status"]) for a in status(lab_run)["actions"]]  # type: ignore[index]
+    assert ("start", "web03", "done") in kinds and ("start", "web01", "done") not in kinds[:2]
+
+    # kill -9 of the daemon; a restart reconciles; env_stop stops it and leaves nothing
+    pid = status(lab_run)["pid"]
+    os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
+    assert "started" in lab_run.fab("monitor_start").stdout
+    wait_for("a pass of the new daemon", lambda: status(lab_run)["pid"] not in (None, pid)
+             and sorted(workers(lab_run)) == ["web02", "web03"])
+    stop = lab_run.fab("env_stop")
+    assert "stopped the monitor" in stop.stderr
+    assert leftovers(lab_run) == []
+    assert "not running" in lab_run.fab("monitor_status").stdout
