@@ -117,3 +117,24 @@ def test_the_monitor_heals_scales_and_respects_the_user(lab_run: LabRun) -> None
     assert "stopped the monitor" in stop.stderr
     assert leftovers(lab_run) == []
     assert "not running" in lab_run.fab("monitor_status").stdout
+
+
+QEMU_ENV = '''ENVIRONMENTS = {"qmon": {"provider": "qemu", "network": "10.213.63.0/24", "hosts": {
+    "v[1:2]": {"role": "worker", "service": "hello", "version": "1.0"}},
+    "min": {"worker": 1}, "monitor": {"interval": 1}}}
+'''
+
+
+def test_a_killed_vm_is_healed(lab_run: LabRun) -> None:
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(QEMU_ENV)
+    assert "1 ok, 0 failed" in lab_run.fab("env_start_min", timeout=600).stdout
+    lab_run.fab("monitor_start")
+    wait_for("a first pass", lambda: status(lab_run)["last_pass"])
+    ctx = lab_run.ctx()
+    os.kill(ctx.lab().running()["v1"], signal.SIGKILL)
+    ctx.close()
+    wait_for("the VM healed", lambda: any(a["host"] == "v1" and a["status"] == "done"
+                                          for a in status(lab_run)["actions"]), timeout=180)  # type: ignore[union-attr]
+    assert "1 ok" in lab_run.fab("hello_test").stdout
+    lab_run.fab("env_stop")
+    assert leftovers(lab_run) == []
