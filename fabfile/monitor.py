@@ -25,7 +25,9 @@ def monitor_start(ctx: Booted, env: str | None = None) -> None:
     """Start the monitor in the background."""
     name = ctx.environment(env).name
     pid = process.start(ctx, name)
-    print(f"monitor of {name} started (pid {pid}); log {process.files(ctx, name)[1]}")
+    url = status_file(ctx.settings.state_dir, name).with_suffix(".url")
+    print(f"monitor of {name} started (pid {pid}); log {process.files(ctx, name)[1]}; status page and API: "
+          f"the URL in {url} (local users only)")
 
 
 @booted_task(help=ENV_HELP)

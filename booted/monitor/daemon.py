@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from booted.monitor.api import Api, Control
 from booted.monitor.reconcile import Action, Observed, decide, managed
 from booted.monitor.scaling import Scaler
 from booted.remote import deploy
@@ -36,6 +37,7 @@ class Monitor:
         self.counters: dict[str, tuple[float, int]] = {}  # lb host -> (time, requests served)
         self.load: dict[str, float] = {}
         self.status_file = status_file(ctx.settings.state_dir, self.env.name)
+        self.control = Control(self.env.name, {h.name for h in self.env.hosts})
 
     # observing ---------------------------------------------------------------------------------------
     def observe(self) -> tuple[Observed, dict[str, dict[str, object]]]:
@@ -120,11 +122,13 @@ class Monitor:
         self.sync_backends(healthy, health)  # a failing host leaves the lb at once, before it is healed
         self.load = self.measure(health, now)
         wanted = self.wanted(seen, self.load, now)
-        done = [(a, *self.act(a)) for a in decide(self.env, seen, wanted)]
+        actions = decide(self.env, seen, wanted)
+        asked = [Action("heal", host, "reprovision requested through the API") for host, _ in self.control.take()]
+        done = [(a, *self.act(a)) for a in asked + [a for a in actions if a.host not in {b.host for b in asked}]]
         if any(ok and a.kind != "deploy" for a, ok, _ in done):
             seen, health = self.observe()
             self.sync_backends({n for n in seen.running if n in health}, health)
-        self.write_status(seen, wanted, health)
+        self.control.record(self.write_status(seen, wanted, health))
         return done
 
     def act(self, action: Action) -> tuple[bool, str]:
@@ -133,6 +137,7 @@ class Monitor:
             return False, action.reason
         record = self.ctx.inventory.open_action(self.env.name, action.kind, action.host, action.reason)
         self.ctx.say(f"monitor: {action.kind} {action.host}: {action.reason}")
+        self.control.set_busy(action.host)
         try:
             if action.kind == "heal":
                 ok, detail = _report(self.lab.start_worker(action.host))
@@ -149,6 +154,8 @@ class Monitor:
                 ok, detail = all(r.ok for r in results), "; ".join(r.detail for r in results)
         except Exception as exc:  # one failed action is recorded and retried next pass, never the end
             ok, detail = False, str(exc) or type(exc).__name__
+        finally:
+            self.control.set_busy(None)
         self.ctx.inventory.finish_action(record, ok, detail)
         self.ctx.say(f"monitor: {action.kind} {action.host}: {'done' if ok else 'FAILED'}: {detail}")
         return ok, detail
@@ -175,7 +182,8 @@ class Monitor:
             self.ctx.say(f"monitor: {lb.name} backends -> {', '.join(sorted(want)) or 'none'}"
                          + ("" if result.ok else f": FAILED {result.detail}"))
 
-    def write_status(self, seen: Observed, wanted: dict[str, int], health: dict[str, dict[str, object]]) -> None:
+    def write_status(self, seen: Observed, wanted: dict[str, int], health: dict[str, dict[str, object]]
+                     ) -> dict[str, object]:
         roles = {}
         for role in sorted({h.role for h in self.env.hosts}):
             hosts = [h.name for h in self.env.hosts if h.role == role]
@@ -187,17 +195,23 @@ class Monitor:
         tmp = self.status_file.with_name(f".{self.status_file.name}.{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(self.status_file)
+        return data
 
     def run(self, stop: threading.Event) -> None:
         """Pass after pass until `stop` is set (SIGTERM, Ctrl-C)."""
         interrupted = self.ctx.inventory.interrupt_actions(self.env.name)
         if interrupted:
             self.ctx.say(f"monitor: {interrupted} action(s) of a previous run were interrupted; reconciling")
-        self.ctx.say(f"monitor: {self.env.name}, a pass every {self.env.monitor.interval:g}s")
-        while not stop.is_set():
-            started = time.monotonic()
-            self.pass_once()
-            stop.wait(max(0.0, self.env.monitor.interval - (time.monotonic() - started)))
+        api = Api(self.control, self.ctx.inventory, self.status_file.with_suffix(".url"))
+        self.ctx.say(f"monitor: {self.env.name}, a pass every {self.env.monitor.interval:g}s; status page and "
+                     f"API for local users: {self.status_file.with_suffix('.url')}")
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                self.pass_once()
+                stop.wait(max(0.0, self.env.monitor.interval - (time.monotonic() - started)))
+        finally:
+            api.close()
 
 
 def _sh(fleet: Fleet, target: Target, script: str) -> str:

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -74,6 +77,42 @@ def workers(lab_run: LabRun) -> list[str]:
     return roles["worker"]["healthy"]  # type: ignore[no-any-return]
 
 
+def api(url: str, path: str, token: str | None, method: str = "GET") -> tuple[int, str]:
+    base = url.split("/?token=")[0]
+    req = urllib.request.Request(base + path, method=method,
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def check_api_and_page(lab_run: LabRun) -> None:
+    """The local API (token from the state directory), its metrics, one action per host, and the status page
+    in a real headless browser."""
+    url = (Path(lab_run.env["BOOTED_STATE_DIR"]) / "monitor" / "mon.url").read_text().strip()
+    assert url.startswith("http://127.0.0.1:")
+    token = url.split("token=")[1]
+    assert api(url, "/api/status", None)[0] == 401
+    code, text = api(url, "/metrics", token)
+    assert code == 200 and 'booted_hosts{env="mon",role="worker",state="healthy"} 2' in text
+    assert api(url, "/api/hosts/web02/reprovision", token, "POST")[0] == 202
+    code, text = api(url, "/api/hosts/web02/reprovision", token, "POST")
+    assert code == 409 and "one action per host" in text
+    assert api(url, "/api/hosts/nosuch/reprovision", token, "POST")[0] == 404
+    wait_for("the reprovision done", lambda: any(a["reason"] == "reprovision requested through the API"
+                                                 and a["status"] == "done" for a in status(lab_run)["actions"]))
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        return  # the rest needs Debian's chromium (CI installs it)
+    dom = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert 'id="env">mon<' in dom and "web02, web03" in dom, dom[-2000:]
+    assert 'class="load" data-role="worker"' in dom and 'class="healthy" data-role="worker"' in dom
+    assert 'class="event heal"' in dom  # the reprovision, marked on the plot
+
+
 def test_the_monitor_heals_scales_and_respects_the_user(lab_run: LabRun) -> None:
     Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(ENV)
     assert "3 ok, 0 failed" in lab_run.fab("env_start_min").stdout
@@ -106,6 +145,8 @@ def test_the_monitor_heals_scales_and_respects_the_user(lab_run: LabRun) -> None
     assert "web01" not in workers(lab_run)
     kinds = [(a["kind"], a["host"], a["status"]) for a in status(lab_run)["actions"]]  # type: ignore[index]
     assert ("start", "web03", "done") in kinds and ("start", "web01", "done") not in kinds[:2]
+
+    check_api_and_page(lab_run)
 
     # kill -9 of the daemon; a restart reconciles; env_stop stops it and leaves nothing
     pid = status(lab_run)["pid"]
