@@ -1,1 +1,0 @@
-/work/main/booted/__init__.py

@@ -1,1 +1,0 @@
-/work/main/booted/images/__init__.py

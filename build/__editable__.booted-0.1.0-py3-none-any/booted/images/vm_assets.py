@@ -1,1 +1,0 @@
-/work/main/booted/images/vm_assets.py

@@ -1,1 +1,0 @@
-/work/main/booted/lab/__init__.py

@@ -1,1 +1,0 @@
-/work/main/booted/providers/qemu.py

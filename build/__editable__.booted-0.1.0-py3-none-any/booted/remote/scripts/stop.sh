@@ -1,1 +1,0 @@
-/work/main/booted/remote/scripts/stop.sh

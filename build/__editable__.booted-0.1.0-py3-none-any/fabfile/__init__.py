@@ -1,1 +1,0 @@
-/work/main/fabfile/__init__.py

@@ -1,1 +1,0 @@
-/work/main/fabfile/_task.py

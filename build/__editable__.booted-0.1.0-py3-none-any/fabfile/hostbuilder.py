@@ -1,1 +1,0 @@
-/work/main/fabfile/hostbuilder.py
