@@ -19,7 +19,7 @@ from pathlib import Path
 from booted.config import CHILD_ENV, Settings
 from booted.errors import ProviderError
 from booted.images.golden import default_mirror
-from booted.providers.procs import alive, cmdline
+from booted.providers.procs import alive, cmdline, from_pidfile
 
 SYSTEM_CONF = Path("/etc/apt-cacher-ng")
 
@@ -39,11 +39,7 @@ class AptProxy:
 
     def pid(self) -> int | None:
         """The running instance's PID, if it is ours (its argv names our config folder)."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if alive(pid) and str(self.conf) in cmdline(pid) else None
+        return from_pidfile(self.pidfile, str(self.conf))
 
     def listening(self) -> list[str]:
         pid = self.pid()

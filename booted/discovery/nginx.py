@@ -12,6 +12,7 @@ from pathlib import Path
 
 from booted.config import CHILD_ENV, Settings
 from booted.errors import ProviderError, ToolMissing
+from booted.providers.procs import from_pidfile
 
 TEMPLATE = "nginx.conf.j2"
 
@@ -54,12 +55,7 @@ class Nginx:
 
     def pid(self) -> int | None:
         """The master's PID if it runs and really is our nginx (checked in /proc)."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if b"nginx" in cmdline and str(self.conf).encode() in cmdline else None
+        return from_pidfile(self.pidfile, "nginx", str(self.conf))
 
     def ensure(self, listen: list[str]) -> str:
         """Start nginx, or reload it if its config changed. Returns what was done."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from booted.errors import StateError
-from booted.providers.procs import alive, cmdline
+from booted.providers.procs import alive, from_pidfile
 from booted.state.locks import LockBusy, hold
 
 if TYPE_CHECKING:
@@ -28,13 +28,7 @@ def files(ctx: Booted, env: str) -> tuple[Path, Path]:
 
 def running(ctx: Booted, env: str) -> int | None:
     """The PID of the environment's monitor, if one runs."""
-    lock, _ = files(ctx, env)
-    try:
-        pid = int(lock.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    argv = cmdline(pid)
-    return pid if alive(pid) and "monitor" in argv and env in argv else None
+    return from_pidfile(files(ctx, env)[0], "monitor")  # the lock file is per environment
 
 
 def foreground(ctx: Booted, env: str) -> None:

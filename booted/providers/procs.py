@@ -25,6 +25,17 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def from_pidfile(pidfile: Path, *marks: str) -> int | None:
+    """The PID in `pidfile` if that process is alive and its argv contains every one of `marks` (so a reused
+    PID, or another user's instance of the same program, is never taken for ours)."""
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    argv = " ".join(cmdline(pid))
+    return pid if alive(pid) and all(m in argv for m in marks) else None
+
+
 def processes() -> Iterator[tuple[int, list[str]]]:
     """(pid, argv) of every process readable in /proc (alive or not: check with alive() before use)."""
     for entry in os.scandir("/proc"):
