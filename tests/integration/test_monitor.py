@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from booted.providers.procs import processes
 from tests.integration.conftest import LabRun, leftovers
 
 pytestmark = pytest.mark.integration
@@ -173,9 +174,19 @@ def test_a_killed_vm_is_healed(lab_run: LabRun) -> None:
     wait_for("a first pass", lambda: status(lab_run)["last_pass"])
     ctx = lab_run.ctx()
     os.kill(ctx.lab().running()["v1"], signal.SIGKILL)
-    ctx.close()
+    # kill -9 of the daemon while it boots the replacement VM; the next daemon marks that action failed and
+    # reconciles: one VM for v1 in the end, none orphaned, no lock left behind
+    wait_for("the heal in progress", lambda: any(a["host"] == "v1" and a["status"] == "in progress"
+                                                 for a in status(lab_run)["actions"]), timeout=60)  # type: ignore[union-attr]
+    os.kill(status(lab_run)["pid"], signal.SIGKILL)  # type: ignore[arg-type]
+    lab_run.fab("monitor_start")
     wait_for("the VM healed", lambda: any(a["host"] == "v1" and a["status"] == "done"
                                           for a in status(lab_run)["actions"]), timeout=180)  # type: ignore[union-attr]
+    actions = status(lab_run)["actions"]
+    assert any(a["status"] == "failed" and "interrupted" in a["detail"] for a in actions), actions  # type: ignore[union-attr]
     assert "1 ok" in lab_run.fab("hello_test").stdout
+    lab_id = ctx.lab().lab.lab_id
+    assert len([p for p, argv in processes() if f"booted-{lab_id}-v1" in argv]) == 1
+    ctx.close()
     lab_run.fab("env_stop")
     assert leftovers(lab_run) == []
