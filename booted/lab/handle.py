@@ -204,7 +204,7 @@ class LabHandle:
         self.ctx.inventory.set_held([s.name for s in started], False)
         self.ctx.pin_host_keys()  # forwarded SSH ports (user-mode VMs) are known once the VMs run
         fresh = [i for i in images if i.name not in already and i.name not in errors]
-        expected = [Expected(i.name, i.ip, fingerprint(i.hostkey), self.ctx.target(i).endpoint(22)) for i in fresh]
+        expected = [Expected(i.name, self.ctx.target(i).endpoint(22)) for i in fresh]
         waited = wait_booted(self.ctx.inventory, self.ctx.settings.boot_log, expected, since,
                              self.ctx.settings.boot_timeout, self.ctx.say, self.console_tail)
         listed = {h.name for h in self.ctx.inventory.hosts()}
