@@ -14,7 +14,7 @@ from booted.config import Settings
 from booted.discovery import bootlog, nginx
 from booted.discovery.aptproxy import AptProxy
 from booted.environments import Environment, load_environments, select_environment
-from booted.errors import ConfigError
+from booted.errors import ConfigError, ProviderError
 from booted.hosts.access import Credentials, Entry
 from booted.hosts.identity import Keys
 from booted.images.golden import GoldenImage, ensure_golden
@@ -168,8 +168,11 @@ class Booted:
             listen = sorted(addresses & (nginx.local_addresses() | {"127.0.0.1"}))
             apt = AptProxy(self.settings)
             if listen:
-                said = apt.ensure(listen)
-                if said.startswith("not installed"):
+                try:  # optional: without it the lab still boots and serves, it just cannot install packages
+                    said = apt.ensure(listen)
+                except ProviderError as exc:
+                    said = f"failed: {exc}"
+                if not said.startswith(("running", "started")):
                     self.say(f"apt proxy {said}")
             else:
                 apt.stop()

@@ -116,6 +116,10 @@ class Monitor:
         return out
 
     def pass_once(self) -> list[tuple[Action, bool, str]]:
+        busy = self.ctx.locks.lab_busy(self.env.name)
+        if busy:  # a user's start/stop is under way: what runs is changing under it; look again next pass
+            self.ctx.say(f"monitor: {busy}; waiting for it")
+            return []
         now = time.monotonic()
         seen, health = self.observe()
         healthy = {n for n in seen.running if seen.failures.get(n, 0) == 0 and n in health}

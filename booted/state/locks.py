@@ -72,6 +72,14 @@ class Locks:
     def lab(self, env: str, what: str) -> contextlib.AbstractContextManager[None]:
         return hold(self.root / f"lab-{env}.lock", f"{what} lab {env!r}", self.wait, self.say)
 
+    def lab_busy(self, env: str) -> str | None:
+        """Who holds the lab's lifecycle lock right now (None: nobody), without waiting for it."""
+        try:
+            with hold(self.root / f"lab-{env}.lock", "checking", 0):
+                return None
+        except LockBusy as exc:
+            return str(exc).split(";")[0]
+
     def host(self, name: str, what: str, wait: float) -> contextlib.AbstractContextManager[None]:
         return hold(self.root / "hosts" / f"{name}.lock", f"running {what} on {name}", wait)
 
