@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,10 +31,28 @@ def bridge_mac(lab: Lab) -> str:
     return "52:54:ff:" + ":".join(lab.lab_id[i:i + 2] for i in (0, 2, 4))
 
 
+def address_owner(ip: str) -> str | None:
+    """The interface that has this IPv4 address on this machine, if any."""
+    out = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True, check=False).stdout
+    try:
+        links = json.loads(out or "[]")
+    except ValueError:
+        return None
+    for link in links:
+        if any(a.get("local") == ip for a in link.get("addr_info", [])):
+            return str(link.get("ifname"))
+    return None
+
+
 def ensure_bridge(lab: Lab) -> None:
     """The lab bridge with the gateway address, IPv6 off (no router solicitations, no SLAAC noise)."""
     if link_exists(lab.bridge):
         return
+    owner = address_owner(lab.gateway)
+    if owner is not None:
+        raise ProviderError(f"the gateway {lab.gateway} of network {lab.network} is already on interface {owner} "
+                            "(another lab of another state directory, or this machine's own network): choose "
+                            "another 'network' for environment " + repr(lab.env))
     err = ip_batch([f"link add {lab.bridge} address {bridge_mac(lab)} type bridge",
                     f"addr add {lab.gateway}/{lab.network.prefixlen} dev {lab.bridge}"])
     try:

@@ -164,3 +164,16 @@ def test_kill_9_then_rerun_converges(lab_run: LabRun, delays: tuple[float, ...])
         proc.wait()
         out = lab_run.fab("env_start_all").stdout
         assert "4 ok, 0 failed" in out, out
+
+
+def test_a_network_already_on_this_machine_is_refused(lab_run: LabRun) -> None:
+    """Two state directories (or this machine) using one network would share a gateway address."""
+    subprocess.run(["ip", "link", "add", "btztestdummy", "type", "bridge"], check=True)  # (no dummy module here)
+    try:
+        subprocess.run(["ip", "addr", "add", "10.213.33.1/24", "dev", "btztestdummy"], check=True)
+        Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(ENV.format(net="10.213.33.0/24"))
+        proc = lab_run.fab("env_start_all", check=False)
+        assert proc.returncode == 1 and "already on interface btztestdummy" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        subprocess.run(["ip", "link", "del", "btztestdummy"], check=False)
