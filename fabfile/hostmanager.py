@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import replace
 
 from booted.context import Booted
 from booted.discovery import hostlist
@@ -76,7 +77,7 @@ def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | No
         if r.ok and r.detail:
             print(f"--- {r.host}\n{r.detail}")
     finish(f"ran on {len(results)} host(s): {command}",
-           [r if not r.ok else type(r)(r.host, True, "ok", r.seconds) for r in results])
+           [replace(r, detail="ok") if r.ok else r for r in results])
 
 
 @booted_task(help={"env": "only this environment"})

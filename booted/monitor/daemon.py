@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from booted.lab.handle import StartReport
 from booted.monitor.api import Api, Control
 from booted.monitor.reconcile import Action, Observed, decide, managed
 from booted.monitor.scaling import Scaler
@@ -222,10 +223,7 @@ def _sh(fleet: Fleet, target: Target, script: str) -> str:
     return fleet.sh(target, script)
 
 
-def _report(report: object) -> tuple[bool, str]:
-    from booted.lab.handle import StartReport
-
-    assert isinstance(report, StartReport)
+def _report(report: StartReport) -> tuple[bool, str]:
     failed = report.failed()
     if failed:
         reasons = [r.detail for s in report.steps.values() for r in s.values() if not r.ok]
