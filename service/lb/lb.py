@@ -1,6 +1,7 @@
 """lb: a small round-robin HTTP proxy for booted labs. /health answers for the proxy itself, with its
-counters (requests served, per-backend requests and errors); every other path is forwarded to the next
-backend that answers (a backend that fails to connect is skipped and the request retried on the next).
+counters (requests served; per backend: requests, errors, in flight, mean latency); every other path is
+forwarded to the next backend that answers: a backend that fails is skipped, the request retried on the
+next, and the failed backend left out for EJECT_SECONDS before it is tried again.
 
 The backend list is live: --backends-file (written by booted over SSH, never through the lab network) is
 re-read when it changes, so the monitor adds and removes workers without a restart or a dropped request."""
@@ -11,11 +12,13 @@ import json
 import os
 import socket
 import threading
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 VERSION = (Path(__file__).resolve().parent / "VERSION").read_text().strip()
+EJECT_SECONDS = 2.0
 HOST = socket.gethostname()
 
 
@@ -32,8 +35,9 @@ class Backends:
     def set(self, backends):
         self.list = backends
         self.ring = itertools.cycle(backends) if backends else None
+        self.down = {}  # backend -> until when it is left out (monotonic time)
         for b in backends:
-            self.counts.setdefault(b, {"requests": 0, "errors": 0})
+            self.counts.setdefault(b, {"requests": 0, "errors": 0, "in_flight": 0, "seconds": 0.0})
 
     def reload(self):
         if not self.path:
@@ -49,14 +53,29 @@ class Backends:
                 self.set([b for b in text.replace(",", " ").split() if b])
 
     def next(self):
+        """The next backend that is not left out (any, if all are), and how many there are."""
         with self.lock:
-            return (next(self.ring), len(self.list)) if self.ring else (None, 0)
+            if not self.ring:
+                return None, 0
+            now = time.monotonic()
+            for _ in self.list:
+                backend = next(self.ring)
+                if self.down.get(backend, 0) <= now:
+                    break
+            self.counts[backend]["in_flight"] += 1
+            return backend, len(self.list)
 
-    def count(self, backend, ok):
+    def count(self, backend, ok, seconds):
         with self.lock:
-            entry = self.counts.setdefault(backend, {"requests": 0, "errors": 0})
+            entry = self.counts.setdefault(backend, {"requests": 0, "errors": 0, "in_flight": 1, "seconds": 0.0})
+            entry["in_flight"] -= 1
             entry["requests" if ok else "errors"] += 1
-            self.requests += ok
+            if ok:
+                entry["seconds"] += seconds
+                self.requests += 1
+                self.down.pop(backend, None)
+            else:
+                self.down[backend] = time.monotonic() + EJECT_SECONDS
 
 
 def make_handler(backends):
@@ -67,18 +86,24 @@ def make_handler(backends):
                 with backends.lock:
                     body = {"service": "lb", "host": HOST, "version": VERSION, "status": "ok",
                             "backends": list(backends.list), "requests": backends.requests,
-                            "per_backend": {b: dict(c) for b, c in backends.counts.items()}}
+                            "per_backend": {b: {"requests": c["requests"], "errors": c["errors"],
+                                                "in_flight": c["in_flight"],
+                                                "mean_ms": round(1000 * c["seconds"] / c["requests"], 2)
+                                                if c["requests"] else None}
+                                            for b, c in backends.counts.items()}}
                 return self.reply(200, json.dumps(body).encode(), "application/json")
             backend, tries = backends.next()
-            for _ in range(tries):
+            for attempt in range(tries):
+                start = time.monotonic()
                 try:
                     with urllib.request.urlopen(f"http://{backend}{self.path}", timeout=3) as resp:
                         data = resp.read()
-                        backends.count(backend, True)
+                        backends.count(backend, True, time.monotonic() - start)
                         return self.reply(resp.status, data, resp.headers.get("Content-Type", "text/plain"))
                 except OSError:
-                    backends.count(backend, False)
-                    backend, _ = backends.next()
+                    backends.count(backend, False, 0.0)
+                    if attempt + 1 < tries:
+                        backend, _ = backends.next()
             return self.reply(502, b"no backend answered\n", "text/plain")
 
         def reply(self, code, body, kind):
