@@ -46,3 +46,13 @@ def test_status_smoke() -> None:
 def test_fanout_smoke() -> None:
     last = run_bench("fanout.py", "--hosts", "3", "--runs", "1", timeout=600)
     assert re.fullmatch(rf"booted_over_ansible={NUM} booted_over_pyinfra={NUM} booted_over_floor={NUM}", last), last
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="netns lab hosts need root")
+def test_lb_smoke() -> None:
+    last = run_bench("lb.py", "--smoke", timeout=600)
+    match = re.fullmatch(rf"haproxy_over_pylb_rps=({NUM}) haproxy_p99_ms={NUM} pylb_p99_ms={NUM} "
+                         rf"failed_kill=(\d+)/(\d+) failed_change=(\d+)/(\d+)", last)
+    assert match, last
+    assert match.group(2) == "0" and match.group(4) == "0", last  # HAProxy retries: no request lost

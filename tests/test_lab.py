@@ -56,11 +56,12 @@ def test_start_all_boots_discovers_and_delivers(settings_env: dict[str, str], tm
     assert [h.name for h in ctx.inventory.hosts()] == ["lb01", "web01", "web02", "web03"]
     assert ctx.inventory.releases() == {(h, s): "1.0" for h, s in
                                         [("lb01", "lb"), ("web01", "hello"), ("web02", "hello"), ("web03", "hello")]}
-    # the lb's upstream goes first, so the lb's run.sh names every hello host
+    # the lb's upstream goes first, so the lb's backend list names every hello host
     deploys = [(h, v) for h, op, v in world.scripts if op == "deploy"]
     assert deploys[-1][0] == "lb01"
     ips = [i.ip for i in ctx.inventory.images("lab") if i.service == "hello"]
-    assert all(f"{ip}:8000" in deploys[-1][1]["run_sh"] for ip in ips)
+    assert deploys[-1][1]["list"] == ",".join(f"{ip}:8000" for ip in ips)
+    assert deploys[-1][1]["on_backends"] == "python3 haproxyctl.py apply"
     # re-running converges: nothing is booted again, healthy hosts are not restarted
     world.scripts.clear()
     again = ctx.lab().start_all()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from booted.errors import ConfigError, DeployError
-from booted.remote.services import discover, get_service, package
+from booted.remote.services import discover, get_service, load_service, package
 from tests.conftest import REPO
 
 
@@ -114,3 +114,29 @@ def test_login_user_is_checked(user: str) -> None:
 
     with pytest.raises(ConfigError, match="BOOTED_USER="):
         Settings.from_env({"BOOTED_USER": user})
+
+
+def test_proxy_commands_need_an_upstream(tmp_path: Path) -> None:
+    folder = tmp_path / "proxy"
+    folder.mkdir()
+    (folder / "service.toml").write_text('port = 80\nstart = "exec x"\nstats = "python3 ctl.py stats"\n')
+    with pytest.raises(ConfigError, match="'on_backends' and 'stats' are for a proxy"):
+        load_service(folder)
+    (folder / "service.toml").write_text('port = 80\nstart = "exec x"\nupstream = "hello"\non_backends = ""\n')
+    with pytest.raises(ConfigError, match="'on_backends' must be a shell command"):
+        load_service(folder)
+    (folder / "service.toml").write_text('port = 80\nstart = "exec x"\nupstream = "hello"\n'
+                                         'on_backends = "ctl {nope}"\n')
+    with pytest.raises(ConfigError, match=r"'on_backends' uses \{nope\}"):
+        load_service(folder)
+
+
+def test_the_lb_is_haproxy_driven_live(tmp_path: Path) -> None:
+    from booted.remote.deploy import backends_script, stats_script
+    from booted.remote.fanout import Target
+
+    lb = load_service(REPO / "service" / "lb")
+    assert lb.upstream == "hello" and "haproxy" in lb.packages
+    target = Target("lb01", "10.0.0.2")
+    assert "on_backends='python3 haproxyctl.py apply'" in backends_script(lb, target, "10.0.0.3:8000")
+    assert "stats='python3 haproxyctl.py stats'" in stats_script(lb, target)

@@ -35,8 +35,10 @@ PHASES = {"Retrieving": "downloading", "Validating": "downloading", "Extracting"
           "Unpacking": "unpacking", "Configuring": "configuring", "Installing": "installing"}
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}\Z")
 # Units a systemd image never starts: the package's sshd (all addresses, no host key; booted.service runs
-# sshd on the lab IP), e2scrub (needs LVM), gettys (no udev in the image: they would wait 90 s for the tty).
-MASKED_UNITS = ("ssh.service", "ssh.socket", "e2scrub_reap.service", "serial-getty@.service", "getty@.service")
+# sshd on the lab IP), e2scrub (needs LVM), gettys (no udev in the image: they would wait 90 s for the tty),
+# Debian's haproxy (the lb service runs its own HAProxy, supervised by booted, with its own config).
+MASKED_UNITS = ("ssh.service", "ssh.socket", "e2scrub_reap.service", "serial-getty@.service", "getty@.service",
+                "haproxy.service")
 LAYER_RECIPE = "layer-v2"  # bump when _build_layer changes, to re-key the cache
 STRIP_RECIPE = "strip-v2 compileall-v1 apt-lists-v1"  # bump when the build steps change, to re-key the cache
 

@@ -73,6 +73,8 @@ class Monitor:
                 data = json.loads(body)
                 if not isinstance(data, dict) or data.get("host") != t.name:
                     raise ValueError("answers for another host")
+                if svc.stats:  # a proxy's counters and backends, from its own command over SSH
+                    data.update(json.loads(fleet.sh(t, deploy.stats_script(svc, t))))
                 out[t.name] = data
                 return "ok"
             for r in fleet.run(targets, check, progress=False, timeout=5.0):
@@ -123,11 +125,14 @@ class Monitor:
             return []
         now = time.monotonic()
         seen, health = self.observe()
-        healthy = {n for n in seen.running if seen.failures.get(n, 0) == 0 and n in health}
-        self.sync_backends(healthy, health)  # a failing host leaves the lb at once, before it is healed
         self.load = self.measure(health, now)
         wanted = self.wanted(seen, self.load, now)
         actions = decide(self.env, seen, wanted)
+        # a failing host leaves the lb at once, before it is healed; a host about to be stopped leaves it
+        # before it stops (its requests in flight finish), so scaling down drops no request
+        leaving = {a.host for a in actions if a.kind == "stop"}
+        healthy = {n for n in seen.running if seen.failures.get(n, 0) == 0 and n in health} - leaving
+        self.sync_backends(healthy, health)
         asked = [Action("heal", host, "reprovision requested through the API") for host, _ in self.control.take()]
         done = [(a, *self.act(a)) for a in asked + [a for a in actions if a.host not in {b.host for b in asked}]]
         if any(ok and a.kind != "deploy" for a, ok, _ in done):

@@ -85,9 +85,10 @@ def base(service: Service) -> str:
 
 
 def host_values(service: Service, target: Target) -> dict[str, str]:
-    """The values every script of `service` gets on `target` (lib.sh's base, service, url)."""
+    """The values every script of `service` gets on `target` (lib.sh's base, service, url, on_backends)."""
     return {"base": base(service), "service": service.name,
-            "url": f"http://{target.ip}:{service.port}{service.health}"}
+            "url": f"http://{target.ip}:{service.port}{service.health}",
+            "on_backends": fill(service.on_backends, service, target, "", "") if service.on_backends else ""}
 
 
 def fill(command: str, service: Service, target: Target, version: str, backends: str) -> str:
@@ -117,6 +118,13 @@ def deploy_script(service: Service, target: Target, release: Release, incoming: 
 def backends_script(service: Service, target: Target, backends: str) -> str:
     """Replace a proxy's live backend list (no restart)."""
     return scripts.render("backends", {**host_values(service, target), "list": backends})
+
+
+def stats_script(service: Service, target: Target) -> str:
+    """Print a proxy's counters as JSON (service.toml's `stats`)."""
+    assert service.stats is not None
+    return scripts.render("stats", {**host_values(service, target),
+                                    "stats": fill(service.stats, service, target, "", "")})
 
 
 def start_script(service: Service, target: Target) -> str:

@@ -23,7 +23,7 @@ from booted.errors import ConfigError, DeployError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}\Z")
 HEALTH_RE = re.compile(r"^/[A-Za-z0-9/._~?=&-]{0,200}\Z")
-KEYS = {"port", "start", "health", "description", "upstream", "packages", "setup"}
+KEYS = {"port", "start", "health", "description", "upstream", "packages", "setup", "on_backends", "stats"}
 PLACEHOLDERS = {"ip", "port", "host", "version", "backends"}
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
@@ -41,6 +41,8 @@ class Service:
     upstream: str | None = None  # a service whose hosts this one fronts ({backends} in `start`)
     packages: tuple[str, ...] = ()  # Debian packages its hosts' golden image carries
     setup: str | None = None  # run in a new release before it is switched to, once per release and host
+    on_backends: str | None = None  # a proxy's command that applies a changed backend list live (no restart)
+    stats: str | None = None  # a proxy's command printing its counters as JSON (what the monitor reads)
 
     @property
     def repo_var(self) -> str:
@@ -108,16 +110,27 @@ def load_service(folder: Path) -> Service:
     upstream = data.get("upstream")
     if upstream is not None and (not isinstance(upstream, str) or not NAME_RE.match(upstream)):
         raise ConfigError(f"{path}: 'upstream' must name another service (a folder under service/)")
-    setup = data.get("setup")
-    if setup is not None and (not isinstance(setup, str) or not setup.strip()):
-        raise ConfigError(f"{path}: 'setup' must be a shell command, e.g. \"pip install -r requirements.txt\"")
-    names = {field for _, field, _, _ in string.Formatter().parse(setup or "") if field is not None}
-    if names - PLACEHOLDERS:
-        raise ConfigError(f"{path}: 'setup' uses {{{sorted(names - PLACEHOLDERS)[0]}}}: the placeholders are "
-                          f"{', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))}")
+    commands = {key: _command(path, key, data.get(key)) for key in ("setup", "on_backends", "stats")}
+    if upstream is None and (commands["on_backends"] or commands["stats"]):
+        raise ConfigError(f"{path}: 'on_backends' and 'stats' are for a proxy: set 'upstream' to the service "
+                          "it fronts")
     packages = packages_of(data.get("packages", []), str(path))
     return Service(folder.name, folder, port, start, health, str(data.get("description", "")), upstream, packages,
-                   setup)
+                   **commands)
+
+
+def _command(path: Path, key: str, value: object) -> str | None:
+    """An optional shell command of service.toml (run in the release on a host), placeholders checked."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{path}: '{key}' must be a shell command run in the release, e.g. "
+                          "\"pip install -r requirements.txt\"")
+    names = {field for _, field, _, _ in string.Formatter().parse(value) if field is not None}
+    if names - PLACEHOLDERS:
+        raise ConfigError(f"{path}: '{key}' uses {{{sorted(names - PLACEHOLDERS)[0]}}}: the placeholders are "
+                          f"{', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))}")
+    return value
 
 
 def get_service(services_dir: Path, name: str, services: dict[str, Service] | None = None) -> Service:

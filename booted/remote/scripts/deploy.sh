@@ -5,7 +5,8 @@
 # half-way by a killed run.
 # booted sets: rel (releases/<id>), tgz (the uploaded archive), run_sh (run.sh's text), restart (non-empty:
 # restart a running service here), setup (service.toml's setup command, or empty), upstream (non-empty: the
-# service fronts others; list is their ip:port,... written to $base/backends, which it reads live); needs lib.sh.
+# service fronts others; list is their ip:port,... written to $base/backends, which it reads live, or which
+# on_backends applies live); needs lib.sh.
 # The setup command runs in the new release before it is switched to, once per release and host; if it
 # fails, the previous release stays current (and running) and its output's tail is the host's reason.
 # shellcheck disable=SC2154
@@ -41,7 +42,10 @@ if [ "$cur" != "$rel" ]; then
 else
   echo unchanged
 fi
-if [ -n "$upstream" ]; then svc_backends "$list"; fi
+if [ -n "$upstream" ]; then
+  svc_backends "$list"
+  svc_apply_backends
+fi
 keep=$(readlink "$base/current")
 prev=$(readlink "$base/previous" || true)
 for d in "$base"/releases/*; do

@@ -78,6 +78,14 @@ svc_backends() {
   mv "$tmp" "$base/backends"
 }
 
+# Tell a running proxy its backend list changed: the service's `on_backends` command ($on_backends, run in the
+# current release) applies it live; a proxy without one reads the file itself.
+svc_apply_backends() {
+  if [ -n "$on_backends" ] && svc_running; then
+    (cd "$base/current" && sh -c "$on_backends") </dev/null
+  fi
+}
+
 # True when the supervisor runs.
 svc_running() {
   [ -f "$base/supervisor.pid" ] && kill -0 "$(cat "$base/supervisor.pid")" 2>/dev/null

@@ -80,11 +80,11 @@ class Backends:
 
 def make_handler(backends):
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):
             backends.reload()
             if self.path == "/health":
                 with backends.lock:
-                    body = {"service": "lb", "host": HOST, "version": VERSION, "status": "ok",
+                    body = {"service": "pylb", "host": HOST, "version": VERSION, "status": "ok",
                             "backends": list(backends.list), "requests": backends.requests,
                             "per_backend": {b: {"requests": c["requests"], "errors": c["errors"],
                                                 "in_flight": c["in_flight"],
