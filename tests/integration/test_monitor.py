@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from booted.context import Booted
+from booted.monitor.process import running
 from booted.providers.procs import processes
 from tests.integration.conftest import LabRun, leftovers
 
@@ -64,13 +66,20 @@ def status(lab_run: LabRun) -> dict[str, object]:
     return json.loads(lab_run.fab("monitor_status", "--json").stdout)
 
 
-def wait_for(what: str, check: object, timeout: float = 45) -> None:
+def wait_for(what: str, check: object, timeout: float = 45, every: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():  # type: ignore[operator]
             return
-        time.sleep(0.5)
+        time.sleep(every)
     raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def host_trees(ctx: Booted) -> list[str]:
+    """The lab host each netns host process (`unshare ... booted-host <root>`) belongs to, once per process."""
+    lab = ctx.lab().lab
+    provider = ctx.lab().provider
+    return [name for _, argv in processes() if (name := provider.host_of(lab, argv)) is not None]
 
 
 def workers(lab_run: LabRun) -> list[str]:
@@ -132,9 +141,20 @@ def test_the_monitor_heals_scales_and_respects_the_user(lab_run: LabRun) -> None
         time.sleep(2)  # and keeps serving
     assert load.failed == 0 and load.ok >= 15, (load.ok, load.failed)
 
-    # load above the target grows the pool to max; its end shrinks it after the window, not before
+    # load above the target grows the pool to max, also when the daemon is killed (-9) in the middle of the
+    # scale-up: the next daemon marks that action failed and converges, each host running once, no lock left
     with Load(25):
+        ctx = lab_run.ctx()
+        daemon = running(ctx, "mon")
+        wait_for("a scale-up under way", lambda: any(a["kind"] == "start" and a["status"] == "in progress"
+                                                     for a in ctx.inventory.actions("mon")), every=0.01)
+        os.kill(daemon, signal.SIGKILL)  # type: ignore[arg-type]
+        assert "started" in lab_run.fab("monitor_start").stdout
         wait_for("scaled up to 3", lambda: len(workers(lab_run)) == 3)
+        assert any(a["kind"] == "start" and a["status"] == "failed" and "interrupted" in str(a["detail"])
+                   for a in ctx.inventory.actions("mon"))
+        assert sorted(host_trees(ctx)) == ["lb01", "web01", "web02", "web03"]  # one process tree per host
+        ctx.close()
     ended = time.monotonic()
     wait_for("scaled down to 2", lambda: len(workers(lab_run)) == 2, timeout=40)
     assert time.monotonic() - ended >= 6, "scaled down before the stabilization window"
