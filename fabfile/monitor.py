@@ -59,6 +59,10 @@ def monitor_status(ctx: Booted, env: str | None = None, json_: bool = False) -> 
                     [(r, v["wanted"], ",".join(v["running"]) or "-", ",".join(v["healthy"]) or "-",
                       ",".join(v["held"]) or "-", "-" if v["load"] is None else f"{v['load']:.1f}")
                      for r, v in roles.items()]))
+    backends = [(lb, addr, c.get("status"), c.get("requests"), c.get("errors"), c.get("in_flight"), c.get("mean_ms"))
+                for lb, servers in last.get("lbs", {}).items() for addr, c in servers.items()]
+    if backends:
+        print(table(["lb", "backend", "state", "requests", "errors", "in flight", "mean ms"], backends))
     if actions:
         print(table(["started", "action", "host", "reason", "status", "detail"],
                     [(when(a["started"]), a["kind"], a["host"], a["reason"], a["status"], str(a["detail"])[:60])

@@ -200,7 +200,8 @@ class Monitor:
             roles[role] = {"wanted": wanted.get(role), "running": [h for h in hosts if h in seen.running],
                            "healthy": [h for h in hosts if h in health and seen.failures.get(h, 0) == 0],
                            "held": [h for h in hosts if h in seen.held], "load": self.load.get(role)}
-        data = {"env": self.env.name, "pid": os.getpid(), "at": time.time(), "roles": roles}
+        lbs = {name: h["servers"] for name, h in sorted(health.items()) if isinstance(h.get("servers"), dict)}
+        data = {"env": self.env.name, "pid": os.getpid(), "at": time.time(), "roles": roles, "lbs": lbs}
         self.status_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.status_file.with_name(f".{self.status_file.name}.{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=2))

@@ -140,6 +140,11 @@ def test_the_monitor_heals_scales_and_respects_the_user(lab_run: LabRun) -> None
         wait_for("web02 healed", lambda: sorted(workers(lab_run)) == ["web01", "web02"])
         time.sleep(2)  # and keeps serving
     assert load.failed == 0 and load.ok >= 15, (load.ok, load.failed)
+    # HAProxy's per-backend counters, read by the monitor through the lb's `stats` command
+    servers = status(lab_run)["last_pass"]["lbs"]["lb01"]  # type: ignore[index]
+    assert sorted(servers) == ["10.213.32.3:8000", "10.213.32.4:8000"], servers
+    assert all(c["requests"] > 0 and c["status"].startswith("UP") for c in servers.values()), servers
+    assert "10.213.32.4:8000" in lab_run.fab("monitor_status").stdout
 
     # load above the target grows the pool to max, also when the daemon is killed (-9) in the middle of the
     # scale-up: the next daemon marks that action failed and converges, each host running once, no lock left
