@@ -34,7 +34,8 @@ CONFIG_TEXT = """\
 global
     stats socket {sock} mode 600 level admin
     stats timeout 10s
-    maxconn 4096
+    # no global maxconn: HAProxy sizes it from the open-files limit (a fixed 4096 cannot start as a login
+    # user whose limit is 1024)
 
 defaults
     mode http
