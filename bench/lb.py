@@ -47,7 +47,7 @@ WORKERS = {"web01": f"{NET}.4:8000", "web02": f"{NET}.5:8000", "web03": f"{NET}.
 
 
 def get(ip: str) -> bool:
-    conn = http.client.HTTPConnection(ip, 8080, timeout=5)
+    conn = http.client.HTTPConnection(ip, 8080, timeout=10)
     try:
         conn.request("GET", "/")
         resp = conn.getresponse()

@@ -47,7 +47,7 @@ class Load(threading.Thread):
         due = time.monotonic()
         while not self.stop.is_set():
             try:
-                with urllib.request.urlopen(self.url, timeout=3) as resp:
+                with urllib.request.urlopen(self.url, timeout=10) as resp:
                     resp.read()
                 self.ok += 1
             except OSError:

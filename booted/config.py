@@ -141,6 +141,26 @@ class Settings:
         """A tool's path (PATH, then sbin), or None."""
         return shutil.which(tool, path=self.path)
 
+    @property
+    def releases_dir(self) -> Path:
+        """Where booted's nginx serves releases from (content-addressed .tar.gz files). As root its workers
+        run as nobody: when nobody cannot walk into the state directory (a private temp folder), a folder of
+        this state directory under /run instead (rebuilt on demand; removed when nginx stops)."""
+        if not self.is_root or _others_can_enter(self.state_dir):
+            return self.state_dir / "releases"
+        return Path("/run") / f"booted-{hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:10]}" / "releases"
+
     def lab_id(self, env_name: str) -> str:
         """Short id naming this lab's bridge, namespaces and interfaces (unique per state dir and env)."""
         return hashlib.sha256(f"{self.state_dir}\0{env_name}".encode()).hexdigest()[:6]
+
+
+def _others_can_enter(path: Path) -> bool:
+    """Whether any user may walk down to `path` (o+x on it and every folder above it that exists)."""
+    for folder in (path, *path.parents):
+        try:
+            if not folder.stat().st_mode & 0o001:
+                return False
+        except FileNotFoundError:
+            continue
+    return True

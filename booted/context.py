@@ -20,6 +20,7 @@ from booted.hosts.identity import Keys
 from booted.images.golden import GoldenImage, ensure_golden
 from booted.lab.handle import LabHandle
 from booted.providers import Provider, provider_class
+from booted.remote import releases
 from booted.remote.fanout import Fleet, Target
 from booted.remote.services import Service, discover, get_service
 from booted.results import HostResult
@@ -176,6 +177,7 @@ class Booted:
                     self.say(f"apt proxy {said}")
             else:
                 apt.stop()
+                releases.discard(self.settings)
             return state
 
     def restart_nginx(self) -> tuple[str, Path | None]:

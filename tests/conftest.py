@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from booted.config import Settings  # noqa: E402 (after the path is set)
+from booted.remote.releases import discard  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -22,11 +26,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def settings_env(tmp_path: Path) -> dict[str, str]:
-    """BOOTED_* variables pointing every piece of state into a temp dir (golden cache shared)."""
-    return {
+def settings_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """BOOTED_* variables pointing every piece of state into a temp dir (golden cache shared). Afterwards
+    the releases folder such a private state dir gets under /run (as root) is removed."""
+    env = {
         "BOOTED_STATE_DIR": str(tmp_path / "state"),
         "BOOTED_ENVIRONMENTS": str(tmp_path / "environments.py"),
         "BOOTED_CACHE_DIR": os.environ.get("BOOTED_CACHE_DIR", str(REPO / ".booted" / "cache")),
         "PATH": os.environ["PATH"],
     }
+    yield env
+    discard(Settings.from_env(env, REPO))

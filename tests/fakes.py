@@ -30,6 +30,7 @@ class FakeHost:
     current: str | None = None
     previous: str | None = None
     running: bool = False
+    backends: str = ""  # a proxy's list (its health checks take every one in at once)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class World:
     hosts: dict[str, FakeHost] = field(default_factory=dict)
     fail_start: set[str] = field(default_factory=set)  # the provider cannot start these
     silent: set[str] = field(default_factory=set)  # start, but never phone home
+    no_serve: set[str] = field(default_factory=set)  # their serve.sh fails at boot (booted deploys over SSH)
     dead: set[str] = field(default_factory=set)  # unreachable over SSH
     scripts: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # (host, op, values)
     calls: list[str] = field(default_factory=list)  # provider methods, in order
@@ -70,9 +72,10 @@ def _banner(world: World, name: str) -> int:
 
 
 def boot_line(host: str, mac: str, ip: str, hostkey: str, token: str, remote: str | None = None,
-              at: float | None = None) -> str:
+              at: float | None = None, serving: str = "") -> str:
     """A boot-log line as booted's nginx writes it for the boot script's call (or for a forged one)."""
-    args = urllib.parse.urlencode({"host": host, "mac": mac, "ip": ip, "hostkey": hostkey, "token": token})
+    fields = {"host": host, "mac": mac, "ip": ip, "hostkey": hostkey, "token": token}
+    args = urllib.parse.urlencode({**fields, "serving": serving} if serving else fields)
     return f'booted1 {time.time() if at is None else at:.3f} {remote or ip} "{args}"\n'
 
 
@@ -120,11 +123,22 @@ class FakeProvider(Provider):
         return started, errors
 
     def _phone_home(self, host: Identity) -> None:
+        """As the boot script: run serve.sh (here: take the release it names), then phone home, naming the
+        release when it serves."""
+        serving = ""
+        if host.serve and host.release:
+            _, values = parse_script(host.serve)
+            self.world.scripts.append((host.name, "serve", values))
+            if host.name not in self.world.no_serve:
+                fake = self.world.hosts[host.name]
+                fake.previous, fake.current, fake.running = fake.current, values["rel"], True
+                fake.backends = values.get("list", "")
+                serving = host.release
         pub = Path(f"{host.host_key}.pub").read_text()
         log = self.settings.boot_log
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as f:
-            f.write(boot_line(host.name, host.mac, host.ip, fingerprint(pub), host.boot_token))
+            f.write(boot_line(host.name, host.mac, host.ip, fingerprint(pub), host.boot_token, serving=serving))
 
     def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
         self.world.calls.append("stop")
@@ -180,6 +194,11 @@ class FakeFleet(Fleet):
         host = self._host(target)
         op, values = parse_script(script)
         self.world.scripts.append((target.name, op, values))
+        if op in ("deploy", "backends") and values.get("upstream", "x"):
+            host.backends = values.get("list", host.backends)
+        if op == "stats":
+            servers = {b: {"status": "UP"} for b in host.backends.split(",") if b}
+            return json.dumps({"requests": 0, "backends": sorted(servers), "servers": servers})
         if op == "deploy":
             out = ["unchanged"]
             if host.current != values["rel"]:

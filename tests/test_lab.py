@@ -4,6 +4,7 @@ their process boundaries (tests/fakes.py). The boot log, state database, keys an
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,12 +57,21 @@ def test_start_all_boots_discovers_and_delivers(settings_env: dict[str, str], tm
     assert [h.name for h in ctx.inventory.hosts()] == ["lb01", "web01", "web02", "web03"]
     assert ctx.inventory.releases() == {(h, s): "1.0" for h, s in
                                         [("lb01", "lb"), ("web01", "hello"), ("web02", "hello"), ("web03", "hello")]}
-    # the lb's upstream goes first, so the lb's backend list names every hello host
-    deploys = [(h, v) for h, op, v in world.scripts if op == "deploy"]
-    assert deploys[-1][0] == "lb01"
+    # every host served at boot: told by serve.sh in its identity (booted's deploy.sh, start=1), it named
+    # the release in its boot-log line; booted only tested it: no deploy over SSH
+    assert [(h, op) for h, op, _ in world.scripts if op != "serve"] == [("lb01", "stats")]  # lb: backends up?
+    assert report.steps["start"]["lb01"].detail == "started at boot; 3/3 backends up"
+    served = {h: v for h, op, v in world.scripts if op == "serve"}
+    assert sorted(served) == ["lb01", "web01", "web02", "web03"] and all(v["start"] == "1" for v in served.values())
+    assert report.steps["deploy"]["web01"].detail == "served at boot: 1.0"
     ips = [i.ip for i in ctx.inventory.images("lab") if i.service == "hello"]
-    assert deploys[-1][1]["list"] == ",".join(f"{ip}:8000" for ip in ips)
-    assert deploys[-1][1]["on_backends"] == "python3 haproxyctl.py apply"
+    assert served["lb01"]["list"] == ",".join(f"{ip}:8000" for ip in ips)  # the lb starts with every worker
+    assert served["lb01"]["on_backends"] == "python3 haproxyctl.py apply"
+    # each host fetches its release from booted's nginx on its gateway (content-addressed, checksum checked)
+    fetch, sha = served["web01"]["fetch"], served["web01"]["sha256"]
+    assert fetch == f"http://{ctx.lab().env.gateway}:{ctx.settings.http_port}/releases/{sha}.tar.gz"
+    assert hashlib.sha256((ctx.settings.releases_dir / f"{sha}.tar.gz").read_bytes()).hexdigest() == sha
+    assert served["web01"]["tgz"] == ""  # nothing pushed over SFTP
     # re-running converges: nothing is booted again, healthy hosts are not restarted
     world.scripts.clear()
     again = ctx.lab().start_all()
@@ -69,6 +79,20 @@ def test_start_all_boots_discovers_and_delivers(settings_env: dict[str, str], tm
     assert again.steps["boot"]["web01"].detail == "already running"
     assert {op for _, op, _ in world.scripts} == {"deploy"}
     assert all(r.detail.startswith("already running") for r in again.steps["start"].values())
+
+
+def test_a_host_that_could_not_serve_at_boot_is_deployed_over_ssh(settings_env: dict[str, str], tmp_path: Path,
+                                                                  world: World) -> None:
+    world.no_serve.add("web02")  # its serve.sh failed: its boot-log line names no release
+    ctx = make_ctx(settings_env, tmp_path, world)
+    report = ctx.lab().start_all()
+    assert report.failed() == []
+    assert [h for h, op, _ in world.scripts if op == "deploy"] == ["web02"]
+    deployed = next(v for h, op, v in world.scripts if op == "deploy")
+    assert deployed["fetch"].endswith(".tar.gz") and deployed["tgz"] == ""  # one SSH command, pulled from nginx
+    assert report.steps["deploy"]["web02"].detail.startswith("switched to 1.0")
+    assert report.steps["deploy"]["web01"].detail == "served at boot: 1.0"
+    assert ctx.inventory.releases()[("web02", "hello")] == "1.0"
 
 
 def test_a_host_that_fails_to_boot_is_one_failed_row(settings_env: dict[str, str], tmp_path: Path,

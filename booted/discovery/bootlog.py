@@ -1,11 +1,12 @@
 """The boot log: nginx's access log of /booted requests, read incrementally into boot events.
 
 A line looks like `booted1 1700000000.123 10.77.0.2 "host=web01&mac=52%3A54...&ip=10.77.0.2&hostkey=SHA256...
-&token=<32 hex>"`. Lines are data from the network: anything malformed or oversized is skipped and counted,
-never executed. A well-formed line is believed only when it matches what booted made (vet): a host image
-of that name, its leased IP claimed and sent from (or from loopback: the relay of a user-mode VM), its
-pinned host key, and the secret token of its current boot, which only that host was given. Anything else is
-rejected and counted, and never reaches the host list.
+&token=<32 hex>[&serving=<release id>]"` (serving: the release the host started at boot). Lines are data
+from the network: anything malformed or oversized is skipped and counted, never executed. A well-formed
+line is believed only when it matches what booted made (vet): a host image of that name, its leased IP
+claimed and sent from (or from loopback: the relay of a user-mode VM), its pinned host key, and the secret
+token of its current boot, which only that host was given. Anything else is rejected and counted, and never
+reaches the host list. What a host says it serves is verified by booted (the HTTP test) before it counts.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 HOSTKEY_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}\Z")
 TOKEN_RE = re.compile(r"^[0-9a-f]{32}\Z")
 FIELDS = ("host", "mac", "ip", "hostkey", "token")
+RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}\Z")  # the optional `serving` field: a release id
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IP = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
 # The exact line booted's boot script sends (curl --data-urlencode, this field order), parsed without
@@ -34,7 +36,8 @@ _IP = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
 # is accepted does not change.
 FAST_RE = re.compile(rf'booted1 ([0-9]{{1,12}}\.[0-9]{{3}}) ({_IP}) "host=([a-z][a-z0-9-]{{0,62}})'
                      r"&mac=([0-9a-f]{2}(?:%3[aA][0-9a-f]{2}){5})"
-                     rf'&ip=({_IP})&hostkey=SHA256%3[aA]((?:[A-Za-z0-9]|%2[bBfF]){{43}})&token=([0-9a-f]{{32}})"')
+                     rf'&ip=({_IP})&hostkey=SHA256%3[aA]((?:[A-Za-z0-9]|%2[bBfF]){{43}})&token=([0-9a-f]{{32}})'
+                     r'(?:&serving=([A-Za-z0-9][A-Za-z0-9._-]{0,79}))?"')
 _KEY_ESC = re.compile(r"%2[bBfF]")
 CHUNK = 8 << 20
 
@@ -47,11 +50,11 @@ def parse_line(line: str) -> BootEvent:
     """Parse one boot-log line; raise BadLine with the reason when it is not a valid boot event."""
     fast = FAST_RE.fullmatch(line)
     if fast:
-        at, remote, host, mac, ip, key, token = fast.groups()
+        at, remote, host, mac, ip, key, token, serving = fast.groups()
         if ip == remote:
             key = _KEY_ESC.sub(lambda m: "+" if m.group()[2] in "bB" else "/", key)
             return BootEvent(float(at), remote, host, ip, mac.replace("%3a", ":").replace("%3A", ":"),
-                             f"SHA256:{key}", token)
+                             f"SHA256:{key}", token, serving or "")
     if len(line) > 2048:
         raise BadLine("line too long")
     match = LINE_RE.match(line.rstrip("\n"))
@@ -62,9 +65,12 @@ def parse_line(line: str) -> BootEvent:
         fields = parse_qs(args, keep_blank_values=False, strict_parsing=True, max_num_fields=8)
     except ValueError as exc:
         raise BadLine(f"bad query string: {exc}") from None
-    if sorted(fields) != sorted(FIELDS) or any(len(v) != 1 for v in fields.values()):
-        raise BadLine("needs exactly host, mac, ip, hostkey and token once each")
+    if sorted(set(fields) - {"serving"}) != sorted(FIELDS) or any(len(v) != 1 for v in fields.values()):
+        raise BadLine("needs exactly host, mac, ip, hostkey and token once each (and serving at most once)")
     host, mac, ip, hostkey, token = (fields[k][0] for k in FIELDS)
+    serving = fields.get("serving", [""])[0]
+    if serving and not RELEASE_RE.match(serving):
+        raise BadLine(f"bad release {serving[:40]!r}")
     if not HOST_RE.match(host):
         raise BadLine(f"bad host name {host[:40]!r}")
     if not MAC_RE.match(mac):
@@ -80,7 +86,7 @@ def parse_line(line: str) -> BootEvent:
         raise BadLine("bad address") from None
     if ip != remote and remote != "127.0.0.1":  # loopback: the relay of a user-mode VM, on this machine
         raise BadLine(f"claimed ip {ip} is not the sender {remote}")
-    return BootEvent(float(at), remote, host, ip, mac, hostkey, token)
+    return BootEvent(float(at), remote, host, ip, mac, hostkey, token, serving)
 
 
 def vet(event: BootEvent, image: Image | None, fingerprints: dict[str, str]) -> str | None:

@@ -108,6 +108,8 @@ class Identity:
     ports: tuple[int, ...] = ()  # TCP ports its service listens on (forwarded for user-mode VMs)
     boot_token: str = ""  # a secret of this boot, sent with the phone-home: only this host has it
     apt_proxy: str = ""  # booted's apt proxy on the gateway, for the host's apt
+    serve: str = ""  # serve.sh: fetch, unpack and start the host's service at first boot (booted's deploy.sh)
+    release: str = ""  # the release serve.sh starts, announced in the boot-log line once it serves
 
     def env_text(self) -> str:
         """The /run/booted/identity file: shell KEY='value' lines, every value quoted."""
@@ -116,6 +118,7 @@ class Identity:
             "BOOTED_GATEWAY": self.gateway, "BOOTED_MAC": self.mac, "BOOTED_BOOT_URL": self.boot_url,
             "BOOTED_IFACE": "eth0", "BOOTED_LOGIN_USER": self.login_user, "BOOTED_PW_HASH": self.pw_hash or "",
             "BOOTED_BOOT_TOKEN": self.boot_token, "BOOTED_APT_PROXY": self.apt_proxy,
+            "BOOTED_RELEASE": self.release,
         }
         return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
@@ -127,6 +130,12 @@ class Identity:
         (target / "ssh_host_ed25519_key").chmod(0o600)
         shutil.copyfile(f"{self.host_key}.pub", target / "ssh_host_ed25519_key.pub")
         (target / "authorized_keys").write_text(self.authorized_key + "\n")
+        serve = target / "serve.sh"
+        if self.serve:
+            serve.write_text(self.serve)  # no secret in it: readable by the login user who runs it
+            serve.chmod(0o644)
+        else:
+            serve.unlink(missing_ok=True)
 
 
 def _write_private(path: Path, text: str) -> None:

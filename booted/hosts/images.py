@@ -32,11 +32,12 @@ def ensure_image(inventory: Inventory, keys: Keys, env: Environment, spec: HostS
 
 
 def identity(settings: Settings, keys: Keys, env: Environment, image: Image, pw_hash: str | None,
-             ports: tuple[int, ...], boot_token: str) -> Identity:
-    """What the host is told at boot (the same for every provider)."""
+             ports: tuple[int, ...], boot_token: str, serve: str = "", release: str = "") -> Identity:
+    """What the host is told at boot (the same for every provider); `serve`/`release`: its service to
+    start at boot (remote/firstboot.py)."""
     return Identity(
         name=image.name, ip=image.ip, prefix=env.network.prefixlen, gateway=str(env.gateway), mac=image.mac,
         boot_url=f"http://{env.gateway}:{settings.http_port}/booted", login_user=settings.user, pw_hash=pw_hash,
         host_key=keys.host_key(image.name), authorized_key=keys.ensure_lab_key(), memory=image.memory,
         cpus=image.cpus, ports=ports, boot_token=boot_token,
-        apt_proxy=f"http://{env.gateway}:{settings.apt_port}")
+        apt_proxy=f"http://{env.gateway}:{settings.apt_port}", serve=serve, release=release)

@@ -25,7 +25,7 @@ from booted.hosts.identity import fingerprint, hash_password
 from booted.hosts.images import ensure_image, identity
 from booted.lab.status import status_rows
 from booted.providers.base import Lab, Provider
-from booted.remote import deploy
+from booted.remote import deploy, firstboot
 from booted.results import HostResult
 from booted.state.inventory import Image
 
@@ -174,12 +174,18 @@ class LabHandle:
         return HostResult(name, True, f"deleted; {image.ip} and {image.mac} released")
 
     # lifecycle -------------------------------------------------------------------------------------
-    @_locked("starting hosts of")
     def start(self, images: list[Image]) -> list[HostResult]:
         """Start host images (running ones are left as they are) and wait until each has booted: phoned
         home in the boot log with its pinned host key, and answers SSH."""
+        return self._start(images, serve=False)[0]
+
+    @_locked("starting hosts of")
+    def _start(self, images: list[Image], serve: bool) -> tuple[list[HostResult], dict[str, firstboot.Serve]]:
+        """start(); with `serve`, each fresh host that runs a service starts it at boot, before it phones
+        home (remote/firstboot.py): also returns what each was told to serve."""
+        served: dict[str, firstboot.Serve] = {}
         if not images:
-            return []
+            return [], served
         self.check()
         since = time.time()
         already = self.running()
@@ -190,13 +196,18 @@ class LabHandle:
         for name, token in tokens.items():
             if name not in already:
                 self.ctx.inventory.set_boot_token(name, token)  # a new boot: lines of earlier ones are void
-        idents = [identity(self.ctx.settings, self.ctx.keys, self.env, i, pw_hash,
-                           (services[i.service].port,) if i.service in services else (), tokens[i.name])
-                  for i in images]
         self.ctx.say(f"starting {len(images)} host(s) of {self.env.name} on {self.env.provider} "
                      f"({len(already)} already running)")
         self.provider.prepare_network(self.lab)  # network and nginx first: hosts phone home while booting
         self.ctx.serve_gateways()
+        fresh_names = {i.name for i in images if i.name not in already}
+        if serve:
+            served = firstboot.prepare(self.ctx, self.env, [i for i in images if i.name in fresh_names],
+                                       set(already) | fresh_names)
+        idents = [identity(self.ctx.settings, self.ctx.keys, self.env, i, pw_hash,
+                           (services[i.service].port,) if i.service in services else (), tokens[i.name],
+                           *((served[i.name].script, served[i.name].release) if i.name in served else ()))
+                  for i in images]
         lab = replace(self.lab, packages=self.packages())
         started, errors = self.provider.start(lab, idents, self.ctx.say)
         for s in started:
@@ -216,7 +227,7 @@ class LabHandle:
                 out.append(HostResult(img.name, True, "already running") if img.name in listed else self._relist(img))
             else:
                 out.append(waited[img.name])
-        return out
+        return out, served
 
     def _relist(self, img: Image) -> HostResult:
         """A host that runs but is not in the host list (cleared, or booted before the current boot log):
@@ -271,7 +282,8 @@ class LabHandle:
             self.ctx.service(name)  # an unknown or broken service is a mistake found before any host boots
         self.check()
         report = StartReport(self.images([s.name for s in specs]))
-        report.add("boot", self.start(report.images))
+        booted, served = self._start(report.images, serve=True)
+        report.add("boot", booted)
         up = [i for i in report.images if report.steps["boot"][i.name].ok]
         services = self.ctx.services
         # services that front others (an lb's upstream) go last, so their backend list is complete
@@ -279,9 +291,19 @@ class LabHandle:
         with self.ctx.fleet() as fleet:
             for name in order:
                 hosts = [i.name for i in up if i.service == name]
-                self.ctx.say(f"deploying {name} to {len(hosts)} host(s)")
-                for step, results in deploy.deliver(self.ctx, fleet, name, hosts, self.env.name).items():
+                verified, rest = firstboot.verify(self.ctx, fleet, name, hosts, self.env.name, served)
+                for step, results in verified.items():
                     report.add(step, results)
+                ok = sorted(set(hosts) - set(rest))
+                self.ctx.say(f"{name}: served at first boot, verified: {', '.join(ok) or 'none'}; "
+                             f"deploying over SSH: {', '.join(rest) or 'none'}")
+                if rest:
+                    for step, results in deploy.deliver(self.ctx, fleet, name, rest, self.env.name).items():
+                        report.add(step, results)
+                for r in firstboot.settle_proxies(self.ctx, fleet, name, [h for h in ok if h in served], served):
+                    start = report.steps.get("start", {}).get(r.host)
+                    report.add("start", [HostResult(r.host, r.ok, f"{start.detail if start else 'started'}; "
+                                                    f"{r.detail}")])
         return report
 
     def start_all(self) -> StartReport:

@@ -87,7 +87,7 @@ class QemuProvider(Provider):
                "-chardev", f"file,id=console,path={opt(hdir / 'console.log')},append=on", "-serial", "chardev:console",
                "-qmp", f"unix:{opt(hdir / 'qmp.sock')},server=on,wait=off",
                "-pidfile", str(hdir / "qemu.pid")]
-        for f in IDENTITY_FILES:
+        for f in IDENTITY_FILES + (("serve.sh",) if host.serve else ()):
             cmd += ["-fw_cfg", f"name=opt/booted/{f},file={opt(hdir / 'identity' / f)}"]
         return cmd
 

@@ -15,9 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from invoke.exceptions import UnexpectedExit
+
 from booted.errors import BootedError, ConfigError
 from booted.remote import scripts
-from booted.remote.fanout import Fleet, StepFailed, Target
+from booted.remote.fanout import Fleet, StepFailed, Target, describe
+from booted.remote.releases import publish
 from booted.remote.services import Release, Service, package
 from booted.results import Done, HostResult
 
@@ -85,9 +88,11 @@ def base(service: Service) -> str:
 
 
 def host_values(service: Service, target: Target) -> dict[str, str]:
-    """The values every script of `service` gets on `target` (lib.sh's base, service, url, on_backends)."""
+    """The values every script of `service` gets on `target` (lib.sh's base, service, url, port, reuse_port,
+    on_backends)."""
     return {"base": base(service), "service": service.name,
-            "url": f"http://{target.ip}:{service.port}{service.health}",
+            "url": f"http://{target.ip}:{service.port}{service.health}", "port": str(service.port),
+            "reuse_port": "1" if service.reuse_port else "",
             "on_backends": fill(service.on_backends, service, target, "", "") if service.on_backends else ""}
 
 
@@ -105,11 +110,14 @@ def run_sh(service: Service, target: Target, version: str, backends: str) -> str
 
 
 def deploy_script(service: Service, target: Target, release: Release, incoming: str, backends: str,
-                  restart: bool = True) -> str:
-    """Unpack, run the setup command once, switch, and (with `restart`) restart the service where wanted."""
+                  restart: bool = True, fetch: tuple[str, str] | None = None, start: bool = False) -> str:
+    """Fetch (`fetch`: URL and sha256 on booted's nginx) or take the uploaded `incoming`, unpack, run the
+    setup command once, switch, and (with `restart`) restart the service where wanted (`start`: anyway)."""
+    url, sha = fetch or ("", "")
     return scripts.render("deploy", {**host_values(service, target), "rel": f"releases/{release.id}",
-                                     "tgz": incoming, "run_sh": run_sh(service, target, release.version, backends),
-                                     "restart": "1" if restart else "",
+                                     "tgz": incoming, "fetch": url, "sha256": sha,
+                                     "run_sh": run_sh(service, target, release.version, backends),
+                                     "restart": "1" if restart else "", "start": "1" if start else "",
                                      "upstream": service.upstream or "", "list": backends,
                                      "setup": fill(service.setup, service, target, release.version, backends)
                                      if service.setup else ""})
@@ -135,19 +143,41 @@ def start_script(service: Service, target: Target) -> str:
 def _deploy(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     repo = ctx.settings.repo(p.service.repo_var)
     releases = {v: package(p.service, v, repo) for v in set(p.versions.values())}
+    published = {v: publish(ctx.settings, r) for v, r in releases.items()}
+    gateways = gateways_of(ctx, [t.name for t in p.targets])
     backends = p.backends or {}
 
     def step(target: Target) -> Done:
-        release = releases[p.versions[target.name]]
-        incoming = f"{ROOT}/.incoming-{p.service.name}-{release.id}-{uuid.uuid4().hex[:8]}.tar.gz"
-        fleet.put(target, release.data, incoming)
-        out = fleet.sh(target, deploy_script(p.service, target, release, incoming, backends.get(target.name, "")))
+        # one SSH command: the host fetches the release from booted's nginx on its gateway, checks it,
+        # unpacks, switches and restarts; only when it cannot fetch it is the release pushed over SFTP
+        release, pub = releases[p.versions[target.name]], published[p.versions[target.name]]
+        lst = backends.get(target.name, "")
+        fetch = (pub.url(gateways[target.name], ctx.settings.http_port), pub.sha256)
+        how = ""
+        try:
+            out = fleet.sh(target, deploy_script(p.service, target, release, "", lst, fetch=fetch))
+        except UnexpectedExit as exc:
+            if exc.result.exited != FETCH_FAILED:
+                raise
+            incoming = f"{ROOT}/.incoming-{p.service.name}-{release.id}-{uuid.uuid4().hex[:8]}.tar.gz"
+            fleet.put(target, release.data, incoming)
+            out = fleet.sh(target, deploy_script(p.service, target, release, incoming, lst))
+            how = f" (pushed over SFTP: {describe(exc)})"
         words = out.split()
         what = "switched to" if "switched" in words else "already at"
         setup = " (setup ran)" if "setup-ran" in words else ""
         restarted = ", restarted" if "started" in words else ""
-        return Done(f"{what} {release.version}{setup}{restarted}", release.version)
+        return Done(f"{what} {release.version}{setup}{restarted}{how}", release.version)
     return step, ",".join(sorted({r.version for r in releases.values()}))
+
+
+FETCH_FAILED = 7  # deploy.sh's exit code when the host cannot fetch the release from booted's nginx
+
+
+def gateways_of(ctx: Booted, hosts: list[str]) -> dict[str, str]:
+    """host -> the lab gateway it reaches booted's nginx on."""
+    images = {i.name: i for i in ctx.inventory.images()}
+    return {h: str(ctx.environment(images[h].env).gateway) for h in hosts}
 
 
 def _start(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:

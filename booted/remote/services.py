@@ -23,7 +23,8 @@ from booted.errors import ConfigError, DeployError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}\Z")
 HEALTH_RE = re.compile(r"^/[A-Za-z0-9/._~?=&-]{0,200}\Z")
-KEYS = {"port", "start", "health", "description", "upstream", "packages", "setup", "on_backends", "stats"}
+KEYS = {"port", "start", "health", "description", "upstream", "packages", "setup", "on_backends", "stats",
+        "reuse_port"}
 PLACEHOLDERS = {"ip", "port", "host", "version", "backends"}
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
@@ -43,6 +44,7 @@ class Service:
     setup: str | None = None  # run in a new release before it is switched to, once per release and host
     on_backends: str | None = None  # a proxy's command that applies a changed backend list live (no restart)
     stats: str | None = None  # a proxy's command printing its counters as JSON (what the monitor reads)
+    reuse_port: bool = False  # it binds with SO_REUSEPORT and drains on SIGTERM: restarts overlap, no gap
 
     @property
     def repo_var(self) -> str:
@@ -114,9 +116,13 @@ def load_service(folder: Path) -> Service:
     if upstream is None and (commands["on_backends"] or commands["stats"]):
         raise ConfigError(f"{path}: 'on_backends' and 'stats' are for a proxy: set 'upstream' to the service "
                           "it fronts")
+    reuse_port = data.get("reuse_port", False)
+    if not isinstance(reuse_port, bool):
+        raise ConfigError(f"{path}: 'reuse_port' is true or false (true: the service binds its port with "
+                          "SO_REUSEPORT and finishes its requests on SIGTERM, so restarts overlap)")
     packages = packages_of(data.get("packages", []), str(path))
     return Service(folder.name, folder, port, start, health, str(data.get("description", "")), upstream, packages,
-                   **commands)
+                   **commands, reuse_port=reuse_port)
 
 
 def _command(path: Path, key: str, value: object) -> str | None:

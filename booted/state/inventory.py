@@ -40,6 +40,9 @@ class Inventory:
             if column not in columns:  # a state database made by an earlier booted
                 with self.write() as db:
                     db.execute(f"ALTER TABLE images ADD COLUMN {column} {kind}")
+        if "serving" not in {r["name"] for r in self.db.execute("PRAGMA table_info(hosts)")}:
+            with self.write() as db:
+                db.execute("ALTER TABLE hosts ADD COLUMN serving TEXT NOT NULL DEFAULT ''")
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -195,11 +198,11 @@ class Inventory:
             db.executemany("INSERT INTO boot_events (at, remote, host, ip, mac, hostkey, log) VALUES (?,?,?,?,?,?,?)",
                            [(ev.at, ev.remote, ev.host, ev.ip, ev.mac, ev.hostkey, log) for ev in events])
             db.executemany(
-                "INSERT INTO hosts (name, ip, mac, hostkey, booted_at) VALUES (?,?,?,?,?)"
+                "INSERT INTO hosts (name, ip, mac, hostkey, booted_at, serving) VALUES (?,?,?,?,?,?)"
                 " ON CONFLICT(name) DO UPDATE SET ip=excluded.ip, mac=excluded.mac, hostkey=excluded.hostkey,"
-                " booted_at=excluded.booted_at, reachable=NULL, checked_at=NULL"
+                " booted_at=excluded.booted_at, reachable=NULL, checked_at=NULL, serving=excluded.serving"
                 " WHERE excluded.booted_at >= hosts.booted_at",
-                [(ev.host, ev.ip, ev.mac, ev.hostkey, ev.at) for ev in latest.values()])
+                [(ev.host, ev.ip, ev.mac, ev.hostkey, ev.at, ev.serving) for ev in latest.values()])
             db.execute("INSERT INTO bootlog_cursor (log, inode, offset, lines, skipped) VALUES (?,?,?,?,?)"
                        " ON CONFLICT(log) DO UPDATE SET inode=excluded.inode, offset=excluded.offset,"
                        " lines=excluded.lines, skipped=excluded.skipped", (log, *cursor))
@@ -212,7 +215,8 @@ class Inventory:
 
     def hosts(self) -> list[Host]:
         return [Host(name=r["name"], ip=r["ip"], mac=r["mac"], hostkey=r["hostkey"], booted_at=r["booted_at"],
-                     reachable=None if r["reachable"] is None else bool(r["reachable"]), checked_at=r["checked_at"])
+                     reachable=None if r["reachable"] is None else bool(r["reachable"]), checked_at=r["checked_at"],
+                     serving=r["serving"])
                 for r in self.db.execute("SELECT * FROM hosts ORDER BY name")]
 
     def count_hosts(self) -> int:

@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE TABLE IF NOT EXISTS hosts (
     name TEXT PRIMARY KEY, ip TEXT NOT NULL, mac TEXT NOT NULL, hostkey TEXT NOT NULL,
-    booted_at REAL NOT NULL, reachable INTEGER, checked_at REAL
+    booted_at REAL NOT NULL, reachable INTEGER, checked_at REAL, serving TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS boot_events (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, remote TEXT NOT NULL, host TEXT NOT NULL,
@@ -78,6 +78,7 @@ class Host:
     booted_at: float
     reachable: bool | None
     checked_at: float | None
+    serving: str = ""  # the release its last boot said it serves ("" : none; then booted deploys over SSH)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class BootEvent:
     mac: str
     hostkey: str
     token: str = ""  # the boot token it carried (checked, never stored)
+    serving: str = ""  # the release it started at boot, if any
 
 
 def mac_for(ip: ipaddress.IPv4Address) -> str:

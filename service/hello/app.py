@@ -2,7 +2,9 @@
 
 import argparse
 import json
+import signal
 import socket
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,12 +33,27 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    """Binds with SO_REUSEPORT (a new release starts beside this one: service.toml's reuse_port) and, on
+    SIGTERM, stops accepting, closes its listener and finishes the requests it has (no daemon threads)."""
+
+    daemon_threads = False
+    request_queue_size = 64
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bind", required=True, help="address to listen on (the host's lab IP)")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    ThreadingHTTPServer((args.bind, args.port), Handler).serve_forever()
+    server = Server((args.bind, args.port), Handler)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    server.serve_forever(poll_interval=0.05)
+    server.server_close()  # the listener closes; the answers in flight are finished
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -41,7 +42,9 @@ defaults
     mode http
     timeout connect 1s
     timeout client 30s
-    timeout server 30s
+    # a lab service answers quickly: a request to a backend that died under it (no reset comes when a host
+    # vanishes) is retried on another after 3 s instead of hanging; raise it for slower services
+    timeout server 3s
     timeout queue 5s
     # an idempotent request whose backend refused, reset or did not answer is retried on another one
     retries 3
@@ -175,7 +178,11 @@ def main() -> None:
         tmp = CONFIG.with_name(f".{CONFIG.name}.{os.getpid()}")
         tmp.write_text(render(args.bind, args.port, args.host, args.version))
         tmp.replace(CONFIG)
-        os.execvp("haproxy", ["haproxy", "-db", "-f", str(CONFIG)])
+        # Debian puts haproxy in /usr/sbin, which a login user's PATH may not have
+        binary = shutil.which("haproxy", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+        if binary is None:
+            sys.exit("haproxy is not installed on this host (the lb service's packages = [\"haproxy\"])")
+        os.execv(binary, [binary, "-db", "-f", str(CONFIG)])
     elif args.op == "apply":
         print(apply())
     else:

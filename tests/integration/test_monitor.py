@@ -45,7 +45,7 @@ class Load:
         due = time.monotonic()
         while not self.stop.is_set():
             try:
-                with urllib.request.urlopen(LB, timeout=3) as resp:
+                with urllib.request.urlopen(LB, timeout=10) as resp:
                     resp.read()
                 self.ok += 1
             except OSError:

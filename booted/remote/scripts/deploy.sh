@@ -1,10 +1,12 @@
 # shellcheck shell=sh
-# deploy: unpack an uploaded release, write run.sh, switch `current` atomically (the old one becomes
-# `previous`), keep only those two, and (re)start the service where it is wanted (started and not stopped
-# since) unless it already runs exactly the current release and run.sh: this also repairs a host left
-# half-way by a killed run.
-# booted sets: rel (releases/<id>), tgz (the uploaded archive), run_sh (run.sh's text), restart (non-empty:
-# restart a running service here), setup (service.toml's setup command, or empty), upstream (non-empty: the
+# deploy: fetch a release from booted's nginx (or take an uploaded one), unpack it, write run.sh, switch
+# `current` atomically (the old one becomes `previous`), keep only those two, and (re)start the service
+# where it is wanted (started and not stopped since) unless it already runs exactly the current release and
+# run.sh: this also repairs a host left half-way by a killed run.
+# booted sets: rel (releases/<id>), fetch and sha256 (the release's URL on booted's nginx and its checksum;
+# exit 7 when it cannot be fetched), tgz (else: the uploaded archive), run_sh (run.sh's text), restart
+# (non-empty: restart a running service here), start (non-empty: start it even if it was not wanted here: a
+# first boot), setup (service.toml's setup command, or empty), upstream (non-empty: the
 # service fronts others; list is their ip:port,... written to $base/backends, which it reads live, or which
 # on_backends applies live); needs lib.sh.
 # The setup command runs in the new release before it is switched to, once per release and host; if it
@@ -14,12 +16,26 @@ set -e
 svc_lock
 mkdir -p "$base/releases"
 if [ ! -d "$base/$rel" ]; then
+  if [ -n "$fetch" ]; then
+    tgz=$(mktemp "$base/.incoming.XXXXXX")
+    if ! curl -fsS --connect-timeout 5 -m 60 -o "$tgz" "$fetch"; then
+      rm -f "$tgz"
+      echo "could not fetch $fetch" >&2
+      exit 7
+    fi
+    got=$(sha256sum <"$tgz")
+    if [ "${got%% *}" != "$sha256" ]; then
+      rm -f "$tgz"
+      echo "$fetch: checksum ${got%% *} is not the release's $sha256" >&2
+      exit 7
+    fi
+  fi
   tmp=$(mktemp -d "$base/releases/.unpack.XXXXXX")
   tar -xzf "$tgz" -C "$tmp"
   chmod 755 "$tmp"
   mv -T "$tmp" "$base/$rel" 2>/dev/null || rm -rf "$tmp"  # another run unpacked it first: same content
 fi
-rm -f "$tgz"
+if [ -n "$tgz" ]; then rm -f "$tgz"; fi
 if [ -n "$setup" ] && [ ! -e "$base/$rel/.booted-setup-done" ]; then
   if (cd "$base/$rel" && sh -c "$setup") >"$base/$rel/.booted-setup.log" 2>&1 </dev/null; then
     touch "$base/$rel/.booted-setup-done"
@@ -53,7 +69,7 @@ for d in "$base"/releases/*; do
   [ "$r" = "$keep" ] || [ "$r" = "$prev" ] || rm -rf "$d"
 done
 # restarted in the same SSH command: wanted here, and not running exactly this release and run.sh
-if [ -n "$restart" ] && { [ -f "$base/enabled" ] || svc_running; }; then
+if [ -n "$restart" ] && { [ -n "$start" ] || [ -f "$base/enabled" ] || svc_running; }; then
   if ! svc_running || [ "$(svc_want)" != "$(cat "$base/started" 2>/dev/null)" ]; then
     set +e
     svc_start

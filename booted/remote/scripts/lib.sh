@@ -1,7 +1,8 @@
 # shellcheck shell=sh
 # booted's service functions on a lab host, sent before every operation's script.
 # booted sets these first, each value quoted: base (the service's folder), service (its name), url (its
-# health URL as the host itself reaches it).
+# health URL as the host itself reaches it), port (its port), reuse_port (non-empty: restart without a gap),
+# on_backends (a proxy's command that applies a changed backend list).
 # shellcheck disable=SC2154
 
 # Hold the service's lock on this host for the rest of the script (fd 9): one operation at a time, also
@@ -15,14 +16,20 @@ svc_lock() {
   fi
 }
 
-# Stop the supervisor and everything it started (its process group); prints what it did.
+# End a supervisor and everything it started (its process group): SIGTERM, up to 5 s for the service to
+# finish what it is doing, then SIGKILL.
+svc_end_group() {
+  kill -TERM "-$1" 2>/dev/null
+  i=0
+  while [ "$i" -lt 50 ] && kill -0 "-$1" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+  kill -KILL "-$1" 2>/dev/null || true
+}
+
+# Stop the supervisor and everything it started; prints what it did.
 svc_stop() {
   pidf="$base/supervisor.pid"
   if [ -f "$pidf" ] && pid=$(cat "$pidf") && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "-$pid" 2>/dev/null
-    i=0
-    while [ "$i" -lt 50 ] && kill -0 "$pid" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-    kill -KILL "-$pid" 2>/dev/null || true
+    svc_end_group "$pid"
     echo stopped
   else
     echo "was not running"
@@ -38,16 +45,31 @@ svc_want() {
 # (Re)start the supervisor of the current release and wait until the health URL answers (10 s).
 # The service is marked wanted (`enabled`, until stop.sh) and what was started is noted (`started`), so a
 # deploy after a killed run can tell that the running process is not the current release.
+# A service with reuse_port (it binds with SO_REUSEPORT and finishes its requests on SIGTERM) is restarted
+# without a gap: the new process starts beside the old one, and once it listens too the old one is ended;
+# the kernel hands the connections still queued on the old listener to the new one (tcp_migrate_req, set
+# at boot).
 svc_start() {
   if [ ! -e "$base/current" ]; then
     echo "$service is not deployed here: run fab ${service}_deploy" >&2
     return 3
   fi
   touch "$base/enabled"
-  svc_stop
+  old=""
+  if [ -n "$reuse_port" ] && svc_running; then
+    old=$(cat "$base/supervisor.pid")
+  else
+    svc_stop
+  fi
   svc_want >"$base/started"
   setsid sh "$base/run.sh" >>"$base/service.log" 2>&1 </dev/null 9>&- &
   echo $! >"$base/supervisor.pid"
+  if [ -n "$old" ]; then
+    i=0
+    while [ "$i" -lt 100 ] && [ "$(ss -Hltn "sport = :$port" | wc -l)" -lt 2 ]; do sleep 0.1; i=$((i + 1)); done
+    svc_end_group "$old"
+    echo "overlapped"
+  fi
   i=0
   while [ "$i" -lt 100 ]; do
     if curl -fsS -m 1 -o /dev/null "$url" 2>/dev/null; then
