@@ -35,6 +35,8 @@ def test_qemu_lab_boots_serves_and_stops_clean(lab_run: LabRun) -> None:
     start = lab_run.fab("env_start_all", timeout=600)
     assert "2 ok, 0 failed" in start.stdout, start.stdout + start.stderr
     assert "qemu accelerator: " in start.stderr
+    # each VM pulled hello from booted's nginx and served before it phoned home: no deploy over SSH
+    assert "hello: served at first boot, verified: web01, web02; deploying over SSH: none" in start.stderr
     listed = json.loads(lab_run.fab("hosts_list", "--json").stdout)
     assert {h["name"]: h["ip"] for h in listed} == {"web01": "10.213.60.2", "web02": "10.213.60.3"}
     assert "2 ok, 0 failed" in lab_run.fab("hello_test").stdout

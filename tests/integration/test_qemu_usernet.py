@@ -35,6 +35,8 @@ def test_user_mode_vm_serves_through_forwarded_ports(lab_run: LabRun) -> None:
     start = lab_run.fab("env_start_all", timeout=600)
     assert "1 ok, 0 failed" in start.stdout, start.stdout + start.stderr
     assert "user-mode, ports forwarded on 127.0.0.1" in start.stderr
+    # it fetched its release through the relay to booted's nginx and served at first boot
+    assert "hello: served at first boot, verified: web01; deploying over SSH: none" in start.stderr
 
     ctx = lab_run.ctx()
     handle = ctx.lab()
