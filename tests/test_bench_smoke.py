@@ -56,3 +56,12 @@ def test_lb_smoke() -> None:
                          rf"failed_kill=(\d+)/(\d+) failed_change=(\d+)/(\d+)", last)
     assert match, last
     assert match.group(2) == "0" and match.group(4) == "0", last  # HAProxy retries: no request lost
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="netns lab hosts need root")
+def test_deploy_load_smoke() -> None:
+    last = run_bench("deploy_load.py", "--deploys", "2", timeout=600)
+    match = re.fullmatch(r"failed_stop_start=(\d+) failed_overlap=(\d+) requests=(\d+)", last)
+    assert match, last
+    assert match.group(2) == "0", last  # overlapped restarts refuse no connection

@@ -92,6 +92,7 @@ def host_values(service: Service, target: Target) -> dict[str, str]:
     on_backends)."""
     return {"base": base(service), "service": service.name,
             "url": f"http://{target.ip}:{service.port}{service.health}", "port": str(service.port),
+            "port_hex": f"{service.port:04X}",
             "reuse_port": "1" if service.reuse_port else "",
             "on_backends": fill(service.on_backends, service, target, "", "") if service.on_backends else ""}
 

@@ -1,7 +1,7 @@
 # shellcheck shell=sh
 # booted's service functions on a lab host, sent before every operation's script.
 # booted sets these first, each value quoted: base (the service's folder), service (its name), url (its
-# health URL as the host itself reaches it), port (its port), reuse_port (non-empty: restart without a gap),
+# health URL as the host itself reaches it), port and port_hex (its port), reuse_port (non-empty: restart without a gap),
 # on_backends (a proxy's command that applies a changed backend list).
 # shellcheck disable=SC2154
 
@@ -42,7 +42,8 @@ svc_want() {
   echo "$(readlink "$base/current") $(cksum <"$base/run.sh")"
 }
 
-# (Re)start the supervisor of the current release and wait until the health URL answers (10 s).
+# (Re)start the supervisor of the current release and wait until it listens (30 s) and its health URL answers
+# (10 s more).
 # The service is marked wanted (`enabled`, until stop.sh) and what was started is noted (`started`), so a
 # deploy after a killed run can tell that the running process is not the current release.
 # A service with reuse_port (it binds with SO_REUSEPORT and finishes its requests on SIGTERM) is restarted
@@ -64,24 +65,46 @@ svc_start() {
   svc_want >"$base/started"
   setsid sh "$base/run.sh" >>"$base/service.log" 2>&1 </dev/null 9>&- &
   echo $! >"$base/supervisor.pid"
+  # wait for the new listener (read from /proc: no process started per try, which matters on 50 hosts
+  # sharing two cores), then for the health URL
+  want=1
+  if [ -n "$old" ]; then want=2; fi
+  i=0
+  while [ "$i" -lt $((want == 2 ? 100 : 300)) ]; do
+    svc_listening
+    if [ "$listening" -ge "$want" ]; then break; fi
+    sleep 0.1
+    i=$((i + 1))
+  done
   if [ -n "$old" ]; then
-    i=0
-    while [ "$i" -lt 100 ] && [ "$(ss -Hltn "sport = :$port" | wc -l)" -lt 2 ]; do sleep 0.1; i=$((i + 1)); done
     svc_end_group "$old"
     echo "overlapped"
   fi
   i=0
-  while [ "$i" -lt 100 ]; do
-    if curl -fsS -m 1 -o /dev/null "$url" 2>/dev/null; then
+  while [ "$i" -lt 50 ]; do
+    if curl -fsS -m 2 -o /dev/null "$url" 2>/dev/null; then
       echo started
       return 0
     fi
-    sleep 0.1
+    sleep 0.2
     i=$((i + 1))
   done
-  echo "$service did not answer $url within 10s; last log lines:" >&2
+  echo "$service did not answer $url; last log lines:" >&2
   tail -n 3 "$base/service.log" >&2
   return 1
+}
+
+# How many sockets listen on the service's port ($port_hex), from /proc/net/tcp{,6}: sets $listening.
+svc_listening() {
+  listening=0
+  for table in /proc/net/tcp /proc/net/tcp6; do
+    [ -r "$table" ] || continue
+    while read -r _ local _ st _; do
+      case "$local" in
+        *":$port_hex") if [ "$st" = 0A ]; then listening=$((listening + 1)); fi ;;
+      esac
+    done <"$table"
+  done
 }
 
 # Point the symlink $base/$1 at $2 atomically (a unique temporary link renamed over it).
