@@ -20,7 +20,9 @@ from booted.monitor.spec import MonitorSpec, parse_monitor
 from booted.providers import NAMES as PROVIDERS
 
 HOST_KEYS = {"role", "service", "version", "memory", "cpus"}
-ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor"}
+ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor", "boot"}
+BOOTS = {"kernel": "QEMU boots the kernel and hands in the identity (fast)",
+         "disk": "the bootable golden disk (extlinux) with the identity on a seed disk, as other hypervisors boot"}
 INITS = ("busybox", "systemd")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}\Z")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
@@ -53,6 +55,7 @@ class Environment:
     packages: tuple[str, ...] = ()  # extra Debian packages baked into its golden image
     init: str = "busybox"  # what hosts boot: busybox init (fast) or Debian's systemd
     monitor: MonitorSpec = field(default_factory=MonitorSpec)  # max, target and the monitor's settings
+    boot: str = "kernel"  # qemu: how hosts boot (BOOTS)
 
     def host(self, name: str) -> HostSpec:
         for spec in self.hosts:
@@ -204,11 +207,16 @@ def _environment(name: Any, value: Any, lines: _Lines) -> Environment:
     if init not in INITS:
         raise ConfigError(f"{lines.where(name, 'init')}: environment {name!r}: init {init!r} is not one of "
                           f"{', '.join(INITS)}")
+    boot = value.get("boot", "kernel")
+    if boot not in BOOTS or (boot != "kernel" and provider != "qemu"):
+        raise ConfigError(f"{lines.where(name, 'boot')}: environment {name!r}: boot {boot!r}: for provider qemu, one "
+                          f"of {', '.join(BOOTS)} (other providers boot their own way)")
     roles: dict[str, int] = {}
     for host in hosts:
         roles[host.role] = roles.get(host.role, 0) + 1
     monitor = parse_monitor(name, value, roles, minimum, lines.where)
-    return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path), packages, init, monitor)
+    return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path), packages, init, monitor,
+                       boot)
 
 
 def packages_of(raw: Any, where: str) -> tuple[str, ...]:

@@ -33,24 +33,29 @@ from booted.state.locks import hold
 KERNEL_META = "linux-image-cloud-amd64"
 # loaded by the initramfs in this order after their dependencies; builtins are skipped
 MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "qemu_fw_cfg", "virtio_rng", "ext4", "button", "evdev")
-INIT_APPLETS = ("sh", "mount", "umount", "insmod", "cat", "mkdir", "usleep", "switch_root", "poweroff", "echo")
+INIT_APPLETS = ("sh", "mount", "umount", "insmod", "cat", "mkdir", "usleep", "switch_root", "poweroff", "echo",
+                "findfs")
 INITRAMFS_INIT = r"""#!/bin/sh
-# booted initramfs: load virtio + fw_cfg modules, mount /dev/vda, switch_root to init= (busybox init).
+# booted initramfs: load virtio + fw_cfg modules, mount root= (/dev/vda, or LABEL=x: a bootable disk), switch_root
+# to init= (busybox init).
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-root=/dev/vda; init=/sbin/init
+root=/dev/vda; label=""; init=/sbin/init
 for a in $(cat /proc/cmdline); do
   case "$a" in
     root=/dev/*) root=${a#root=} ;;
+    root=LABEL=*) label=${a#root=LABEL=} ;;
     init=*) init=${a#init=} ;;
   esac
 done
 while read -r m; do insmod "/lib/modules/$m" || echo "initramfs: insmod $m failed"; done < /lib/modules/load.order
 n=0
-while [ ! -b "$root" ]; do
-  n=$((n+1)); [ $n -gt 1000 ] && { echo "initramfs: $root did not appear"; poweroff -f; }
+while :; do
+  if [ -n "$label" ]; then root=$(findfs "LABEL=$label" 2>/dev/null) || root=/dev/none; fi
+  [ -b "$root" ] && break
+  n=$((n+1)); [ $n -gt 1000 ] && { echo "initramfs: root $root $label did not appear"; poweroff -f; }
   usleep 10000
 done
 mkdir -p /newroot
@@ -231,7 +236,8 @@ def initramfs_bytes(busybox: bytes, modules: list[tuple[str, bytes]]) -> bytes:
 def build_initramfs(cache_dir: Path, kernel: Kernel, busybox: Path, path: str = SYSTEM_PATH) -> Path:
     """initramfs-<key>.gz for this kernel and busybox (the golden rootfs' static one), built once."""
     bb = busybox.read_bytes()
-    out = cache_dir / f"initramfs-{_digest(kernel.version, bb, INITRAMFS_INIT, ' '.join(MODULES))}.gz"
+    key = _digest(kernel.version, bb, INITRAMFS_INIT, " ".join(MODULES), " ".join(INIT_APPLETS))
+    out = cache_dir / f"initramfs-{key}.gz"
     if out.exists():
         return out
     kos = resolve_modules(kernel, MODULES, path)

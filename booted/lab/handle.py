@@ -68,7 +68,8 @@ class LabHandle:
     def __init__(self, ctx: Booted, env: Environment, provider: Callable[[Settings], Provider]) -> None:
         s = ctx.settings
         self.ctx, self.env = ctx, env
-        self.lab = Lab(env.name, s.lab_id(env.name), env.network, s.state_dir / "labs" / env.name, init=env.init)
+        self.lab = Lab(env.name, s.lab_id(env.name), env.network, s.state_dir / "labs" / env.name, init=env.init,
+                       boot=env.boot)
         self.provider = provider(s)
         self._checked = False
         self._held = 0  # depth of this handle's lab lock (start_worker -> stop + start_hosts -> start)

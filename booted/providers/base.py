@@ -36,6 +36,7 @@ class Lab:
     dir: Path
     packages: tuple[str, ...] = ()  # extra Debian packages its golden image carries (environment + services)
     init: str = "busybox"  # busybox | systemd
+    boot: str = "kernel"  # qemu: kernel (QEMU hands in kernel and identity) | disk (bootable disk + seed disk)
 
     @property
     def gateway(self) -> str:

@@ -16,12 +16,15 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
 from booted.config import CHILD_ENV
 from booted.discovery.netcheck import ssh_banner
 from booted.hosts.identity import Identity
+from booted.hosts.seed import write_seed
+from booted.images.bootdisk import ensure_bootdisk
 from booted.images.golden import ensure_golden
 from booted.images.vm_assets import Assets, ensure_assets
 from booted.providers.base import Lab, Progress, Provider, Started
@@ -74,12 +77,18 @@ class QemuProvider(Provider):
             netdev = user_netdev(lab, host, read_forwards(hdir))
         else:
             netdev = f"tap,id=n0,ifname={self.tap(lab, host.ip)},script=no,downscript=no"
+        if lab.boot == "disk":  # SeaBIOS boots the bootable disk (extlinux); the identity is on the seed disk
+            boot = ["-drive", f"file={opt(hdir / 'seed.img')},if=virtio,format=raw,readonly=on"]
+        else:
+            boot = ["-bios", QBOOT, "-kernel", str(assets.kernel.vmlinuz), "-initrd", str(assets.initramfs),
+                    "-append", f"{KERNEL_ARGS} {INITS[lab.init]}"]
+            for f in IDENTITY_FILES + (("serve.sh",) if host.serve else ()):
+                boot += ["-fw_cfg", f"name=opt/booted/{f},file={opt(hdir / 'identity' / f)}"]
         cmd = [QEMU, "-name", self.vm_name(lab, host.name), "-M", "pc", "-accel", accel,
                *(["-cpu", "host"] if accel == "kvm" else []), "-m", str(host.memory), "-smp", str(host.cpus),
                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-               "-bios", QBOOT, "-kernel", str(assets.kernel.vmlinuz), "-initrd", str(assets.initramfs),
-               "-append", f"{KERNEL_ARGS} {INITS[lab.init]}",
                "-drive", f"file={opt(hdir / 'disk.qcow2')},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
+               *boot,
                "-device", "virtio-rng-pci",
                "-netdev", netdev,
                "-device", f"virtio-net-pci,netdev=n0,mac={host.mac}",
@@ -87,8 +96,6 @@ class QemuProvider(Provider):
                "-chardev", f"file,id=console,path={opt(hdir / 'console.log')},append=on", "-serial", "chardev:console",
                "-qmp", f"unix:{opt(hdir / 'qmp.sock')},server=on,wait=off",
                "-pidfile", str(hdir / "qemu.pid")]
-        for f in IDENTITY_FILES + (("serve.sh",) if host.serve else ()):
-            cmd += ["-fw_cfg", f"name=opt/booted/{f},file={opt(hdir / 'identity' / f)}"]
         return cmd
 
     # contract ------------------------------------------------------------------------------------
@@ -118,6 +125,9 @@ class QemuProvider(Provider):
         golden = ensure_golden(self.settings, progress, lab.packages)
         cache_dir = self.settings.cache_dir
         assets = ensure_assets(cache_dir, golden, progress, self.settings.path)
+        if lab.boot == "disk":  # the same disk, partitioned and bootable: overlays are made on it instead
+            assets = replace(assets, disk=ensure_bootdisk(cache_dir, assets, INITS[lab.init], progress,
+                                                          self.settings.path))
         accel, why = detect_accel(cache_dir, assets.kernel.vmlinuz, self.settings.accel)
         progress(f"qemu accelerator: {accel} ({why}); network: "
                  + ("user-mode, ports forwarded on 127.0.0.1" if self.user_net else f"tap on {lab.bridge}"))
@@ -217,6 +227,8 @@ class QemuProvider(Provider):
             hdir = lab.host_dir(host.name)
             hdir.mkdir(parents=True, exist_ok=True)
             host.write_dir(hdir / "identity")
+            if lab.boot == "disk":
+                write_seed(hdir / "identity", hdir / "seed.img", self.settings.path)
             if self.user_net:
                 ports = [22, *host.ports]
                 write_forwards(hdir, dict(zip(ports, free_ports(len(ports)))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -77,5 +78,41 @@ def test_a_systemd_vm_boots_and_serves(lab_run: LabRun) -> None:
     out = lab_run.fab("hosts_run", "cat /proc/1/comm; systemctl is-system-running --wait; "
                                    "systemctl is-active booted.service").stdout
     assert "--- v1\nsystemd\nrunning\nactive" in out, out
+    assert "1 ok, 0 failed" in lab_run.fab("env_stop").stdout
+    assert leftovers(lab_run) == []
+
+
+def test_the_bootable_disk_boots_with_its_seed_disk(lab_run: LabRun) -> None:
+    """"boot": "disk": SeaBIOS -> extlinux -> kernel and initramfs from the golden disk's own /boot, the
+    identity from a seed disk (no -kernel, no fw_cfg); it announces itself and serves hello at first boot.
+    The same disk converts to the formats VirtualBox and libvirt take."""
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(
+        'ENVIRONMENTS = {"qbd": {"provider": "qemu", "network": "10.213.64.0/24", "boot": "disk",'
+        ' "hosts": {"v1": {"service": "hello", "version": "1.0"}}}}\n')
+    start = lab_run.fab("env_start_all", timeout=900)
+    assert "1 ok, 0 failed" in start.stdout, start.stdout + start.stderr
+    assert "hello: served at first boot, verified: v1; deploying over SSH: none" in start.stderr
+    ctx = lab_run.ctx()
+    lab = ctx.lab().lab
+    argv = next(a for _, a in processes() if f"booted-{lab.lab_id}-v1" in a)
+    assert "-kernel" not in argv and "-fw_cfg" not in argv and any("seed.img" in a for a in argv)
+    console = lab_run.fab("image_console", "v1", "--lines", "300").stdout
+    assert "booted-init: identity from the seed disk" in console, console[-1500:]
+    assert "1 ok, 0 failed" in lab_run.fab("hello_test").stdout
+
+    from booted.images.bootdisk import ensure_bootdisk
+    from booted.images.golden import ensure_golden
+    from booted.images.vm_assets import ensure_assets
+    from booted.providers.qemu import INITS
+
+    settings = ctx.settings
+    assets = ensure_assets(settings.cache_dir, ensure_golden(settings, lambda line: None, lab.packages),
+                           lambda line: None, settings.path)
+    for fmt, name in (("qcow2", "qcow2"), ("vdi", "vdi"), ("vmdk", "vmdk")):
+        disk = ensure_bootdisk(settings.cache_dir, assets, INITS["busybox"], lambda line: None, settings.path, fmt)
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk)], capture_output=True,
+                                         text=True, check=True).stdout)
+        assert info["format"] == name and info["virtual-size"] > 1 << 30
+    ctx.close()
     assert "1 ok, 0 failed" in lab_run.fab("env_stop").stdout
     assert leftovers(lab_run) == []
