@@ -8,7 +8,8 @@ from booted.config import Settings
 from booted.errors import ConfigError
 from booted.providers.base import Lab, Provider
 
-REGISTRY = {"netns": "booted.providers.netns:NetnsProvider", "qemu": "booted.providers.qemu:QemuProvider"}
+REGISTRY = {"netns": "booted.providers.netns:NetnsProvider", "qemu": "booted.providers.qemu:QemuProvider",
+            "virtualbox": "booted.providers.virtualbox:VirtualBoxProvider"}
 NAMES = tuple(REGISTRY)
 
 

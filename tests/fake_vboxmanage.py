@@ -1,0 +1,191 @@
+"""A stand-in for VBoxManage (VirtualBox is not packaged for Debian 12, so it cannot run here): it keeps
+VirtualBox's state (VMs, snapshots, media, host-only networks, what runs) in a JSON file, logs every
+command line, and answers in VirtualBox's own formats, replayed from output recorded from VirtualBox 7
+(tests/data/vboxmanage/*.txt; see the README there for where each recording comes from).
+
+Installed by tests as an executable `VBoxManage` that runs `python fake_vboxmanage.py STATE_FILE ARGS...`.
+Failures it can inject (keys in the state file): "locked": {"startvm": N} fails the next N startvm calls
+with VirtualBox's locked-session error; "version": "6.1.50r161033" plays VirtualBox 6.1."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import sys
+import uuid
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent / "data" / "vboxmanage"
+
+
+def recorded(file: str, **values: str) -> str:
+    text = (DATA / file).read_text()
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def fail(message: str, code: int = 1) -> None:
+    sys.stderr.write(message if message.endswith("\n") else message + "\n")
+    sys.exit(code)
+
+
+def error(text: str) -> None:
+    fail(f"VBoxManage: error: {text}")
+
+
+def opt(args: list[str], name: str, default: str = "") -> str:
+    return args[args.index(name) + 1] if name in args[:-1] else default
+
+
+def main(state_file: Path, args: list[str]) -> None:
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    state.setdefault("version", "7.0.20r163906")
+    vms, nets, media = state.setdefault("vms", {}), state.setdefault("nets", {}), state.setdefault("media", [])
+    with open(state_file.with_suffix(".log"), "a") as log:
+        log.write(json.dumps(args) + "\n")
+    out = ""
+    cmd = args[0] if args else ""
+    major = int(state["version"].split(".")[0])
+
+    def vm(name: str) -> dict:  # type: ignore[type-arg]
+        if name not in vms:
+            error(f"Could not find a registered machine named '{name}'\n"
+                  "VBoxManage: error: Details: code VBOX_E_OBJECT_NOT_FOUND (0x80bb0001), component "
+                  "VirtualBoxWrap, interface IVirtualBox, callee nsISupports\n"
+                  f"VBoxManage: error: Context: \"FindMachine(Bstr(a->argv[0]).raw(), machine.asOutParam())\" "
+                  f"at line 2621 of file VBoxManageInfo.cpp")
+        return vms[name]  # type: ignore[no-any-return]
+
+    if cmd == "--version":
+        out = state["version"] + "\n"
+    elif cmd == "list":
+        what = args[1]
+        if what in ("vms", "runningvms"):
+            out = "".join(recorded("list-vms.txt", name=n, uuid=v["uuid"]) for n, v in vms.items()
+                          if what == "vms" or v["state"] == "running")
+        elif what == "hostonlynets" and major >= 7:
+            out = "\n".join(recorded("list-hostonlynets.txt", name=n, **v) for n, v in nets.items())
+        elif what == "hostonlyifs" and major < 7:
+            out = "\n".join(recorded("list-hostonlyifs.txt", name=n, **v) for n, v in nets.items())
+        else:
+            error(f"Invalid parameter '{what}'")
+    elif cmd == "showvminfo":
+        v = vm(args[1])
+        out = recorded("showvminfo.txt", name=args[1], uuid=v["uuid"], state=v["state"],
+                       mac=v.get("mac", "080027000000"), net=v.get("net", ""))
+    elif cmd == "createvm":
+        name = opt(args, "--name")
+        if name in vms:
+            error(f"Machine settings file '{name}.vbox' already exists")
+        vms[name] = {"uuid": str(uuid.uuid4()), "state": "poweroff", "snapshots": [], "disks": {}}
+        out = f"Virtual machine '{name}' is created and registered.\nUUID: {vms[name]['uuid']}\n"
+    elif cmd == "storagectl":
+        vm(args[1])
+    elif cmd == "storageattach":
+        v = vm(args[1])
+        if v["state"] == "running":
+            fail(recorded("error-locked.txt", name=args[1]))
+        medium = opt(args, "--medium")
+        port = opt(args, "--port")
+        if medium == "none":
+            v["disks"].pop(port, None)
+        else:
+            if not Path(medium).exists():
+                error(f"Could not find file for the medium '{medium}' (VERR_FILE_NOT_FOUND)")
+            v["disks"][port] = medium
+            if medium not in media:
+                media.append(medium)
+    elif cmd == "snapshot":
+        v = vm(args[1])
+        v["snapshots"].append(args[3])
+        out = "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%\n"
+        out += f"Snapshot taken. UUID: {uuid.uuid4()}\n"
+    elif cmd == "clonevm":
+        source, name = vm(args[1]), opt(args, "--name")
+        if opt(args, "--snapshot") not in source["snapshots"]:
+            error(f"Could not find a snapshot named '{opt(args, '--snapshot')}'")
+        if name in vms:
+            error(f"Machine settings file '{name}.vbox' already exists")
+        vms[name] = {"uuid": str(uuid.uuid4()), "state": "poweroff", "snapshots": [],
+                     "disks": {"0": f"differencing image of {source['disks'].get('0')}"}}
+        out = "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%\n"
+        out += f"Machine has been successfully cloned as \"{name}\"\n"
+    elif cmd == "modifyvm":
+        v = vm(args[1])
+        if v["state"] == "running":
+            fail(recorded("error-locked.txt", name=args[1]))
+        v["mac"] = opt(args, "--macaddress1", v.get("mac", ""))
+        v["net"] = opt(args, "--host-only-net1") or opt(args, "--hostonlyadapter1", v.get("net", ""))
+        if v["net"] and v["net"] not in nets:
+            error(f"Host-only network '{v['net']}' does not exist")
+    elif cmd == "convertfromraw":
+        src, dst = args[1], args[2]
+        if not Path(src).exists():
+            error(f"Cannot open file '{src}': VERR_FILE_NOT_FOUND")
+        if Path(dst).exists():
+            error(f"Cannot create file '{dst}': VERR_ALREADY_EXISTS")
+        Path(dst).write_bytes(b"<<< Oracle VM VirtualBox Disk Image >>>\n")
+        out = (f"Converting from raw image file=\"{src}\" to file=\"{dst}\"...\n"
+               "Creating dynamic image with size 1048576 bytes (1MB)...\n")
+    elif cmd == "closemedium":
+        path = args[2]
+        if path in media:
+            media.remove(path)
+        if "--delete" in args:
+            Path(path).unlink(missing_ok=True)
+    elif cmd == "startvm":
+        v = vm(args[1])
+        locked = state.setdefault("locked", {})
+        if locked.get("startvm", 0) > 0:
+            locked["startvm"] -= 1
+            state_file.write_text(json.dumps(state))
+            fail(recorded("error-locked.txt", name=args[1]))
+        if v["state"] == "running":
+            error(f"The machine '{args[1]}' is already locked by a session (or being locked or unlocked)")
+        v["state"] = "running"
+        out = f"Waiting for VM \"{args[1]}\" to power on...\nVM \"{args[1]}\" has been successfully started.\n"
+    elif cmd == "controlvm":
+        v = vm(args[1])
+        if v["state"] != "running":
+            error(f"Machine '{args[1]}' is not currently running")
+        v["state"] = "poweroff"  # acpipowerbutton: the guest's acpid powers off at once; poweroff: hard
+        out = "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%\n" if args[2] == "poweroff" else ""
+    elif cmd == "unregistervm":
+        v = vm(args[1])
+        if v["state"] == "running":
+            fail(recorded("error-locked.txt", name=args[1]))
+        del vms[args[1]]
+        if "--delete" in args:
+            for medium in v["disks"].values():
+                if medium in media:
+                    media.remove(medium)
+                Path(medium).unlink(missing_ok=True) if medium.startswith("/") and "seed" in medium else None
+    elif cmd == "hostonlynet" and major >= 7:
+        name = opt(args, "--name")
+        if args[1] == "add":
+            nets[name] = {"mask": opt(args, "--netmask"), "lower": opt(args, "--lower-ip"),
+                          "upper": opt(args, "--upper-ip")}
+        elif args[1] == "remove":
+            nets.pop(name, None)
+    elif cmd == "hostonlyif" and major < 7:
+        if args[1] == "create":
+            name = f"vboxnet{len(nets)}"
+            nets[name] = {"ip": "192.168.56.1", "mask": "255.255.255.0"}
+            out = (f"0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%\n"
+                   f"Interface '{name}' was successfully created\n")
+        elif args[1] == "ipconfig":
+            nets[args[2]] = {"ip": opt(args, "--ip"), "mask": opt(args, "--netmask")}
+        elif args[1] == "remove":
+            nets.pop(args[2], None)
+    else:
+        fail(f"Syntax error: Invalid command '{cmd}'", 2)
+    state_file.write_text(json.dumps(state))
+    sys.stdout.write(out)
+
+
+if __name__ == "__main__":
+    # one command at a time, as VirtualBox's VBoxSVC serializes them (the provider starts hosts in parallel)
+    with open(f"{sys.argv[1]}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        main(Path(sys.argv[1]), sys.argv[2:])

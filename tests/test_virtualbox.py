@@ -1,0 +1,205 @@
+"""The VirtualBox provider against a fake VBoxManage that replays VirtualBox's recorded output
+(tests/fake_vboxmanage.py, tests/data/vboxmanage/): VirtualBox is not packaged for Debian 12, so nothing
+here runs a real VM. Two process boundaries are faked and only those: VBoxManage itself, and the guest's
+sshd greeting (`answers`); the golden disk is a placeholder file (its real build and boot are tested under
+QEMU in tests/integration/test_qemu_lab.py). What is checked: the command sequence of the base image,
+network, start (parallel), stop, clone and destroy; parsing of VirtualBox's formats; lock races retried;
+VirtualBox 6.x host-only interfaces; a clear message without VBoxManage; vbox.sh issues the same commands."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from booted.config import Settings
+from booted.errors import ToolMissing
+from booted.hosts.identity import Identity
+from booted.providers.base import Lab, Progress
+from booted.providers.vboxmanage import VBoxError, blocks, machine_readable
+from booted.providers.virtualbox import VirtualBoxProvider, host_commands, vm_name
+from tests.conftest import REPO
+
+FAKE = Path(__file__).resolve().parent / "fake_vboxmanage.py"
+DATA = Path(__file__).resolve().parent / "data" / "vboxmanage"
+
+
+class Fake:
+    """A `VBoxManage` on PATH that is tests/fake_vboxmanage.py with its own state file."""
+
+    def __init__(self, tmp: Path, version: str = "7.0.20r163906") -> None:
+        self.bin = tmp / "bin"
+        self.bin.mkdir()
+        self.state = tmp / "vbox-state.json"
+        self.state.write_text(json.dumps({"version": version}))
+        exe = self.bin / "VBoxManage"
+        exe.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} {self.state} \"$@\"\n")
+        exe.chmod(0o755)
+
+    def calls(self) -> list[list[str]]:
+        log = self.state.with_suffix(".log")
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def world(self) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.state.read_text())  # type: ignore[no-any-return]
+
+    def set(self, **values: object) -> None:
+        self.state.write_text(json.dumps({**self.world(), **values}))
+
+
+class Provider(VirtualBoxProvider):
+    """The real provider; only the golden disk (a placeholder VDI) and the guest's sshd are stand-ins."""
+
+    def __init__(self, settings: Settings, vdi: Path) -> None:
+        super().__init__(settings)
+        self.vdi = vdi
+        self.greets = True
+
+    def golden_vdi(self, progress: Progress, packages: tuple[str, ...]) -> Path:
+        return self.vdi
+
+    def answers(self, host: Identity) -> bool:
+        return self.greets
+
+
+def identity(tmp: Path, name: str, ip: str) -> Identity:
+    key = tmp / f"{name}_key"
+    key.write_text("PRIVATE\n")
+    Path(f"{key}.pub").write_text("ssh-ed25519 AAAA test\n")
+    return Identity(name=name, ip=ip, prefix=24, gateway="10.213.90.1", mac=f"52:54:0a:d5:5a:{ip.split('.')[-1]:0>2}",
+                    boot_url="http://10.213.90.1:8470/booted", login_user="root", pw_hash=None, host_key=key,
+                    authorized_key="ssh-ed25519 AAAA lab", boot_token="0" * 32)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Fake, Provider, Lab]:
+    fake = Fake(tmp_path)
+    settings = Settings.from_env({"BOOTED_STATE_DIR": str(tmp_path / "state"), "PATH": f"{fake.bin}:/usr/bin:/bin",
+                                  "BOOTED_CACHE_DIR": str(tmp_path / "cache"), "BOOTED_BOOT_TIMEOUT": "5"}, REPO)
+    (tmp_path / "cache").mkdir()
+    vdi = tmp_path / "cache" / "bootdisk-0123456789ab.vdi"
+    vdi.write_bytes(b"placeholder for the bootable golden disk\n")
+    lab = Lab("vb", settings.lab_id("vb"), ipaddress.IPv4Network("10.213.90.0/24"), tmp_path / "state" / "labs" / "vb")
+    return fake, Provider(settings, vdi), lab
+
+
+def test_formats_recorded_from_virtualbox_parse() -> None:
+    info = machine_readable((DATA / "showvminfo.txt").read_text().replace("{state}", "running"))
+    assert info["VMState"] == "running" and info["memory"] == "256"
+    nets = blocks((DATA / "list-hostonlynets.txt").read_text().replace("{name}", "n1"))
+    assert nets[0]["Name"] == "n1"
+
+
+def test_start_stop_clone_destroy_in_virtualbox_terms(setup: tuple[Fake, Provider, Lab], tmp_path: Path) -> None:
+    fake, provider, lab = setup
+    hosts = [identity(tmp_path, "web01", "10.213.90.3"), identity(tmp_path, "web02", "10.213.90.4")]
+    started, errors = provider.start(lab, hosts, lambda line: None)
+    assert errors == {} and sorted(s.name for s in started) == ["web01", "web02"]
+    calls = fake.calls()
+    base = "booted-base-0123456789ab"
+    # the golden disk registered once, under a base VM with a `base` snapshot
+    assert [c for c in calls if c[0] in ("createvm", "storagectl", "snapshot")] == [
+        ["createvm", "--name", base, "--ostype", "Debian_64", "--basefolder", str(provider.settings.cache_dir / "vbox"),
+         "--register"],
+        ["storagectl", base, "--name", "SATA", "--add", "sata", "--portcount", "2"],
+        ["snapshot", base, "take", "base"]]
+    # the lab's host-only network at the gateway's range, then a linked clone per host with its MAC
+    assert ["hostonlynet", "add", "--name", f"booted-{lab.lab_id}", "--netmask", "255.255.255.0", "--lower-ip",
+            "10.213.90.2", "--upper-ip", "10.213.90.254", "--enable"] in calls
+    vm = vm_name(lab, "web01")
+    assert ["clonevm", base, "--snapshot", "base", "--options", "link", "--name", vm, "--basefolder",
+            str(lab.dir / "hosts"), "--register"] in calls
+    modify = next(c for c in calls if c[:2] == ["modifyvm", vm])
+    assert "--macaddress1" in modify and modify[modify.index("--macaddress1") + 1] == "52540AD55A03"
+    assert modify[modify.index("--host-only-net1") + 1] == f"booted-{lab.lab_id}"
+    assert ["startvm", vm, "--type", "headless"] in calls
+    seed = lab.host_dir("web01") / "seed.vdi"
+    assert seed.exists() and ["storageattach", vm, "--storagectl", "SATA", "--port", "1", "--device", "0", "--type",
+                              "hdd", "--medium", str(seed)] in calls
+    assert sorted(provider.running(lab)) == ["web01", "web02"]  # from `list runningvms`
+
+    # a second start of a running host does nothing; a stopped one is started again with a fresh seed
+    assert provider.stop(lab, ["web02"]) == {}
+    assert ["controlvm", vm_name(lab, "web02"), "acpipowerbutton"] in fake.calls()
+    assert sorted(provider.running(lab)) == ["web01"]
+    before = len(fake.calls())
+    started, errors = provider.start(lab, hosts, lambda line: None)
+    again = fake.calls()[before:]
+    assert [s.name for s in started] == ["web02"] and not any(c[0] == "clonevm" for c in again)
+    assert ["closemedium", "disk", str(lab.host_dir("web02") / "seed.vdi"), "--delete"] in again
+
+    # clone a stopped host from its current disk; destroy unregisters and deletes
+    provider.stop(lab, ["web01", "web02"])
+    provider.clone(lab, "web01", "web03")
+    assert ["snapshot", vm, "take", "clone-web03"] in fake.calls()
+    provider.destroy(lab, "web02")
+    assert ["unregistervm", vm_name(lab, "web02"), "--delete"] in fake.calls()
+    assert vm_name(lab, "web02") not in fake.world()["vms"]
+    provider.teardown(lab)
+    assert fake.world()["nets"] == {}
+
+
+def test_lock_races_are_retried_and_other_errors_shown(setup: tuple[Fake, Provider, Lab], tmp_path: Path) -> None:
+    fake, provider, lab = setup
+    fake.set(locked={"startvm": 2})  # VirtualBox's "already locked for a session" twice, then it works
+    started, errors = provider.start(lab, [identity(tmp_path, "web01", "10.213.90.3")], lambda line: None)
+    assert errors == {} and [s.name for s in started] == ["web01"]
+    assert sum(1 for c in fake.calls() if c[0] == "startvm") == 3
+    with pytest.raises(VBoxError, match="Could not find a registered machine named 'nope'"):
+        provider.vbox().run("showvminfo", "nope", "--machinereadable")
+
+
+def test_a_host_that_does_not_boot_is_its_own_row(setup: tuple[Fake, Provider, Lab], tmp_path: Path) -> None:
+    _, provider, lab = setup
+    provider.greets = False
+    _, errors = provider.start(lab, [identity(tmp_path, "web01", "10.213.90.3")], lambda line: None)
+    assert "no SSH banner within 5s (still running)" in errors["web01"]
+
+
+def test_virtualbox_6_uses_a_hostonly_interface(tmp_path: Path) -> None:
+    fake = Fake(tmp_path, "6.1.50r161033")
+    settings = Settings.from_env({"BOOTED_STATE_DIR": str(tmp_path / "state"), "PATH": f"{fake.bin}:/usr/bin:/bin",
+                                  "BOOTED_CACHE_DIR": str(tmp_path / "cache")}, REPO)
+    (tmp_path / "cache").mkdir()
+    vdi = tmp_path / "cache" / "bootdisk-0123456789ab.vdi"
+    vdi.write_bytes(b"x")
+    lab = Lab("vb", settings.lab_id("vb"), ipaddress.IPv4Network("10.213.91.0/24"), tmp_path / "state" / "labs" / "vb")
+    provider = Provider(settings, vdi)
+    _, errors = provider.start(lab, [identity(tmp_path, "web01", "10.213.91.3")], lambda line: None)
+    assert errors == {}
+    calls = fake.calls()
+    assert ["hostonlyif", "create"] in calls
+    assert ["hostonlyif", "ipconfig", "vboxnet0", "--ip", "10.213.91.1", "--netmask", "255.255.255.0"] in calls
+    modify = next(c for c in calls if c[0] == "modifyvm")
+    assert modify[modify.index("--hostonlyadapter1") + 1] == "vboxnet0"
+
+
+def test_without_vboxmanage_the_message_says_what_to_do(tmp_path: Path) -> None:
+    settings = Settings.from_env({"BOOTED_STATE_DIR": str(tmp_path / "state"), "PATH": str(tmp_path)}, REPO)
+    with pytest.raises(ToolMissing, match="VirtualBox is not packaged for Debian 12"):
+        VirtualBoxProvider(settings).check()
+
+
+def test_vbox_sh_issues_the_provider_commands(setup: tuple[Fake, Provider, Lab], tmp_path: Path) -> None:
+    fake, provider, lab = setup
+    host = identity(tmp_path, "web01", "10.213.90.3")
+    hdir = lab.host_dir("web01")
+    seed = tmp_path / "seed.vdi"
+    seed.write_bytes(b"seed")
+    base = provider.base_vm(lambda line: None, ())
+    provider.prepare_network(lab)
+    net = provider.network(lab, 7)
+    expected = [*host_commands("vm-by-hand", base, host, net, 7, hdir, seed, fresh=True),
+                ["startvm", "vm-by-hand", "--type", "headless"]]
+    before = len(fake.calls())
+    env = {"PATH": f"{fake.bin}:/usr/bin:/bin"}
+    subprocess.run(["sh", str(REPO / "vbox.sh"), "vm-by-hand", base, host.mac, net, str(hdir), str(seed),
+                    str(host.memory), str(host.cpus)], env=env, check=True, capture_output=True, text=True)
+    assert [c for c in fake.calls()[before:] if c[0] != "--version"] == expected
+    printed = subprocess.run(["sh", str(REPO / "vbox.sh"), "-n", "vm2", base, host.mac, net, str(hdir), str(seed)],
+                             env=env, check=True, capture_output=True, text=True).stdout
+    assert printed.splitlines()[0].startswith("VBoxManage clonevm " + base)
