@@ -8,7 +8,7 @@
 #   VM       the VM's name (booted names it booted-<lab id>-<host>)
 #   BASE     the registered base VM of the golden disk (booted-base-<key>), with a snapshot named "base"
 #   MAC      52:54:0a:d5:07:03 or 52540AD50703
-#   NET      the lab's host-only network (VirtualBox 7) or interface (6.x: vboxnetN)
+#   NET      the lab's host-only interface (vboxnetN; on macOS with VirtualBox 7: host-only network)
 #   HOSTDIR  the host's folder (its console.log goes there; the clone's folder is made beside it)
 #   SEED     the seed disk (a VDI with the host's identity: booted makes it from hosts/seed.py)
 #   MEMORY   MB (default 256)  CPUS (default 1)  MAJOR: VirtualBox's major version (default: asked)
@@ -29,7 +29,7 @@ if [ "$fresh" = 1 ]; then
   $run VBoxManage clonevm "$base" --snapshot base --options link --name "$vm" --basefolder "$(dirname "$hdir")" \
     --register
 fi
-if [ "$major" -ge 7 ]; then
+if [ "$(uname -s)" = Darwin ] && [ "$major" -ge 7 ]; then
   nic="--nic1 hostonlynet --host-only-net1"
 else
   nic="--nic1 hostonly --hostonlyadapter1"

@@ -5,7 +5,10 @@ command line, and answers in VirtualBox's own formats, replayed from output reco
 
 Installed by tests as an executable `VBoxManage` that runs `python fake_vboxmanage.py STATE_FILE ARGS...`.
 Failures it can inject (keys in the state file): "locked": {"startvm": N} fails the next N startvm calls
-with VirtualBox's locked-session error; "version": "6.1.50r161033" plays VirtualBox 6.1."""
+with VirtualBox's locked-session error; "version": "6.1.50r161033" plays VirtualBox 6.1; "networks_conf":
+true plays a host whose /etc/vbox/networks.conf allows the lab's addresses (without it, a host-only
+address outside 192.168.56.0/21 is refused, as VirtualBox 6.1.28+ does). It plays a Linux host: host-only
+interfaces (`hostonlyif`), never macOS's host-only networks."""
 
 from __future__ import annotations
 
@@ -46,7 +49,6 @@ def main(state_file: Path, args: list[str]) -> None:
         log.write(json.dumps(args) + "\n")
     out = ""
     cmd = args[0] if args else ""
-    major = int(state["version"].split(".")[0])
 
     def vm(name: str) -> dict:  # type: ignore[type-arg]
         if name not in vms:
@@ -64,9 +66,7 @@ def main(state_file: Path, args: list[str]) -> None:
         if what in ("vms", "runningvms"):
             out = "".join(recorded("list-vms.txt", name=n, uuid=v["uuid"]) for n, v in vms.items()
                           if what == "vms" or v["state"] == "running")
-        elif what == "hostonlynets" and major >= 7:
-            out = "\n".join(recorded("list-hostonlynets.txt", name=n, **v) for n, v in nets.items())
-        elif what == "hostonlyifs" and major < 7:
+        elif what == "hostonlyifs":  # a Linux host: host-only interfaces on 6.x and 7.x alike
             out = "\n".join(recorded("list-hostonlyifs.txt", name=n, **v) for n, v in nets.items())
         else:
             error(f"Invalid parameter '{what}'")
@@ -116,7 +116,7 @@ def main(state_file: Path, args: list[str]) -> None:
         if v["state"] == "running":
             fail(recorded("error-locked.txt", name=args[1]))
         v["mac"] = opt(args, "--macaddress1", v.get("mac", ""))
-        v["net"] = opt(args, "--host-only-net1") or opt(args, "--hostonlyadapter1", v.get("net", ""))
+        v["net"] = opt(args, "--hostonlyadapter1", v.get("net", ""))
         if v["net"] and v["net"] not in nets:
             error(f"Host-only network '{v['net']}' does not exist")
     elif cmd == "convertfromraw":
@@ -140,9 +140,9 @@ def main(state_file: Path, args: list[str]) -> None:
         if locked.get("startvm", 0) > 0:
             locked["startvm"] -= 1
             state_file.write_text(json.dumps(state))
-            fail(recorded("error-locked.txt", name=args[1]))
+            fail(recorded("error-locked-startvm.txt", name=args[1]))
         if v["state"] == "running":
-            error(f"The machine '{args[1]}' is already locked by a session (or being locked or unlocked)")
+            fail(recorded("error-locked-startvm.txt", name=args[1]))
         v["state"] = "running"
         out = f"Waiting for VM \"{args[1]}\" to power on...\nVM \"{args[1]}\" has been successfully started.\n"
     elif cmd == "controlvm":
@@ -161,20 +161,15 @@ def main(state_file: Path, args: list[str]) -> None:
                 if medium in media:
                     media.remove(medium)
                 Path(medium).unlink(missing_ok=True) if medium.startswith("/") and "seed" in medium else None
-    elif cmd == "hostonlynet" and major >= 7:
-        name = opt(args, "--name")
-        if args[1] == "add":
-            nets[name] = {"mask": opt(args, "--netmask"), "lower": opt(args, "--lower-ip"),
-                          "upper": opt(args, "--upper-ip")}
-        elif args[1] == "remove":
-            nets.pop(name, None)
-    elif cmd == "hostonlyif" and major < 7:
+    elif cmd == "hostonlyif":
         if args[1] == "create":
             name = f"vboxnet{len(nets)}"
             nets[name] = {"ip": "192.168.56.1", "mask": "255.255.255.0"}
             out = (f"0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%\n"
                    f"Interface '{name}' was successfully created\n")
         elif args[1] == "ipconfig":
+            if not state.get("networks_conf") and not opt(args, "--ip").startswith("192.168.5"):
+                fail(recorded("error-accessdenied.txt"))  # 6.1.28+: outside 192.168.56.0/21
             nets[args[2]] = {"ip": opt(args, "--ip"), "mask": opt(args, "--netmask")}
         elif args[1] == "remove":
             nets.pop(args[2], None)

@@ -35,7 +35,7 @@ class Fake:
         self.bin = tmp / "bin"
         self.bin.mkdir()
         self.state = tmp / "vbox-state.json"
-        self.state.write_text(json.dumps({"version": version}))
+        self.state.write_text(json.dumps({"version": version, "networks_conf": True}))
         exe = self.bin / "VBoxManage"
         exe.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} {self.state} \"$@\"\n")
         exe.chmod(0o755)
@@ -88,8 +88,14 @@ def setup(tmp_path: Path) -> tuple[Fake, Provider, Lab]:
 
 
 def test_formats_recorded_from_virtualbox_parse() -> None:
+    real = machine_readable((DATA / "showvminfo-poweroff-7.0.txt").read_text())  # a real VirtualBox 7.0 dump
+    assert real["VMState"] == "poweroff" and real["macaddress1"] == "08002744D7F6"
+    assert real["description"] == "name1=value1\nname2=value2" and real["GuestMemoryBalloon"] == "0"
+    assert "Encryption:     disabled" not in str(real) and real["BIOS NVRAM File"].endswith(".nvram")
     info = machine_readable((DATA / "showvminfo.txt").read_text().replace("{state}", "running"))
     assert info["VMState"] == "running" and info["memory"] == "256"
+    ifs = blocks((DATA / "list-hostonlyifs.txt").read_text().replace("{name}", "vboxnet0").replace("{ip}", "10.0.0.1"))
+    assert ifs[0]["Name"] == "vboxnet0" and ifs[0]["IPAddress"] == "10.0.0.1"
     nets = blocks((DATA / "list-hostonlynets.txt").read_text().replace("{name}", "n1"))
     assert nets[0]["Name"] == "n1"
 
@@ -107,15 +113,15 @@ def test_start_stop_clone_destroy_in_virtualbox_terms(setup: tuple[Fake, Provide
          "--register"],
         ["storagectl", base, "--name", "SATA", "--add", "sata", "--portcount", "2"],
         ["snapshot", base, "take", "base"]]
-    # the lab's host-only network at the gateway's range, then a linked clone per host with its MAC
-    assert ["hostonlynet", "add", "--name", f"booted-{lab.lab_id}", "--netmask", "255.255.255.0", "--lower-ip",
-            "10.213.90.2", "--upper-ip", "10.213.90.254", "--enable"] in calls
+    # the lab's host-only interface with the gateway address, then a linked clone per host with its MAC
+    assert ["hostonlyif", "create"] in calls
+    assert ["hostonlyif", "ipconfig", "vboxnet0", "--ip", "10.213.90.1", "--netmask", "255.255.255.0"] in calls
     vm = vm_name(lab, "web01")
     assert ["clonevm", base, "--snapshot", "base", "--options", "link", "--name", vm, "--basefolder",
             str(lab.dir / "hosts"), "--register"] in calls
     modify = next(c for c in calls if c[:2] == ["modifyvm", vm])
     assert "--macaddress1" in modify and modify[modify.index("--macaddress1") + 1] == "52540AD55A03"
-    assert modify[modify.index("--host-only-net1") + 1] == f"booted-{lab.lab_id}"
+    assert modify[modify.index("--hostonlyadapter1") + 1] == "vboxnet0"
     assert ["startvm", vm, "--type", "headless"] in calls
     seed = lab.host_dir("web01") / "seed.vdi"
     assert seed.exists() and ["storageattach", vm, "--storagectl", "SATA", "--port", "1", "--device", "0", "--type",
@@ -160,7 +166,7 @@ def test_a_host_that_does_not_boot_is_its_own_row(setup: tuple[Fake, Provider, L
     assert "no SSH banner within 5s (still running)" in errors["web01"]
 
 
-def test_virtualbox_6_uses_a_hostonly_interface(tmp_path: Path) -> None:
+def test_virtualbox_6_and_a_refused_lab_network(tmp_path: Path) -> None:
     fake = Fake(tmp_path, "6.1.50r161033")
     settings = Settings.from_env({"BOOTED_STATE_DIR": str(tmp_path / "state"), "PATH": f"{fake.bin}:/usr/bin:/bin",
                                   "BOOTED_CACHE_DIR": str(tmp_path / "cache")}, REPO)
@@ -169,10 +175,14 @@ def test_virtualbox_6_uses_a_hostonly_interface(tmp_path: Path) -> None:
     vdi.write_bytes(b"x")
     lab = Lab("vb", settings.lab_id("vb"), ipaddress.IPv4Network("10.213.91.0/24"), tmp_path / "state" / "labs" / "vb")
     provider = Provider(settings, vdi)
+    fake.set(networks_conf=False)  # VirtualBox 6.1.28+ without /etc/vbox/networks.conf: 192.168.56.0/21 only
+    with pytest.raises(VBoxError, match=r"Access denied .*/etc/vbox/networks.conf"):
+        provider.start(lab, [identity(tmp_path, "web01", "10.213.91.3")], lambda line: None)
+    fake.set(networks_conf=True)
     _, errors = provider.start(lab, [identity(tmp_path, "web01", "10.213.91.3")], lambda line: None)
     assert errors == {}
     calls = fake.calls()
-    assert ["hostonlyif", "create"] in calls
+    assert ["hostonlyif", "remove", "vboxnet0"] in calls  # the refused interface was not left behind
     assert ["hostonlyif", "ipconfig", "vboxnet0", "--ip", "10.213.91.1", "--netmask", "255.255.255.0"] in calls
     modify = next(c for c in calls if c[0] == "modifyvm")
     assert modify[modify.index("--hostonlyadapter1") + 1] == "vboxnet0"
@@ -192,8 +202,8 @@ def test_vbox_sh_issues_the_provider_commands(setup: tuple[Fake, Provider, Lab],
     seed.write_bytes(b"seed")
     base = provider.base_vm(lambda line: None, ())
     provider.prepare_network(lab)
-    net = provider.network(lab, 7)
-    expected = [*host_commands("vm-by-hand", base, host, net, 7, hdir, seed, fresh=True),
+    net = provider.network(lab, False)
+    expected = [*host_commands("vm-by-hand", base, host, net, False, hdir, seed, fresh=True),
                 ["startvm", "vm-by-hand", "--type", "headless"]]
     before = len(fake.calls())
     env = {"PATH": f"{fake.bin}:/usr/bin:/bin"}

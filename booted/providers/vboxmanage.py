@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from booted.errors import ProviderError
 
-LOCK_RACES = ("is already locked", "is being unlocked")
+# the lock texts VirtualBox prints (modifyvm/storagectl: "already locked for a session (or being unlocked)";
+# startvm: "already locked by a session (or being locked or unlocked)"; unregistervm right after a power-off:
+# "Cannot unregister the machine ... while it is locked"; a medium still in use: "is locked for reading")
+LOCK_RACES = ("is already locked", "while it is locked", "is locked for reading")
+ERROR_RE = re.compile(r"^VBoxManage[.a-z]*: error: ")
+HINTS = {"E_ACCESSDENIED": "VirtualBox (6.1.28+) allows host-only addresses only in 192.168.56.0/21 unless "
+                           "/etc/vbox/networks.conf lists the lab network, e.g. a line `* 10.0.0.0/8`"}
 LIST_RE = re.compile(r'^"(?P<name>.*)" \{(?P<uuid>[0-9a-fA-F-]{36})\}$')
 VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 ENV = {"LANG": "C", "LC_ALL": "C", "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
@@ -48,11 +54,12 @@ class VBoxManage:
                 raise VBoxError(f"VBoxManage {args[0]} did not finish within {self.timeout:g}s") from None
             except OSError as exc:
                 raise VBoxError(f"cannot run {self.binary}: {exc.strerror or exc}") from None
-            errors = [line for line in proc.stderr.splitlines() if "error:" in line]
-            if proc.returncode == 0 and not any(line.startswith("VBoxManage: error:") for line in errors):
+            errors = [ERROR_RE.sub("", line).strip() for line in proc.stderr.splitlines() if ERROR_RE.match(line)]
+            if proc.returncode == 0 and not errors:  # an error can come with exit 0: stderr decides too
                 return proc.stdout
-            message = " / ".join(line.removeprefix("VBoxManage: error: ").strip() for line in errors) \
-                or proc.stderr.strip() or f"exit {proc.returncode}"
+            message = " / ".join(e for e in errors if not e.startswith(("Details:", "Context:"))) \
+                or " / ".join(errors) or proc.stderr.strip() or f"exit {proc.returncode}"
+            message += "".join(f" ({hint})" for code, hint in HINTS.items() if code in proc.stderr)
             if retry and attempt + 1 < self.retries and any(race in proc.stderr for race in LOCK_RACES):
                 time.sleep(self.pause * (attempt + 1))
                 continue
@@ -75,19 +82,27 @@ class VBoxManage:
         """`showvminfo VM --machinereadable`: key -> value (quotes removed)."""
         return machine_readable(self.run("showvminfo", vm, "--machinereadable"))
 
-    def hostonly(self, major: int) -> list[dict[str, str]]:
-        """`list hostonlynets` (VirtualBox 7) or `list hostonlyifs` (6.x): one dict per network."""
-        return blocks(self.run("list", "hostonlynets" if major >= 7 else "hostonlyifs"))
+    def hostonly(self, vmnet: bool) -> list[dict[str, str]]:
+        """`list hostonlynets` (VirtualBox 7 on macOS) or `list hostonlyifs`: one dict per network."""
+        return blocks(self.run("list", "hostonlynets" if vmnet else "hostonlyifs"))
 
 
 def machine_readable(text: str) -> dict[str, str]:
-    """Parse `key="value"` / `key=value` / `"key"="value"` lines."""
+    """Parse `key="value"` / `key=value` / `"key"="value"` lines; a quoted value may span lines (a VM's
+    description); lines without `=` (VirtualBox 7's `Encryption:     disabled`) are skipped."""
     out: dict[str, str] = {}
-    for line in text.splitlines():
+    lines = iter(text.splitlines())
+    for line in lines:
         key, sep, value = line.partition("=")
         if not sep:
             continue
-        out[key.strip().strip('"')] = value.strip().strip('"')
+        value = value.strip()
+        while value.startswith('"') and (len(value) == 1 or not value.endswith('"')):
+            more = next(lines, None)
+            if more is None:
+                break
+            value += "\n" + more
+        out[key.strip().strip('"')] = value.strip('"')
     return out
 
 

@@ -13,6 +13,7 @@ VirtualBox is not packaged for Debian 12, so this provider is tested against rec
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,7 +45,7 @@ def net_name(lab: Lab) -> str:
     return f"booted-{lab.lab_id}"
 
 
-def host_commands(vm: str, base: str, host: Identity, net: str, major: int, hdir: Path, seed: Path,
+def host_commands(vm: str, base: str, host: Identity, net: str, vmnet: bool, hdir: Path, seed: Path,
                   fresh: bool) -> list[list[str]]:
     """The VBoxManage commands that make (`fresh`) and configure one host before `startvm` (vbox.sh issues
     the same ones)."""
@@ -52,7 +53,7 @@ def host_commands(vm: str, base: str, host: Identity, net: str, major: int, hdir
     if fresh:
         cmds.append(["clonevm", base, "--snapshot", "base", "--options", "link", "--name", vm,
                      "--basefolder", str(hdir.parent), "--register"])
-    nic = ["--nic1", "hostonlynet", "--host-only-net1", net] if major >= 7 else \
+    nic = ["--nic1", "hostonlynet", "--host-only-net1", net] if vmnet else \
         ["--nic1", "hostonly", "--hostonlyadapter1", net]
     cmds.append(["modifyvm", vm, "--memory", str(host.memory), "--cpus", str(host.cpus), *nic,
                  "--macaddress1", host.mac.replace(":", "").upper(), "--uart1", "0x3F8", "4",
@@ -87,6 +88,11 @@ class VirtualBoxProvider(Provider):
     def major(self) -> int:
         return self.vbox().version()[0]
 
+    def vmnet(self) -> bool:
+        """Host-only *networks* (`hostonlynet`): VirtualBox 7 on macOS only; elsewhere host-only
+        interfaces (`hostonlyif`, vboxnetN), on VirtualBox 7 as on 6.x."""
+        return sys.platform == "darwin" and self.major() >= 7
+
     # observing ---------------------------------------------------------------------------------------
     def host_of(self, lab: Lab, argv: list[str]) -> str | None:
         """`VBoxHeadless --comment booted-<lab id>-<host> --startvm <uuid>` (the VM's process)."""
@@ -109,31 +115,36 @@ class VirtualBoxProvider(Provider):
 
     # the network -------------------------------------------------------------------------------------
     def prepare_network(self, lab: Lab) -> None:
-        """The lab's host-only network, the host side at the gateway address (VirtualBox 7: a host-only
-        network; 6.x: a vboxnetN interface, whose name is kept in the lab folder)."""
-        vbox, major = self.vbox(), self.major()
+        """The lab's host-only network, the host side at the gateway address: a vboxnetN interface
+        (`hostonlyif`, whose name is kept in the lab folder), or on macOS with VirtualBox 7 a host-only
+        network whose lower address (the host's) is the gateway."""
+        vbox, vmnet = self.vbox(), self.vmnet()
         mask = str(lab.network.netmask)
         hosts = list(lab.network.hosts())
-        if major >= 7:
-            if any(n.get("Name") == net_name(lab) for n in vbox.hostonly(major)):
+        if vmnet:
+            if any(n.get("Name") == net_name(lab) for n in vbox.hostonly(vmnet)):
                 return
-            vbox.run("hostonlynet", "add", "--name", net_name(lab), "--netmask", mask, "--lower-ip", str(hosts[1]),
+            vbox.run("hostonlynet", "add", "--name", net_name(lab), "--netmask", mask, "--lower-ip", lab.gateway,
                      "--upper-ip", str(hosts[-1]), "--enable")
             return
         marker = lab.dir / "vbox-hostonlyif"
-        known = {n.get("Name"): n for n in vbox.hostonly(major)}
+        known = {n.get("Name"): n for n in vbox.hostonly(vmnet)}
         if marker.exists() and marker.read_text().strip() in known:
             return
         out = vbox.run("hostonlyif", "create")
         name = next((w.strip("'") for w in out.split() if w.strip("'").startswith("vboxnet")), "")
         if not name:
             raise VBoxError(f"hostonlyif create did not name the interface: {out.strip()[:200]}")
-        vbox.run("hostonlyif", "ipconfig", name, "--ip", lab.gateway, "--netmask", mask)
+        try:
+            vbox.run("hostonlyif", "ipconfig", name, "--ip", lab.gateway, "--netmask", mask)
+        except VBoxError:
+            vbox.run("hostonlyif", "remove", name)  # not left behind half made
+            raise
         lab.dir.mkdir(parents=True, exist_ok=True)
         marker.write_text(name + "\n")
 
-    def network(self, lab: Lab, major: int) -> str:
-        if major >= 7:
+    def network(self, lab: Lab, vmnet: bool) -> str:
+        if vmnet:
             return net_name(lab)
         marker = lab.dir / "vbox-hostonlyif"
         if not marker.exists():
@@ -143,9 +154,9 @@ class VirtualBoxProvider(Provider):
     def teardown(self, lab: Lab) -> None:
         if self.running(lab):
             return
-        vbox, major = self.vbox(), self.major()
-        if major >= 7:
-            if any(n.get("Name") == net_name(lab) for n in vbox.hostonly(major)):
+        vbox, vmnet = self.vbox(), self.vmnet()
+        if vmnet:
+            if any(n.get("Name") == net_name(lab) for n in vbox.hostonly(vmnet)):
                 vbox.run("hostonlynet", "remove", "--name", net_name(lab))
             return
         marker = lab.dir / "vbox-hostonlyif"
@@ -187,7 +198,8 @@ class VirtualBoxProvider(Provider):
     def start(self, lab: Lab, hosts: list[Identity], progress: Progress) -> tuple[list[Started], dict[str, str]]:
         base = self.base_vm(progress, lab.packages)
         self.prepare_network(lab)
-        major, net = self.major(), self.network(lab, self.major())
+        vmnet = self.vmnet()
+        net = self.network(lab, vmnet)
         vbox = self.vbox()
         registered, running = vbox.vms(), self.running(lab)
         todo = [h for h in hosts if h.name not in running]
@@ -199,9 +211,13 @@ class VirtualBoxProvider(Provider):
                 hdir.mkdir(parents=True, exist_ok=True)
                 host.write_dir(hdir / "identity")
                 seed = self.seed(lab, host, vm in registered)
-                for cmd in host_commands(vm, base, host, net, major, hdir, seed, vm not in registered):
+                for cmd in host_commands(vm, base, host, net, vmnet, hdir, seed, vm not in registered):
                     vbox.run(*cmd)
-                vbox.run("startvm", vm, "--type", "headless")
+                try:
+                    vbox.run("startvm", vm, "--type", "headless")
+                except VBoxError:  # startvm can fail (exit 1) although the VM started: ask VirtualBox
+                    if vm not in vbox.vms(running=True):
+                        raise
             except (VBoxError, OSError) as exc:
                 return host.name, None, str(exc)
             return (host.name, *self._wait(lab, host))
