@@ -142,13 +142,18 @@ class Settings:
         return shutil.which(tool, path=self.path)
 
     @property
-    def releases_dir(self) -> Path:
-        """Where booted's nginx serves releases from (content-addressed .tar.gz files). As root its workers
-        run as nobody: when nobody cannot walk into the state directory (a private temp folder), a folder of
-        this state directory under /run instead (rebuilt on demand; removed when nginx stops)."""
+    def served_dir(self) -> Path:
+        """Where booted's nginx serves files from: releases/ (content-addressed .tar.gz) and kickstart/
+        (rendered installer files). As root its workers run as nobody: when nobody cannot walk into the
+        state directory (a private temp folder), a folder of this state directory under /run instead
+        (rebuilt on demand; removed when nginx stops)."""
         if not self.is_root or _others_can_enter(self.state_dir):
-            return self.state_dir / "releases"
-        return Path("/run") / f"booted-{hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:10]}" / "releases"
+            return self.state_dir / "served"
+        return Path("/run") / f"booted-{hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:10]}"
+
+    @property
+    def releases_dir(self) -> Path:
+        return self.served_dir / "releases"
 
     def lab_id(self, env_name: str) -> str:
         """Short id naming this lab's bridge, namespaces and interfaces (unique per state dir and env)."""

@@ -30,6 +30,16 @@ def image_build(ctx: Booted, name: str | None = None, env: str | None = None) ->
                            for lab, hosts in groups for i in lab.images(hosts)])
 
 
+@booted_task(help={"name": "host name", "kind": "kickstart (RHEL 9 family installers) or preseed (Debian 12)"})
+def image_installer(ctx: Booted, name: str, kind: str = "preseed") -> None:
+    """Serve a host's checked kickstart or preseed; show its URL."""
+    rendered = ctx.lab_of(name).installer(name, kind)
+    arg = "inst.ks" if kind == "kickstart" else "auto=true priority=critical url"
+    print(f"{kind} for {name}: {rendered.url} (checked; setup script {rendered.setup_url})\n"
+          f"installer command line: {arg}={rendered.url}\n"
+          "the installed host takes its identity from its seed disk (booted attaches it) and phones home")
+
+
 @booted_task(help={"src": "existing host image", "new": "name of the new image"})
 def image_clone(ctx: Booted, src: str, new: str) -> None:
     """Copy a host image (role, service, disk); new identity."""
@@ -78,4 +88,5 @@ def image_console(ctx: Booted, name: str, lines: int = 40) -> None:
     print("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
 
 
-TASKS = [image_golden, image_build, image_clone, image_del, image_list, image_start, image_stop, image_console]
+TASKS = [image_golden, image_build, image_clone, image_del, image_list, image_start, image_stop, image_console,
+         image_installer]

@@ -50,7 +50,7 @@ class Nginx:
                                  autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         return env.get_template(TEMPLATE).render(
             run_dir=self.run_dir, boot_log=self.settings.boot_log, port=self.settings.http_port,
-            kickstart_dir=self.settings.project_root / "kickstart", releases_dir=self.settings.releases_dir,
+            kickstart_dir=self.settings.served_dir / "kickstart", releases_dir=self.settings.releases_dir,
             listen=listen or ["127.0.0.1"],
             user="nobody nogroup" if self.settings.is_root else "")
 

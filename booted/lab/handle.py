@@ -23,6 +23,9 @@ from booted.environments import NAME_RE, Environment, HostSpec
 from booted.errors import ConfigError, StateError
 from booted.hosts.identity import fingerprint, hash_password
 from booted.hosts.images import ensure_image, identity
+from booted.images.golden import default_mirror
+from booted.images.installer import Rendered
+from booted.images.installer import publish as publish_installer
 from booted.lab.status import status_rows
 from booted.providers.base import Lab, Provider
 from booted.remote import deploy, firstboot
@@ -143,6 +146,16 @@ class LabHandle:
                                      desired.get(name) or self.env.host(name))
             out.append(image)
         return out
+
+    def installer(self, name: str, kind: str) -> Rendered:
+        """A host's kickstart or preseed file (and its setup script), validated and served by booted's nginx."""
+        image = self.images([name])[0]
+        settings = self.ctx.settings
+        pw_hash = hash_password(settings.password, settings.path) if settings.password else None
+        ident = identity(settings, self.ctx.keys, self.env, image, pw_hash, (), "")
+        rendered = publish_installer(settings, kind, ident, self.env.name, settings.mirror or default_mirror())
+        self.ctx.serve_gateways(keep=True)
+        return rendered
 
     @_locked("cloning a host in")
     def clone(self, src: str, new: str) -> Image:

@@ -33,8 +33,7 @@ def publish(settings: Settings, release: Release) -> Published:
     if not target.exists():
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o755)  # nginx's workers (nobody, as root) read it
-        if settings.is_root:
-            folder.parent.chmod(0o755)
+        folder.parent.chmod(0o755)
         tmp = folder / f".{digest}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         tmp.write_bytes(release.data)
         tmp.chmod(0o644)
@@ -45,6 +44,6 @@ def publish(settings: Settings, release: Release) -> Published:
 def discard(settings: Settings) -> None:
     """Remove the releases folder when it lives outside the state directory (/run): nginx stopped, no lab
     is up; the next deploy publishes again."""
-    folder = settings.releases_dir
+    folder = settings.served_dir
     if not folder.is_relative_to(settings.state_dir):
-        shutil.rmtree(folder.parent, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
