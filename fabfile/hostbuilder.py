@@ -21,9 +21,16 @@ def image_golden(ctx: Booted) -> None:
     print(f"golden image {image.key}\n  rootfs {image.rootfs}\n  layer  {image.layer}")
 
 
-@booted_task(help=NAME_HELP)
-def image_build(ctx: Booted, name: str | None = None, env: str | None = None) -> None:
+@booted_task(help={**NAME_HELP, "installer": "preseed: install with Debian's installer (slow: see bench)",
+                   "timeout": "seconds an install may take (default 3600)"})
+def image_build(ctx: Booted, name: str | None = None, env: str | None = None, installer: str | None = None,
+                timeout: int = 3600) -> None:
     """Make host images (identity, keys); all when no name."""
+    if installer is not None:  # Debian's installer and booted's preseed, onto the host's own disk
+        if not name:
+            raise ConfigError("--installer needs the host(s) to install: fab image_build NAME --installer preseed")
+        finish("installs", [ctx.lab_of(n, env).install(n, installer, timeout) for n in names(name)])
+        return
     groups = ctx.group(names(name), env)
     ctx.golden()
     finish("host images", [HostResult(i.name, True, f"{i.ip} {i.mac} ({i.role})")

@@ -38,6 +38,7 @@ KERNEL_ARGS = ("console=ttyS0 quiet panic=1 mitigations=off cryptomgr.notests i8
 INITS = {"busybox": "init=/usr/lib/booted/init", "systemd": "init=/lib/systemd/systemd systemd.show_status=0"}
 IDENTITY_FILES = ("identity", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "authorized_keys")
 POWERDOWN_SECONDS = 3.0
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|[\x00-\x08\x0e-\x1f]")  # a console's screen codes
 def boot_timeout(base: float, booting: int, cores: int | None = None) -> float:
     """Seconds a VM may take to answer SSH: the base timeout, longer when more than 2 VMs per core boot."""
     cores = cores or os.cpu_count() or 1
@@ -244,6 +245,10 @@ class QemuProvider(Provider):
                     errors[host.name] = f"qemu-img create failed: {proc.stderr.strip()[-300:]}"
         if self.user_net:
             return errors
+        return self._make_taps(lab, [h for h in hosts if h.name not in errors], errors)
+
+    def _make_taps(self, lab: Lab, hosts: list[Identity], errors: dict[str, str]) -> dict[str, str]:
+        """A tap on the lab bridge per host (a crashed run's leftover replaced); host -> error added."""
         taps = [self.tap(lab, h.ip) for h in hosts if h.name not in errors]
         lines = [f"link del {t}" for t in taps if link_exists(t)]  # leftover of a crashed run
         lines += [f"tuntap add dev {t} mode tap" for t in taps]
@@ -258,6 +263,58 @@ class QemuProvider(Provider):
             if host.name not in errors and not link_exists(self.tap(lab, host.ip)):
                 errors[host.name] = f"could not create tap {self.tap(lab, host.ip)}: {err.strip()[-300:]}"
         return errors
+
+    def install(self, lab: Lab, host: Identity, kernel: Path, initrd: Path, append: str, timeout: float,
+                progress: Progress) -> tuple[bool, str]:
+        """Run an installer (its kernel, initrd and command line) onto a new disk, installed.qcow2, until it
+        powers the VM off (done) or `timeout` passes (then the VM is ended). (ok, what happened)."""
+        hdir = lab.host_dir(host.name)
+        hdir.mkdir(parents=True, exist_ok=True)
+        disk = hdir / "installed.qcow2"
+        disk.unlink(missing_ok=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "4G"], check=True)
+        errors = self._make_taps(lab, [host], {})
+        if errors:
+            return False, errors[host.name]
+        accel, _ = detect_accel(self.settings.cache_dir, kernel, self.settings.accel)
+        console = hdir / "console.log"
+        console.write_text(f"--- booted: installing {host.name} at {time.strftime('%F %T')} (qemu, {accel})\n")
+        cmd = [QEMU, "-name", self.vm_name(lab, host.name), "-M", "pc", "-accel", accel, "-m", "1024", "-smp", "1",
+               "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+               "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
+               "-drive", f"file={opt(disk)},if=virtio,format=qcow2,cache=unsafe",
+               "-netdev", f"tap,id=n0,ifname={self.tap(lab, host.ip)},script=no,downscript=no",
+               "-device", f"virtio-net-pci,netdev=n0,mac={host.mac}",
+               "-chardev", f"file,id=console,path={opt(console)},append=on", "-serial", "chardev:console",
+               "-pidfile", str(hdir / "qemu.pid")]
+        start = time.monotonic()
+        with open(hdir / "qemu.log", "wb") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=CHILD_ENV,
+                                    start_new_session=True)
+        shown = 0.0
+        try:
+            while proc.poll() is None and time.monotonic() - start < timeout:
+                if time.monotonic() - shown > 30:
+                    shown = time.monotonic()
+                    progress(f"  [{shown - start:6.0f}s] installing {host.name}: {self._why(hdir)[-120:]}")
+                time.sleep(1)
+        finally:  # a timeout, Ctrl-C or an error: the installer VM does not outlive the run
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                ended = True
+            else:
+                ended = False
+        if ended:
+            return False, f"the install did not finish within {timeout:.0f}s: {self._why(hdir)}"
+        took = time.monotonic() - start
+        if proc.returncode != 0:
+            return False, f"qemu exited with {proc.returncode}: {self._why(hdir)}"
+        return True, f"installed in {took:.0f}s onto {disk}"
 
     def _boot(self, lab: Lab, host: Identity, assets: Assets, accel: str, timeout: float
               ) -> tuple[str, int | None, str | None]:
@@ -291,7 +348,8 @@ class QemuProvider(Provider):
                 lines += (hdir / f).read_text(errors="replace").strip().splitlines()[-2:]
             except OSError:
                 pass
-        return " / ".join(line.strip() for line in lines if line.strip())[-400:]
+        text = " / ".join(ANSI.sub("", line).strip() for line in lines if ANSI.sub("", line).strip())
+        return text[-400:]
 
     def _stop_vm(self, lab: Lab, name: str, pid: int) -> None:
         """Power button (acpid syncs and powers off), then QMP quit, then SIGTERM, then SIGKILL."""

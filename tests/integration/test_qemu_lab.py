@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from booted.providers.procs import processes
+from tests.conftest import REPO
 from tests.integration.conftest import LabRun, leftovers
 from tests.integration.test_tools import ansible
 
@@ -116,3 +120,37 @@ def test_the_bootable_disk_boots_with_its_seed_disk(lab_run: LabRun) -> None:
     ctx.close()
     assert "1 ok, 0 failed" in lab_run.fab("env_stop").stdout
     assert leftovers(lab_run) == []
+
+
+def test_debians_installer_fetches_its_preseed_and_starts_installing(lab_run: LabRun) -> None:
+    """`image_build --installer preseed`: Debian's own installer (netboot kernel and initrd from Debian's
+    package) boots with the preseed URL on its command line, fetches it from booted's nginx (installer.log)
+    with its static lab address, and asks the lab's apt proxy for the Debian mirror. The full install runs
+    in bench/provision.py; this test ends the installer (Ctrl-C) once it got that far: nothing is left."""
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(
+        'ENVIRONMENTS = {"qin": {"provider": "qemu", "network": "10.213.65.0/24", '
+        '"hosts": {"d1": {"service": "hello"}}}}\n')
+    state = Path(lab_run.env["BOOTED_STATE_DIR"])
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "fab"), "image_build", "--name", "d1", "--installer",
+                             "preseed", "--timeout", "600"], env=lab_run.env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+    def seen() -> bool:
+        fetched = state / "nginx" / "installer.log"
+        mirror = state / "apt-cacher-ng" / "log" / "apt-cacher.log"
+        return (fetched.exists() and '10.213.65.2 - - ' in fetched.read_text()
+                and '"GET /kickstart/d1.preseed HTTP/1.1" 200' in fetched.read_text()
+                and mirror.exists() and "|10.213.65.2|debrep/dists/bookworm/" in mirror.read_text())
+    try:
+        deadline = time.monotonic() + 400
+        while not seen() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(2)
+        assert seen(), (proc.poll(), (state / "labs" / "qin" / "hosts" / "d1" / "console.log").read_text()[-2000:])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    assert "installing d1 with Debian's installer" in out, out
+    ctx = lab_run.ctx()
+    lab = ctx.lab().lab
+    ctx.close()
+    assert qemu_processes(lab.lab_id) == [] and leftovers(lab_run) == []
