@@ -4,7 +4,6 @@ the cache (only those two files are kept)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from booted.errors import ImageError, ToolMissing
-from booted.images.vm_assets import Progress
+from booted.images.vm_assets import Progress, unpack_deb
 
 PACKAGE = "debian-installer-12-netboot-amd64"
 INNER = "usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64"
@@ -43,13 +42,7 @@ def ensure_netboot(cache_dir: Path, progress: Progress, path: str) -> Netboot:
     cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".netboot-"))
     try:
-        os.chmod(work, 0o777)  # apt-get download drops privileges to _apt when it can
-        proc = subprocess.run(["apt-get", "download", "-q", f"{PACKAGE}={version}"], cwd=work, capture_output=True,
-                              text=True, check=False)
-        debs = sorted(work.glob(f"{PACKAGE}_*.deb"))
-        if proc.returncode != 0 or not debs:
-            raise ImageError(f"apt-get download {PACKAGE} failed: {proc.stderr.strip()[-300:]}")
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(work / "x")], check=True)
+        unpack_deb(PACKAGE, version, work / "x")
         tmp = root.with_name(root.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()

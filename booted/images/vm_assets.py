@@ -125,6 +125,22 @@ def _unpacked(root: Path) -> Kernel:
     return Kernel(root, versions[0])
 
 
+def unpack_deb(package: str, version: str, into: Path) -> None:
+    """`apt-get download` one package version and unpack it (dpkg-deb -x, no maintainer scripts) into `into`."""
+    debs = into / ".debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    os.chmod(debs, 0o777)  # apt-get download drops privileges to _apt when it can
+    try:
+        proc = subprocess.run(["apt-get", "download", "-q", f"{package}={version}"], cwd=debs, capture_output=True,
+                              text=True, check=False)
+        found = sorted(debs.glob(f"{package}_*.deb"))
+        if proc.returncode != 0 or not found:
+            raise ImageError(f"apt-get download {package}={version} failed: {proc.stderr.strip()[-300:]}")
+        subprocess.run(["dpkg-deb", "-x", str(found[0]), str(into)], check=True)
+    finally:
+        shutil.rmtree(debs, ignore_errors=True)
+
+
 def fetch_kernel(cache_dir: Path, progress: Progress, path: str = SYSTEM_PATH) -> Kernel:
     """The Debian cloud kernel, downloaded and unpacked once per exact package version. Offline, the
     newest kernel already in the cache is used."""
@@ -144,17 +160,9 @@ def fetch_kernel(cache_dir: Path, progress: Progress, path: str = SYSTEM_PATH) -
     progress(f"downloading kernel {pkg} {version}")
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    debs = tmp / "debs"
-    debs.mkdir(parents=True)
+    tmp.mkdir(parents=True)
     os.chmod(tmp, 0o755)
-    os.chmod(debs, 0o777)  # apt-get download drops privileges to _apt when it can
-    proc = subprocess.run(["apt-get", "download", "-q", f"{pkg}={version}"], cwd=debs, capture_output=True,
-                          text=True, check=False)
-    found = sorted(debs.glob(f"{pkg}_*.deb"))
-    if proc.returncode != 0 or not found:
-        raise ImageError(f"apt-get download {pkg}={version} failed: {proc.stderr.strip()[-300:]}")
-    subprocess.run(["dpkg-deb", "-x", str(found[0]), str(tmp)], check=True)
-    shutil.rmtree(debs)
+    unpack_deb(pkg, version, tmp)
     kernel = _unpacked(tmp)
     subprocess.run(["depmod", "-b", str(tmp), kernel.version], check=True, capture_output=True)  # no postinst ran
     (tmp / ".booted-complete").write_text(f"{pkg} {version} {kernel.version}\n")
