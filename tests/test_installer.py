@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from booted.config import Settings
 from booted.errors import ConfigError
 from booted.hosts.identity import Identity, hash_password
 from booted.images.installer import KINDS, publish, render, validate
+from booted.remote.releases import discard
 from tests.conftest import REPO
 
 MIRROR = "http://deb.debian.org/debian"
@@ -33,6 +35,13 @@ def identity(tmp: Path, user: str = "root", pw_hash: str | None = None) -> Ident
 def settings(tmp: Path, root: Path = REPO) -> Settings:
     return Settings.from_env({"BOOTED_STATE_DIR": str(tmp / "state"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
                              root)
+
+
+@pytest.fixture(autouse=True)
+def _served_dir_removed(tmp_path: Path) -> Iterator[None]:
+    """As root, a private state dir's served files live under /run: removed after each test."""
+    yield
+    discard(settings(tmp_path))
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
