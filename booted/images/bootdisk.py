@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from booted.errors import ImageError, ToolMissing
-from booted.images.vm_assets import Assets, Progress, _digest
+from booted.images.vm_assets import Assets, Progress, digest
 from booted.state.locks import hold
 
 MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
@@ -55,7 +55,7 @@ def ensure_bootdisk(cache_dir: Path, assets: Assets, init: str, progress: Progre
     if missing or not MBR.exists():
         raise ToolMissing(f"{', '.join(missing) or MBR} not found: apt-get install extlinux syslinux-common fdisk "
                           "qemu-utils (or run setup.sh)")
-    key = _digest(RECIPE, assets.disk.name, assets.kernel.version, assets.initramfs.name, init, KERNEL_ARGS)
+    key = digest(RECIPE, assets.disk.name, assets.kernel.version, assets.initramfs.name, init, KERNEL_ARGS)
     raw = cache_dir / f"bootdisk-{key}.raw"
     with hold(cache_dir / "build.lock", "building the bootable disk", 3600, progress):
         if not raw.exists():

@@ -67,7 +67,7 @@ exec switch_root /newroot "$init"
 Progress = Callable[[str], None]
 
 
-def _digest(*parts: str | bytes) -> str:
+def digest(*parts: str | bytes) -> str:
     h = hashlib.sha256()
     for part in parts:
         h.update(part.encode() if isinstance(part, str) else part)
@@ -244,7 +244,7 @@ def initramfs_bytes(busybox: bytes, modules: list[tuple[str, bytes]]) -> bytes:
 def build_initramfs(cache_dir: Path, kernel: Kernel, busybox: Path, path: str = SYSTEM_PATH) -> Path:
     """initramfs-<key>.gz for this kernel and busybox (the golden rootfs' static one), built once."""
     bb = busybox.read_bytes()
-    key = _digest(kernel.version, bb, INITRAMFS_INIT, " ".join(MODULES), " ".join(INIT_APPLETS))
+    key = digest(kernel.version, bb, INITRAMFS_INIT, " ".join(MODULES), " ".join(INIT_APPLETS))
     out = cache_dir / f"initramfs-{key}.gz"
     if out.exists():
         return out

@@ -21,12 +21,12 @@ from booted.discovery.netcheck import ssh_banner
 from booted.discovery.wait import Expected, wait_booted
 from booted.environments import NAME_RE, Environment, HostSpec
 from booted.errors import ConfigError, StateError
-from booted.hosts.identity import fingerprint, hash_password
+from booted.hosts.identity import Identity, fingerprint, hash_password
 from booted.hosts.images import ensure_image, identity
 from booted.images.golden import default_mirror
 from booted.images.installer import Rendered
 from booted.images.installer import publish as publish_installer
-from booted.images.netboot import ensure_netboot
+from booted.images.netboot import Netboot, ensure_netboot
 from booted.lab.status import status_rows
 from booted.providers.base import Lab, Provider
 from booted.remote import deploy, firstboot
@@ -150,13 +150,15 @@ class LabHandle:
 
     def installer(self, name: str, kind: str) -> Rendered:
         """A host's kickstart or preseed file (and its setup script), validated and served by booted's nginx."""
-        image = self.images([name])[0]
+        return self._installer(self.images([name])[0], kind)[0]
+
+    def _installer(self, image: Image, kind: str) -> tuple[Rendered, Identity]:
         settings = self.ctx.settings
         pw_hash = hash_password(settings.password, settings.path) if settings.password else None
         ident = identity(settings, self.ctx.keys, self.env, image, pw_hash, (), "")
         rendered = publish_installer(settings, kind, ident, self.env.name, settings.mirror or default_mirror())
         self.ctx.serve_gateways(keep=True)
-        return rendered
+        return rendered, ident
 
     @_locked("installing a host of")
     def install(self, name: str, kind: str, timeout: float) -> HostResult:
@@ -165,31 +167,34 @@ class LabHandle:
         if kind != "preseed":
             raise ConfigError(f"--installer {kind}: on this machine only preseed (Debian's installer) can run; a "
                               "kickstart needs a RHEL-family installer ISO (fab image_installer serves its file)")
-        if self.env.provider != "qemu" or getattr(self.provider, "user_net", False):
-            raise ConfigError(f"{self.env.source}: environment {self.env.name!r}: installer-based images need "
-                              "provider qemu with a tap network (as root)")
         self.check()
+        try:
+            self.provider.check_install()
+        except ConfigError as exc:
+            raise ConfigError(f"{self.env.source}: environment {self.env.name!r}: {exc}") from None
         if name in self.running():
             raise StateError(f"{name} is running: stop it first (fab image_stop {name})")
-        self.provider.prepare_network(self.lab)
-        rendered = self.installer(name, kind)
-        netboot = ensure_netboot(self.ctx.settings.cache_dir, self.ctx.say, self.ctx.settings.path)
         image = self.images([name])[0]
-        network = self.env.network
+        try:
+            self.provider.prepare_network(self.lab)
+            rendered, ident = self._installer(image, kind)
+            netboot = ensure_netboot(self.ctx.settings.cache_dir, self.ctx.say, self.ctx.settings.path)
+            return HostResult(name, *self._run_installer(image, ident, rendered, netboot, timeout))
+        finally:
+            self.provider.teardown(self.lab)
+            self.ctx.serve_gateways()
+
+    def _run_installer(self, image: Image, ident: Identity, rendered: Rendered, netboot: Netboot,
+                       timeout: float) -> tuple[bool, str]:
+        network, name = self.env.network, image.name
         append = (f"auto=true priority=critical url={rendered.url} interface=auto netcfg/disable_autoconfig=true "
                   f"netcfg/get_ipaddress={image.ip} netcfg/get_netmask={network.netmask} "
                   f"netcfg/get_gateway={self.env.gateway} netcfg/get_nameservers={self.env.gateway} "
                   f"netcfg/confirm_static=true hostname={name} domain=lab locale=en_US.UTF-8 keymap=us "
                   "console=ttyS0 DEBIAN_FRONTEND=text")
-        ident = identity(self.ctx.settings, self.ctx.keys, self.env, image, None, (), "")
         self.ctx.say(f"installing {name} with Debian's installer {netboot.version}: preseed {rendered.url}")
-        try:
-            ok, detail = self.provider.install(self.lab, ident, netboot.linux, netboot.initrd,  # type: ignore[attr-defined]
-                                               append, timeout, self.ctx.say)
-        finally:
-            self.provider.teardown(self.lab)
-            self.ctx.serve_gateways()
-        return HostResult(name, ok, detail)
+        return self.provider.install(self.lab, ident, netboot.linux, netboot.initrd, append, timeout,
+                                     self.ctx.say)
 
     @_locked("cloning a host in")
     def clone(self, src: str, new: str) -> Image:

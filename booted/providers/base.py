@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from booted.config import Settings
-from booted.errors import NeedsRoot, ProviderError, ToolMissing
+from booted.errors import ConfigError, NeedsRoot, ProviderError, ToolMissing
 from booted.hosts.identity import Identity
 from booted.providers import procs
 from booted.providers.bridge import ensure_bridge, link_exists
@@ -128,6 +128,18 @@ class Provider(ABC):
             raise ProviderError(f"host {new} already has a disk at {target}")
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
+
+    def check_install(self) -> None:
+        """Raise a clear error unless this provider can boot an installer here (checked before anything is
+        made or downloaded). Providers that can override it and install()."""
+        raise ConfigError(f"the {self.name} provider cannot run an installer: installer-based images need "
+                          "provider qemu with a tap network (as root)")
+
+    def install(self, lab: Lab, host: Identity, kernel: Path, initrd: Path, append: str, timeout: float,
+                progress: Progress) -> tuple[bool, str]:
+        """Run an installer (kernel, initrd, command line) onto the host's own disk: (ok, what happened)."""
+        self.check_install()
+        raise AssertionError("a provider whose check_install passes implements install")
 
     # a provider's own ------------------------------------------------------------------------------
     @abstractmethod

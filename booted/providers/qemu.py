@@ -264,10 +264,15 @@ class QemuProvider(Provider):
                 errors[host.name] = f"could not create tap {self.tap(lab, host.ip)}: {err.strip()[-300:]}"
         return errors
 
+    def check_install(self) -> None:
+        if self.user_net:  # the installer needs the lab bridge: its static address, nginx, the apt proxy
+            super().check_install()
+
     def install(self, lab: Lab, host: Identity, kernel: Path, initrd: Path, append: str, timeout: float,
                 progress: Progress) -> tuple[bool, str]:
         """Run an installer (its kernel, initrd and command line) onto a new disk, installed.qcow2, until it
         powers the VM off (done) or `timeout` passes (then the VM is ended). (ok, what happened)."""
+        self.check_install()
         hdir = lab.host_dir(host.name)
         hdir.mkdir(parents=True, exist_ok=True)
         disk = hdir / "installed.qcow2"
@@ -299,17 +304,15 @@ class QemuProvider(Provider):
                     progress(f"  [{shown - start:6.0f}s] installing {host.name}: {self._why(hdir)[-120:]}")
                 time.sleep(1)
         finally:  # a timeout, Ctrl-C or an error: the installer VM does not outlive the run
-            if proc.poll() is None:
+            finished = proc.poll() is not None
+            if not finished:
                 proc.terminate()
                 try:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-                ended = True
-            else:
-                ended = False
-        if ended:
+        if not finished:
             return False, f"the install did not finish within {timeout:.0f}s: {self._why(hdir)}"
         took = time.monotonic() - start
         if proc.returncode != 0:

@@ -70,6 +70,7 @@ class VirtualBoxProvider(Provider):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self._vbox: VBoxManage | None = None
+        self._major: int | None = None
 
     # VBoxManage ------------------------------------------------------------------------------------
     def vbox(self) -> VBoxManage:
@@ -86,7 +87,10 @@ class VirtualBoxProvider(Provider):
         self.vbox()
 
     def major(self) -> int:
-        return self.vbox().version()[0]
+        """VirtualBox's major version (asked once per provider instance)."""
+        if self._major is None:
+            self._major = self.vbox().version()[0]
+        return self._major
 
     def vmnet(self) -> bool:
         """Host-only *networks* (`hostonlynet`): VirtualBox 7 on macOS only; elsewhere host-only
@@ -249,14 +253,15 @@ class VirtualBoxProvider(Provider):
 
     def _wait(self, lab: Lab, host: Identity) -> tuple[int | None, str | None]:
         deadline = time.monotonic() + self.settings.boot_timeout
+        running = self.running(lab)
         while time.monotonic() < deadline:
-            if host.name not in self.running(lab):
+            if host.name not in running:
                 return None, "the VM stopped while booting (see its console.log)"
             if self.answers(host):
-                return self.running(lab).get(host.name, 0), None
+                return running[host.name], None
             time.sleep(0.5)
-        late = f"no SSH banner within {self.settings.boot_timeout}s (still running)"
-        return self.running(lab).get(host.name, 0), late
+            running = self.running(lab)
+        return running.get(host.name, 0), f"no SSH banner within {self.settings.boot_timeout}s (still running)"
 
     def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
         vbox, errors = self.vbox(), {}

@@ -103,10 +103,7 @@ def load_service(folder: Path) -> Service:
     if not isinstance(start, str) or not start.strip():
         raise ConfigError(f"{path}: 'start' must be the command that runs the service, e.g. "
                           "\"exec python3 app.py --bind {ip} --port {port}\"")
-    names = {field for _, field, _, _ in string.Formatter().parse(start) if field is not None}
-    if names - PLACEHOLDERS:
-        raise ConfigError(f"{path}: 'start' uses {{{sorted(names - PLACEHOLDERS)[0]}}}: the placeholders are "
-                          f"{', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))} (write {{{{ and }}}} for braces)")
+    _placeholders(path, "start", start)
     if not isinstance(health, str) or not HEALTH_RE.match(health):
         raise ConfigError(f"{path}: 'health' must be a URL path like /health (letters, digits, / . _ - ~ ? = &)")
     upstream = data.get("upstream")
@@ -132,11 +129,16 @@ def _command(path: Path, key: str, value: object) -> str | None:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{path}: '{key}' must be a shell command run in the release, e.g. "
                           "\"pip install -r requirements.txt\"")
-    names = {field for _, field, _, _ in string.Formatter().parse(value) if field is not None}
+    _placeholders(path, key, value)
+    return value
+
+
+def _placeholders(path: Path, key: str, command: str) -> None:
+    """A service.toml command may use only the placeholders booted fills in."""
+    names = {field for _, field, _, _ in string.Formatter().parse(command) if field is not None}
     if names - PLACEHOLDERS:
         raise ConfigError(f"{path}: '{key}' uses {{{sorted(names - PLACEHOLDERS)[0]}}}: the placeholders are "
-                          f"{', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))}")
-    return value
+                          f"{', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))} (write {{{{ and }}}} for braces)")
 
 
 def get_service(services_dir: Path, name: str, services: dict[str, Service] | None = None) -> Service:
