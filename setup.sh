@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 packages=(nginx apt-cacher-ng systemd-container openssh-client debootstrap iproute2 util-linux curl iputils-ping openssl git ca-certificates
           python3-venv qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio kmod extlinux syslinux-common fdisk
-          libvirt-clients libxml2-utils)
+          libvirt-clients libxml2-utils libvirt-daemon libvirt-daemon-driver-qemu)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +23,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   [ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d
 fi
+
+# libvirt's QEMU runs as libvirt-qemu (libvirt-daemon-system makes that user; it needs systemd, so here we do)
+getent group kvm >/dev/null || groupadd -r kvm
+getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+id libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+# /dev/kvm as Debian's udev rule makes it (root:kvm 0660) where no udev ran: libvirt checks it as libvirt-qemu,
+# and a root-only /dev/kvm makes it probe QEMU again on every call (30 s each)
+if [ -c /dev/kvm ] && [ "$(stat -c %G /dev/kvm)" = root ]; then chgrp kvm /dev/kvm && chmod 0660 /dev/kvm; fi
 
 python=${BOOTED_PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

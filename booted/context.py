@@ -118,7 +118,8 @@ class Booted:
         images = self.inventory.images(env)
         running = {n for e in {i.env for i in images} & set(self.environments) for n in self.lab(e).running()}
         return [{"name": i.name, "env": i.env, "provider": i.provider, "ip": i.ip, "mac": i.mac, "role": i.role,
-                 "service": i.service, "version": i.version, "running": i.name in running, "created": i.created}
+                 "service": i.service, "version": i.version, "running": i.name in running, "created": i.created,
+                 "hypervisor": i.hypervisor or None}
                 for i in images]
 
     # across labs -----------------------------------------------------------------------------------

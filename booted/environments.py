@@ -18,9 +18,11 @@ from typing import Any
 from booted.errors import ConfigError
 from booted.monitor.spec import MonitorSpec, parse_monitor
 from booted.providers import NAMES as PROVIDERS
+from booted.providers.hypervisors import BRIDGE_RE, Hypervisor, parse_hypervisors
 
-HOST_KEYS = {"role", "service", "version", "memory", "cpus"}
-ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor", "boot"}
+HOST_KEYS = {"role", "service", "version", "memory", "cpus", "hypervisor"}
+ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor", "boot",
+            "hypervisors", "uplink"}
 BOOTS = {"kernel": "QEMU boots the kernel and hands in the identity (fast)",
          "disk": "the bootable golden disk (extlinux) with the identity on a seed disk, as other hypervisors boot"}
 INITS = ("busybox", "systemd")
@@ -40,6 +42,7 @@ class HostSpec:
     version: str | None
     memory: int = 256
     cpus: int = 1
+    hypervisor: str = ""  # libvirt: pinned to this hypervisor (by name)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Environment:
     init: str = "busybox"  # what hosts boot: busybox init (fast) or Debian's systemd
     monitor: MonitorSpec = field(default_factory=MonitorSpec)  # max, target and the monitor's settings
     boot: str = "kernel"  # qemu: how hosts boot (BOOTS)
+    hypervisors: tuple[Hypervisor, ...] = ()  # libvirt: the daemons its hosts run on
+    uplink: str = ""  # libvirt: this machine's interface into the lab bridge, towards other hypervisors
 
     def host(self, name: str) -> HostSpec:
         for spec in self.hosts:
@@ -211,12 +216,42 @@ def _environment(name: Any, value: Any, lines: _Lines) -> Environment:
     if boot not in BOOTS or (boot != "kernel" and provider != "qemu"):
         raise ConfigError(f"{lines.where(name, 'boot')}: environment {name!r}: boot {boot!r}: for provider qemu, one "
                           f"of {', '.join(BOOTS)} (other providers boot their own way)")
+    hypervisors, uplink = _hypervisors(name, provider, value, hosts, lines)
     roles: dict[str, int] = {}
     for host in hosts:
         roles[host.role] = roles.get(host.role, 0) + 1
     monitor = parse_monitor(name, value, roles, minimum, lines.where)
     return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path), packages, init, monitor,
-                       boot)
+                       boot, hypervisors, uplink)
+
+
+def _hypervisors(env: str, provider: str, value: dict[str, Any], hosts: list[HostSpec], lines: _Lines
+                 ) -> tuple[tuple[Hypervisor, ...], str]:
+    """`hypervisors`, `uplink` and hosts' `hypervisor` pins: for provider libvirt only, checked."""
+    pinned = [h for h in hosts if h.hypervisor]
+    if provider != "libvirt":
+        for key in ("hypervisors", "uplink"):
+            if key in value:
+                raise ConfigError(f"{lines.where(env, key)}: environment {env!r}: {key!r} is for provider libvirt "
+                                  f"(this environment uses {provider})")
+        if pinned:
+            raise ConfigError(f"{lines.where(env, pinned[0].name, 'hypervisor')}: environment {env!r}: host "
+                              f"{pinned[0].name!r}: 'hypervisor' is for provider libvirt")
+        return (), ""
+    try:
+        hypervisors = parse_hypervisors(value.get("hypervisors"), env)
+    except ValueError as exc:
+        raise ConfigError(f"{lines.where(env, 'hypervisors')}: environment {env!r}: {exc}") from None
+    names = [hv.name for hv in hypervisors]
+    for host in pinned:
+        if host.hypervisor not in names:
+            raise ConfigError(f"{lines.where(env, host.name, 'hypervisor')}: environment {env!r}: host "
+                              f"{host.name!r}: hypervisor {host.hypervisor!r} is not one of {', '.join(names)}")
+    uplink = value.get("uplink", "")
+    if not isinstance(uplink, str) or (uplink and not BRIDGE_RE.match(uplink)):
+        raise ConfigError(f"{lines.where(env, 'uplink')}: environment {env!r}: uplink {uplink!r}: the name of an "
+                          "interface of this machine (letters, digits, _ . -, at most 15)")
+    return hypervisors, uplink
 
 
 def packages_of(raw: Any, where: str) -> tuple[str, ...]:
@@ -276,11 +311,14 @@ def _hosts(env: str, key: Any, spec: Any, lines: _Lines) -> list[HostSpec]:
     if version is not None and service is None:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: 'version' needs a 'service'")
     memory, cpus = spec.get("memory", 256), spec.get("cpus", 1)
+    pin = spec.get("hypervisor", "")
+    if not isinstance(pin, str) or (pin and not NAME_RE.match(pin)):
+        raise ConfigError(f"{where}: environment {env!r}: host {key!r}: hypervisor {pin!r}: a hypervisor's name")
     if not _whole(memory) or not 64 <= memory <= 65536:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: memory {memory!r}: MB, 64..65536")
     if not _whole(cpus) or not 1 <= cpus <= 64:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: cpus {cpus!r}: 1..64")
-    return [HostSpec(n, role, service, version, memory, cpus) for n in names]
+    return [HostSpec(n, role, service, version, memory, cpus, pin) for n in names]
 
 
 def _whole(value: Any) -> bool:

@@ -67,10 +67,15 @@ def image_list(ctx: Booted, env: str | None = None, json_: bool = False) -> None
     if json_:
         print(json.dumps(rows, indent=2))
         return
-    print(table(["name", "env", "provider", "ip", "mac", "role", "service", "running", "created"],
-                [(r["name"], r["env"], r["provider"], r["ip"], r["mac"], r["role"],
-                  f"{r['service'] or '-'} {r['version'] or ''}".strip(), "yes" if r["running"] else "no",
-                  r["created"]) for r in rows]) if rows else "no host images (fab image_build or fab env_start_all)")
+    if not rows:
+        print("no host images (fab image_build or fab env_start_all)")
+        return
+    placed = any(r["hypervisor"] for r in rows)  # the column only when a lab runs on hypervisors (libvirt)
+    print(table(["name", "env", "provider", *(["hypervisor"] if placed else []), "ip", "mac", "role", "service",
+                 "running", "created"],
+                [(r["name"], r["env"], r["provider"], *([r["hypervisor"] or "-"] if placed else []), r["ip"], r["mac"],
+                  r["role"], f"{r['service'] or '-'} {r['version'] or ''}".strip(), "yes" if r["running"] else "no",
+                  r["created"]) for r in rows]))
 
 
 @booted_task(help=NAME_HELP)

@@ -41,8 +41,10 @@ def hosts_list(ctx: Booted, json_: bool = False) -> None:
     if not rows:
         print("no hosts listed (fab env_start_all, or fab hosts_logged after hosts booted)")
         return
-    print(table(["name", "ip", "env", "role", "service", "booted at", "reachable"],
-                [(r["name"], r["ip"], r["env"], r["role"], f"{r['service'] or '-'} {r['version'] or ''}".strip(),
+    placed = any(r["hypervisor"] for r in rows)  # the column only when a lab runs on hypervisors (libvirt)
+    print(table(["name", "ip", "env", *(["hypervisor"] if placed else []), "role", "service", "booted at", "reachable"],
+                [(r["name"], r["ip"], r["env"], *([r["hypervisor"] or "-"] if placed else []), r["role"],
+                  f"{r['service'] or '-'} {r['version'] or ''}".strip(),
                   when(r["booted_at"]),  # type: ignore[arg-type]
                   {True: "yes", False: "no", None: "unchecked"}[r["reachable"]])  # type: ignore[index]
                  for r in rows]))

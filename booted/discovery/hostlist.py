@@ -74,5 +74,6 @@ def rows(ctx: Booted) -> list[dict[str, object]]:
             "name": h.name, "ip": h.ip, "env": img.env if img else None, "role": img.role if img else None,
             "service": service, "version": deployed.get((h.name, service or "")) if service else None,
             "booted_at": h.booted_at, "reachable": h.reachable, "known": img is not None,
+            "hypervisor": (img.hypervisor or None) if img else None,
         })
     return out

@@ -110,6 +110,7 @@ class Identity:
     apt_proxy: str = ""  # booted's apt proxy on the gateway, for the host's apt
     serve: str = ""  # serve.sh: fetch, unpack and start the host's service at first boot (booted's deploy.sh)
     release: str = ""  # the release serve.sh starts, announced in the boot-log line once it serves
+    hypervisor: str = ""  # libvirt: the hypervisor it runs on (placement; not told to the host)
 
     def env_text(self) -> str:
         """The /run/booted/identity file: shell KEY='value' lines, every value quoted."""

@@ -20,7 +20,7 @@ from booted.config import Settings
 from booted.discovery.netcheck import ssh_banner
 from booted.discovery.wait import Expected, wait_booted
 from booted.environments import NAME_RE, Environment, HostSpec
-from booted.errors import ConfigError, StateError
+from booted.errors import ConfigError, ProviderError, StateError
 from booted.hosts.identity import Identity, fingerprint, hash_password
 from booted.hosts.images import ensure_image, identity
 from booted.images.golden import default_mirror
@@ -73,7 +73,7 @@ class LabHandle:
         s = ctx.settings
         self.ctx, self.env = ctx, env
         self.lab = Lab(env.name, s.lab_id(env.name), env.network, s.state_dir / "labs" / env.name, init=env.init,
-                       boot=env.boot)
+                       boot=env.boot, hypervisors=env.hypervisors, uplink=env.uplink)
         self.provider = provider(s)
         self._checked = False
         self._held = 0  # depth of this handle's lab lock (start_worker -> stop + start_hosts -> start)
@@ -112,7 +112,7 @@ class LabHandle:
         return self.provider.listen_addresses(self.lab)
 
     def console(self, name: str) -> Path:
-        return self.lab.host_dir(name) / "console.log"
+        return self.provider.console(self.lab, name)
 
     def console_tail(self, name: str, lines: int = 3) -> str:
         try:
@@ -211,6 +211,8 @@ class LabHandle:
         spec = HostSpec(new, image.role, image.service, image.version, image.memory, image.cpus)
         clone = ensure_image(self.ctx.inventory, self.ctx.keys, self.env, spec)
         self.provider.clone(self.lab, src, new)
+        if image.hypervisor:  # the copy of its disk is where the source's is
+            self.ctx.inventory.set_hypervisors({new: image.hypervisor})
         return clone
 
     @_locked("deleting a host of")
@@ -262,7 +264,9 @@ class LabHandle:
                            *((served[i.name].script, served[i.name].release) if i.name in served else ()))
                   for i in images]
         lab = replace(self.lab, packages=self.packages())
-        started, errors = self.provider.start(lab, idents, self.ctx.say)
+        idents, errors = self._place(images, idents)
+        started, failed = self.provider.start(lab, idents, self.ctx.say)
+        errors.update(failed)
         for s in started:
             self.ctx.inventory.set_running(s.name, s.pid)
         self.ctx.inventory.set_held([s.name for s in started], False)
@@ -281,6 +285,18 @@ class LabHandle:
             else:
                 out.append(waited[img.name])
         return out, served
+
+    def _place(self, images: list[Image], idents: list[Identity]) -> tuple[list[Identity], dict[str, str]]:
+        """Hosts on hypervisors (libvirt; other providers place nothing): where they were before (their disk
+        is there), their pin in environments.py, or the provider's choice; recorded before they start."""
+        specs = {h.name: h for h in self.env.hosts}
+        recorded = {i.name: i.hypervisor for i in images if i.hypervisor}
+        pins = {i.name: specs[i.name].hypervisor for i in images if i.name in specs and specs[i.name].hypervisor}
+        placement, errors = self.provider.place(self.lab, idents, recorded, pins)
+        if not placement:
+            return [i for i in idents if i.name not in errors], errors
+        self.ctx.inventory.set_hypervisors({n: hv for n, hv in placement.items() if recorded.get(n) != hv})
+        return [replace(i, hypervisor=placement[i.name]) for i in idents if i.name in placement], errors
 
     def _relist(self, img: Image) -> HostResult:
         """A host that runs but is not in the host list (cleared, or booted before the current boot log):
@@ -316,16 +332,20 @@ class LabHandle:
         self.check()
         images = self.ctx.inventory.images(self.env.name)
         names = sorted(set(self.running()) | {i.name for i in images if i.pid})
-        results = self.stop(names) if names else []
-        failed = {r.host for r in results if not r.ok}
+        results = {r.host: r for r in (self.stop(names) if names else [])}
         for image in images:
-            if image.name not in failed:
+            if image.name in results and not results[image.name].ok:
+                continue
+            try:
                 self.provider.destroy(self.lab, image.name)
-                self.ctx.inventory.forget_releases(image.name)
+            except ProviderError as exc:  # one host's disk that cannot be discarded does not stop the others
+                results[image.name] = HostResult(image.name, False, f"stopped, but its disk stays: {exc}")
+                continue
+            self.ctx.inventory.forget_releases(image.name)
         if not names:
             self.provider.teardown(self.lab)
             self.ctx.serve_gateways()
-        return results
+        return sorted(results.values(), key=lambda r: r.host)
 
     # whole-environment runs --------------------------------------------------------------------------
     @_locked("starting")

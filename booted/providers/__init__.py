@@ -9,7 +9,8 @@ from booted.errors import ConfigError
 from booted.providers.base import Lab, Provider
 
 REGISTRY = {"netns": "booted.providers.netns:NetnsProvider", "qemu": "booted.providers.qemu:QemuProvider",
-            "virtualbox": "booted.providers.virtualbox:VirtualBoxProvider"}
+            "virtualbox": "booted.providers.virtualbox:VirtualBoxProvider",
+            "libvirt": "booted.providers.libvirt:LibvirtProvider"}
 NAMES = tuple(REGISTRY)
 
 

@@ -22,6 +22,7 @@ from booted.errors import ConfigError, NeedsRoot, ProviderError, ToolMissing
 from booted.hosts.identity import Identity
 from booted.providers import procs
 from booted.providers.bridge import ensure_bridge, link_exists
+from booted.providers.hypervisors import Hypervisor
 
 Progress = Callable[[str], None]
 
@@ -37,6 +38,8 @@ class Lab:
     packages: tuple[str, ...] = ()  # extra Debian packages its golden image carries (environment + services)
     init: str = "busybox"  # busybox | systemd
     boot: str = "kernel"  # qemu: kernel (QEMU hands in kernel and identity) | disk (bootable disk + seed disk)
+    hypervisors: tuple[Hypervisor, ...] = ()  # libvirt: where its hosts may run
+    uplink: str = ""  # libvirt: an interface of this machine put into the lab bridge (to other hypervisors)
 
     @property
     def gateway(self) -> str:
@@ -119,6 +122,17 @@ class Provider(ABC):
         """Where the controller reaches a running host's ports when not at its lab IP (user-mode VMs:
         guest port -> 127.0.0.1:forwarded port); empty when the host answers at its lab IP."""
         return {}
+
+    def place(self, lab: Lab, hosts: list[Identity], recorded: dict[str, str], pins: dict[str, str]
+              ) -> tuple[dict[str, str], dict[str, str]]:
+        """Which hypervisor each host runs on (providers with several; the others place nothing): returns
+        (host -> hypervisor name, host -> why it could not be placed). `recorded`: where hosts were placed
+        before (their disks are there); `pins`: hypervisors named in environments.py."""
+        return {}, {}
+
+    def console(self, lab: Lab, name: str) -> Path:
+        """The host's console log on this machine (a provider whose hosts run elsewhere fetches it first)."""
+        return lab.host_dir(name) / "console.log"
 
     @staticmethod
     def new_disk(lab: Lab, new: str, disk: str) -> Path:

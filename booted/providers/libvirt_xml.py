@@ -1,5 +1,6 @@
 """The XML booted hands libvirt (issue 12's provider, built on the bootable disk and seed disk): a lab
-network (an isolated bridge whose address is the lab gateway, where booted's nginx and apt proxy listen),
+network (over the bridge that carries the lab network; here the lab bridge, whose address is the gateway,
+where booted's nginx and apt proxy listen),
 a storage pool booted owns, a host's copy-on-write volume backed by the golden disk, and its domain
 (virtio disk + seed disk, its MAC on the lab network, the serial console logged to a file). Built with
 ElementTree, so every name and path is escaped; the names themselves are validated before they get here
@@ -7,7 +8,6 @@ ElementTree, so every name and path is escaped; the names themselves are validat
 
 from __future__ import annotations
 
-import ipaddress
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +25,14 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return node
 
 
-def network_xml(name: str, bridge: str, network: ipaddress.IPv4Network) -> str:
-    """An isolated libvirt network (no forward, no DHCP: booted hands out addresses) on `bridge`, the host
-    side at the network's first address (the lab gateway)."""
+def network_xml(name: str, bridge: str) -> str:
+    """A lab network over an existing bridge (libvirt's "bridged network": no dnsmasq, no firewall rules):
+    on this machine the lab bridge with the gateway address, on another machine the bridge there that
+    carries the lab network. booted hands out the addresses."""
     root = ET.Element("network")
     _sub(root, "name", name)
-    _sub(root, "bridge", name=bridge, stp="off", delay="0")
-    _sub(root, "ip", address=str(next(network.hosts())), netmask=str(network.netmask))
+    _sub(root, "forward", mode="bridge")
+    _sub(root, "bridge", name=bridge)
     return _xml(root)
 
 
@@ -62,6 +63,7 @@ class DomainSpec:
     """What a host's domain needs."""
 
     name: str  # booted-<lab id>-<host>
+    uuid: str  # fixed per host, so defining it again updates the domain
     memory_mb: int
     cpus: int
     disk: Path  # its qcow2 volume
@@ -77,6 +79,7 @@ def domain_xml(spec: DomainSpec) -> str:
         raise ValueError(f"domain type {spec.kind!r}: kvm or qemu")
     root = ET.Element("domain", type=spec.kind)
     _sub(root, "name", spec.name)
+    _sub(root, "uuid", spec.uuid)
     _sub(root, "memory", str(spec.memory_mb), unit="MiB")
     _sub(root, "vcpu", str(spec.cpus))
     os_ = _sub(root, "os")

@@ -36,7 +36,8 @@ class Inventory:
         self._lock = threading.Lock()
         self.db.executescript(SCHEMA)
         columns = {r["name"] for r in self.db.execute("PRAGMA table_info(images)")}
-        for column, kind in (("boot_token", "TEXT"), ("held", "INTEGER NOT NULL DEFAULT 0")):
+        for column, kind in (("boot_token", "TEXT"), ("held", "INTEGER NOT NULL DEFAULT 0"),
+                             ("hypervisor", "TEXT NOT NULL DEFAULT ''")):
             if column not in columns:  # a state database made by an earlier booted
                 with self.write() as db:
                     db.execute(f"ALTER TABLE images ADD COLUMN {column} {kind}")
@@ -132,6 +133,11 @@ class Inventory:
     def set_boot_token(self, name: str, token: str) -> None:
         with self.write() as db:
             db.execute("UPDATE images SET boot_token = ? WHERE name = ?", (token, name))
+
+    def set_hypervisors(self, placement: dict[str, str]) -> None:
+        """Record where hosts were placed (libvirt: the hypervisor their disks live on)."""
+        with self.write() as db:
+            db.executemany("UPDATE images SET hypervisor = ? WHERE name = ?", [(hv, n) for n, hv in placement.items()])
 
     def set_held(self, names: list[str], held: bool) -> None:
         """Mark hosts stopped by a user (held) or started again (not held)."""

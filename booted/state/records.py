@@ -12,6 +12,7 @@ CREATE TABLE IF NOT EXISTS images (
     ip TEXT NOT NULL, mac TEXT NOT NULL UNIQUE, hostkey TEXT NOT NULL,
     memory INTEGER NOT NULL DEFAULT 256, cpus INTEGER NOT NULL DEFAULT 1,
     created REAL NOT NULL, pid INTEGER, started REAL, boot_token TEXT, held INTEGER NOT NULL DEFAULT 0,
+    hypervisor TEXT NOT NULL DEFAULT '',
     UNIQUE (env, ip)
 );
 CREATE TABLE IF NOT EXISTS hosts (
@@ -65,6 +66,7 @@ class Image:
     started: float | None
     boot_token: str | None = None  # the secret of its current boot: only a line carrying it is believed
     held: int = 0  # 1: stopped by a user (the monitor does not restart it)
+    hypervisor: str = ""  # libvirt: where it was placed (its disk is there); "" for other providers
 
 
 @dataclass(frozen=True)

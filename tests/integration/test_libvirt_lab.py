@@ -1,0 +1,150 @@
+"""The libvirt provider for real: the tests start their own libvirtd (tests/libvirtd.py: private config,
+sockets and state, stopped afterwards) and run labs through it with `fab`, as a user would. The second test
+adds a second libvirtd in its own network namespace, standing for another machine: reached over TCP at its
+own address, its hosts on a bridge there that a veth (the environment's `uplink`) joins to the lab bridge;
+and a third hypervisor that is down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import libvirtd
+from tests.integration.conftest import LabRun, leftovers
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(libvirtd.missing() is not None,
+                                                          reason=f"private libvirtd: {libvirtd.missing()}")]
+
+
+@pytest.fixture
+def local_daemon(tmp_path: Path) -> Iterator[libvirtd.Libvirtd]:
+    daemon = libvirtd.start(tmp_path / "hv1")
+    yield daemon
+    daemon.stop()
+
+
+def domains(daemon: libvirtd.Libvirtd) -> list[str]:
+    return daemon.virsh("list", "--all", "--name").split()
+
+
+def host_volumes(daemon: libvirtd.Libvirtd) -> list[str]:
+    daemon.virsh("pool-refresh", "booted")
+    return [line.split()[0] for line in daemon.virsh("vol-list", "booted").splitlines()
+            if line.strip() and not line.split()[0].startswith("golden-")]
+
+
+def test_a_two_vm_lab_on_libvirt_serves_shows_consoles_and_stops_clean(local_daemon: libvirtd.Libvirtd,
+                                                                        lab_run: LabRun) -> None:
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(f'''ENVIRONMENTS = {{
+    "lv": {{
+        "provider": "libvirt",
+        "network": "10.213.66.0/24",
+        "hypervisors": [{{"uri": "{local_daemon.uri}", "name": "local"}}],
+        "hosts": {{"web[01:02]": {{"role": "worker", "service": "hello", "version": "1.0"}}}},
+    }},
+}}
+''')
+    start = lab_run.fab("env_start_all", timeout=900)
+    assert "2 ok, 0 failed" in start.stdout, start.stdout + start.stderr
+    assert "starting 2 libvirt domain(s) on local (2)" in start.stderr
+    assert "hello: served at first boot, verified: web01, web02; deploying over SSH: none" in start.stderr
+    assert sorted(local_daemon.virsh("list", "--name").split()) == sorted(
+        f"booted-{h['lab']}-{n}" for h in [{"lab": lab_run.ctx().settings.lab_id("lv")}] for n in ("web01", "web02"))
+    xml = local_daemon.virsh("dumpxml", domains(local_daemon)[0])
+    assert "<backingStore type='file'" in xml and "golden-" in xml  # copy-on-write over the uploaded golden disk
+    assert "2 ok, 0 failed" in lab_run.fab("hello_test").stdout
+    images = json.loads(lab_run.fab("image_list", "--json").stdout)
+    assert {i["name"]: (i["hypervisor"], i["running"]) for i in images} == {"web01": ("local", True),
+                                                                           "web02": ("local", True)}
+    assert "hypervisor" in lab_run.fab("hosts_list").stdout.splitlines()[0]
+    console = lab_run.fab("image_console", "web02").stdout  # fetched from the pool with vol-download
+    assert "booted-init: identity from the seed disk" in console and "phoned home" in console, console
+
+    assert "2 ok, 0 failed" in lab_run.fab("env_stop").stdout
+    assert local_daemon.virsh("list", "--name").split() == []
+    assert local_daemon.virsh("net-list", "--all", "--name").split() == []  # the lab network went with it
+    assert leftovers(lab_run) == []
+    again = lab_run.fab("image_start", "web01")  # starts again (env_stop discarded its disk: a fresh one)
+    assert "1 ok, 0 failed" in again.stdout, again.stdout + again.stderr
+    assert "2 ok, 0 failed" in lab_run.fab("image_del", "web01,web02").stdout
+    assert domains(local_daemon) == [] and host_volumes(local_daemon) == []  # nothing left in libvirt
+    assert not list((Path(lab_run.env["BOOTED_STATE_DIR"]) / "labs" / "lv" / "hosts").glob("*"))
+    assert leftovers(lab_run) == []
+
+
+@pytest.fixture
+def second_machine(tmp_path: Path) -> Iterator[tuple[libvirtd.Libvirtd, str]]:
+    """A libvirtd in network namespace bthv<pid> at 10.213.68.2 (management link), with bridge brlab whose
+    port is the veth whose other end (returned: the environment's uplink) is on this machine."""
+    tag = str(os.getpid() % 100000)
+    ns, mgmt, uplink = f"bthv{tag}", f"btlm{tag}", f"btlu{tag}"
+    cmds = [f"netns add {ns}", f"-n {ns} link set lo up",
+            f"link add {mgmt} type veth peer name m0 netns {ns}", f"addr add 10.213.68.1/24 dev {mgmt}",
+            f"link set {mgmt} up", f"-n {ns} addr add 10.213.68.2/24 dev m0", f"-n {ns} link set m0 up",
+            f"-n {ns} link add brlab type bridge", f"-n {ns} link set brlab up",
+            f"link add {uplink} type veth peer name u0 netns {ns}", f"-n {ns} link set u0 master brlab",
+            f"-n {ns} link set u0 up"]
+    try:
+        for cmd in cmds:
+            subprocess.run(["ip", *cmd.split()], check=True, capture_output=True)
+        daemon = libvirtd.start(tmp_path / "hv2", netns=ns, listen="10.213.68.2")
+    except BaseException:
+        for link in (mgmt, uplink):
+            subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        raise
+    yield daemon, uplink
+    daemon.stop()
+    for link in (mgmt, uplink):
+        subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def test_one_lab_across_two_libvirt_daemons_and_one_that_is_down(
+        local_daemon: libvirtd.Libvirtd, second_machine: tuple[libvirtd.Libvirtd, str], lab_run: LabRun) -> None:
+    hv2, uplink = second_machine
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(f'''ENVIRONMENTS = {{
+    "lv2": {{
+        "provider": "libvirt",
+        "network": "10.213.67.0/24",
+        "uplink": "{uplink}",
+        "hypervisors": [
+            {{"uri": "{local_daemon.uri}", "name": "local"}},
+            {{"uri": "{hv2.uri}", "name": "hv2", "bridge": "brlab"}},
+            {{"uri": "qemu+tcp://127.0.0.1:1/system", "name": "gone", "bridge": "brlab"}},
+        ],
+        "hosts": {{
+            "web[01:02]": {{"role": "worker", "service": "hello", "version": "1.0"}},
+            "web03": {{"role": "worker", "service": "hello", "version": "1.0", "hypervisor": "gone"}},
+        }},
+    }},
+}}
+''')
+    start = lab_run.fab("env_start_all", check=False, timeout=900)
+    out = start.stdout + start.stderr
+    assert start.returncode != 0 and "2 ok, 1 failed" in start.stdout, out
+    assert "web03" in start.stdout and "hypervisor gone is down" in start.stdout, out  # named, with libvirt's reason
+    images = {i["name"]: i for i in json.loads(lab_run.fab("image_list", "--json").stdout)}
+    placed = {n: images[n]["hypervisor"] for n in ("web01", "web02")}
+    assert sorted(placed.values()) == ["hv2", "local"], placed  # spread by free memory, one on each
+    assert images["web01"]["running"] and images["web02"]["running"] and not images["web03"]["running"]
+    remote = next(n for n, hv in placed.items() if hv == "hv2")
+    assert len(hv2.virsh("list", "--name").split()) == 1 and len(local_daemon.virsh("list", "--name").split()) == 1
+    test = lab_run.fab("hello_test", "--hosts", "web01,web02")  # one lab serving across both machines
+    assert "2 ok, 0 failed" in test.stdout, test.stdout
+    console = lab_run.fab("image_console", remote).stdout  # from the other machine's pool
+    assert "booted-init: identity from the seed disk" in console, console
+    listed = lab_run.fab("hosts_list").stdout
+    assert "hv2" in listed and "local" in listed
+
+    assert "3 ok, 0 failed" in lab_run.fab("env_stop").stdout
+    assert hv2.virsh("list", "--name").split() == [] and local_daemon.virsh("list", "--name").split() == []
+    lab_run.fab("image_del", "web01,web02,web03")
+    assert domains(hv2) == [] and domains(local_daemon) == []
+    assert host_volumes(hv2) == [] and host_volumes(local_daemon) == []
+    assert leftovers(lab_run) == []
