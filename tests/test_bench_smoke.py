@@ -65,3 +65,11 @@ def test_deploy_load_smoke() -> None:
     match = re.fullmatch(r"failed_stop_start=(\d+) failed_overlap=(\d+) requests=(\d+)", last)
     assert match, last
     assert match.group(2) == "0", last  # overlapped restarts refuse no connection
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("libvirtd", path="/usr/sbin:/usr/bin") is None,
+                    reason="QEMU VMs and a private libvirtd need root and libvirt-daemon (setup.sh)")
+def test_libvirt_smoke() -> None:
+    last = run_bench("libvirt.py", "--smoke", timeout=900)
+    assert re.fullmatch(rf"libvirt_over_qemu={NUM} libvirt_over_qemu_disk={NUM}", last), last

@@ -20,9 +20,10 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from booted.config import Settings
 from booted.discovery.netcheck import ssh_banner
@@ -39,6 +40,7 @@ from booted.providers.libvirt_xml import DomainSpec, domain_xml, network_xml, po
 from booted.providers.virsh import HypervisorDown, Virsh, VirshError
 from booted.state.locks import hold
 
+T = TypeVar("T")
 POOL = "booted"
 INIT = "init=/usr/lib/booted/init"
 SHUTDOWN_SECONDS = 6.0
@@ -70,11 +72,11 @@ class LibvirtProvider(Provider):
             self._virsh[hv.uri] = Virsh(hv.uri, self.settings.which("virsh") or "virsh")
         return self._virsh[hv.uri]
 
-    def _each(self, lab: Lab, fn: object) -> dict[str, object]:
-        """fn(hv) on every hypervisor of the lab at once: name -> result or the exception it raised."""
-        def call(hv: Hypervisor) -> object:
+    def _each(self, lab: Lab, fn: Callable[[Hypervisor], T]) -> dict[str, T | VirshError]:
+        """fn(hv) on every hypervisor of the lab at once: name -> result or the VirshError it raised."""
+        def call(hv: Hypervisor) -> T | VirshError:
             try:
-                return fn(hv)  # type: ignore[operator]
+                return fn(hv)
             except VirshError as exc:
                 return exc
         with ThreadPoolExecutor(max_workers=max(1, len(lab.hypervisors))) as pool:
@@ -99,7 +101,7 @@ class LibvirtProvider(Provider):
             if isinstance(result, Exception):
                 down[hv_name] = str(result)
                 continue
-            for vm in result:  # type: ignore[attr-defined]
+            for vm in result:
                 if vm.startswith(prefix):
                     found[vm[len(prefix):]] = by_name[hv_name]
         return found, down
@@ -122,7 +124,7 @@ class LibvirtProvider(Provider):
             if isinstance(result, Exception):
                 caps[name], down[name] = None, str(result)
             else:
-                caps[name] = result  # type: ignore[assignment]
+                caps[name] = result
         return caps, down
 
     def place(self, lab: Lab, hosts: list[Identity], recorded: dict[str, str], pins: dict[str, str]
@@ -143,8 +145,12 @@ class LibvirtProvider(Provider):
         """libvirt's listing of each hypervisor; the PID of a domain's QEMU where it runs on this machine
         (0 on another)."""
         found, _ = self.where(lab)
-        pids = {name: pid for name, (pid, _) in self.processes(lab).items()} if found else {}
+        pids = self._pids(lab) if found else {}
         return {name: pids.get(name, 0) for name in found}
+
+    def _pids(self, lab: Lab) -> dict[str, int]:
+        """PIDs of the lab's domains' QEMU processes that run on this machine (from /proc)."""
+        return {name: pid for name, (pid, _) in self.processes(lab).items()}
 
     def console(self, lab: Lab, name: str) -> Path:
         """The host's serial console, fetched from its hypervisor's pool (the last copy if it is down)."""
@@ -268,8 +274,8 @@ class LibvirtProvider(Provider):
                 errors[host.name] = f"not placed on a hypervisor of the lab (got {host.hypervisor!r})"
                 continue
             by_hv.setdefault(host.hypervisor, []).append(host)
-        started = [Started(name, pid) for name, pid in self.running(lab).items()
-                   if name in {h.name for h in hosts} and name in running]
+        pids = self._pids(lab) if running else {}
+        started = [Started(h.name, pids.get(h.name, 0)) for h in hosts if h.name in running]
         todo = sum(len(hs) for hs in by_hv.values())
         if todo:
             on = ", ".join(f"{n} ({len(hs)})" for n, hs in by_hv.items())
@@ -374,7 +380,7 @@ class LibvirtProvider(Provider):
         return kind
 
     def _pid(self, lab: Lab, name: str) -> int:
-        return next((pid for n, (pid, _) in self.processes(lab).items() if n == name), 0)
+        return self._pids(lab).get(name, 0)
 
     def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
         running, down = self.where(lab)

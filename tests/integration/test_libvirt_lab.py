@@ -53,8 +53,8 @@ def test_a_two_vm_lab_on_libvirt_serves_shows_consoles_and_stops_clean(local_dae
     assert "2 ok, 0 failed" in start.stdout, start.stdout + start.stderr
     assert "starting 2 libvirt domain(s) on local (2)" in start.stderr
     assert "hello: served at first boot, verified: web01, web02; deploying over SSH: none" in start.stderr
-    assert sorted(local_daemon.virsh("list", "--name").split()) == sorted(
-        f"booted-{h['lab']}-{n}" for h in [{"lab": lab_run.ctx().settings.lab_id("lv")}] for n in ("web01", "web02"))
+    lab_id = lab_run.ctx().settings.lab_id("lv")
+    assert sorted(local_daemon.virsh("list", "--name").split()) == [f"booted-{lab_id}-web01", f"booted-{lab_id}-web02"]
     xml = local_daemon.virsh("dumpxml", domains(local_daemon)[0])
     assert "<backingStore type='file'" in xml and "golden-" in xml  # copy-on-write over the uploaded golden disk
     assert "2 ok, 0 failed" in lab_run.fab("hello_test").stdout
@@ -65,13 +65,23 @@ def test_a_two_vm_lab_on_libvirt_serves_shows_consoles_and_stops_clean(local_dae
     console = lab_run.fab("image_console", "web02").stdout  # fetched from the pool with vol-download
     assert "booted-init: identity from the seed disk" in console and "phoned home" in console, console
 
-    assert "2 ok, 0 failed" in lab_run.fab("env_stop").stdout
+    # a clone carries web01's disk (byte copy of its volume, still an overlay) under a new identity
+    lab_run.fab("hosts_run", "echo written-on-web01 > /root/mark; sync", "--hosts", "web01")
+    assert "10.213.66.4" in lab_run.fab("image_clone", "web01", "web03").stdout
+    assert "1 ok, 0 failed" in lab_run.fab("image_start", "web03").stdout
+    web03 = lab_run.fab("hosts_run", "hostname; cat /root/mark", "--hosts", "web03").stdout
+    assert "--- web03\nweb03\nwritten-on-web01" in web03, web03
+    local_daemon.virsh("pool-refresh", "booted")
+    vol = local_daemon.virsh("vol-dumpxml", "--pool", "booted", f"booted-{lab_id}-web03.qcow2")
+    assert "<backingStore>" in vol and "golden-" in vol
+
+    assert "3 ok, 0 failed" in lab_run.fab("env_stop").stdout
     assert local_daemon.virsh("list", "--name").split() == []
     assert local_daemon.virsh("net-list", "--all", "--name").split() == []  # the lab network went with it
     assert leftovers(lab_run) == []
     again = lab_run.fab("image_start", "web01")  # starts again (env_stop discarded its disk: a fresh one)
     assert "1 ok, 0 failed" in again.stdout, again.stdout + again.stderr
-    assert "2 ok, 0 failed" in lab_run.fab("image_del", "web01,web02").stdout
+    assert "3 ok, 0 failed" in lab_run.fab("image_del", "web01,web02,web03").stdout
     assert domains(local_daemon) == [] and host_volumes(local_daemon) == []  # nothing left in libvirt
     assert not list((Path(lab_run.env["BOOTED_STATE_DIR"]) / "labs" / "lv" / "hosts").glob("*"))
     assert leftovers(lab_run) == []
