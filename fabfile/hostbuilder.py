@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from booted.context import Booted
 from booted.errors import ConfigError
@@ -21,16 +22,20 @@ def image_golden(ctx: Booted) -> None:
     print(f"golden image {image.key}\n  rootfs {image.rootfs}\n  layer  {image.layer}")
 
 
-@booted_task(help={**NAME_HELP, "installer": "preseed: install with Debian's installer (slow: see bench)",
-                   "timeout": "seconds an install may take (default 3600)"})
+@booted_task(help={**NAME_HELP, "installer": "preseed (Debian's installer) or kickstart (RHEL 9 family, --iso)",
+                   "timeout": "seconds an install may take (default 3600)",
+                   "iso": "the installer ISO to boot (kickstart: a Rocky/Alma 9 DVD; preseed: optional)"})
 def image_build(ctx: Booted, name: str | None = None, env: str | None = None, installer: str | None = None,
-                timeout: int = 3600) -> None:
+                timeout: int = 3600, iso: str | None = None) -> None:
     """Make host images (identity, keys); all when no name."""
     if installer is not None:  # Debian's installer and booted's preseed, onto the host's own disk
         if not name:
             raise ConfigError("--installer needs the host(s) to install: fab image_build NAME --installer preseed")
-        finish("installs", [ctx.lab_of(n, env).install(n, installer, timeout) for n in names(name)])
+        media = Path(iso).resolve() if iso else None
+        finish("installs", [ctx.lab_of(n, env).install(n, installer, timeout, media) for n in names(name)])
         return
+    if iso is not None:
+        raise ConfigError("--iso goes with --installer: fab image_build NAME --installer kickstart --iso PATH")
     groups = ctx.group(names(name), env)
     ctx.golden()
     finish("host images", [HostResult(i.name, True, f"{i.ip} {i.mac} ({i.role})")

@@ -63,6 +63,13 @@ def main(state_file: Path, args: list[str]) -> None:
         out = state["version"] + "\n"
     elif cmd == "list":
         what = args[1]
+        if what == "runningvms":  # an installer runs for "install_polls" looks (default 2), then powers off
+            for v in vms.values():
+                if v["state"] == "running" and v.get("installing") is not None:
+                    v["installing"] -= 1
+                    if v["installing"] < 0:
+                        v["state"], v["installing"] = "poweroff", None
+                        v["installed"] = True
         if what in ("vms", "runningvms"):
             out = "".join(recorded("list-vms.txt", name=n, uuid=v["uuid"]) for n, v in vms.items()
                           if what == "vms" or v["state"] == "running")
@@ -87,7 +94,8 @@ def main(state_file: Path, args: list[str]) -> None:
         if v["state"] == "running":
             fail(recorded("error-locked.txt", name=args[1]))
         medium = opt(args, "--medium")
-        port = opt(args, "--port")
+        controller = opt(args, "--storagectl")
+        port = opt(args, "--port") if controller == "SATA" else f"{controller}:{opt(args, '--port')}"
         if medium == "none":
             v["disks"].pop(port, None)
         else:
@@ -117,8 +125,20 @@ def main(state_file: Path, args: list[str]) -> None:
             fail(recorded("error-locked.txt", name=args[1]))
         v["mac"] = opt(args, "--macaddress1", v.get("mac", ""))
         v["net"] = opt(args, "--hostonlyadapter1", v.get("net", ""))
-        if v["net"] and v["net"] not in nets:
-            error(f"Host-only network '{v['net']}' does not exist")
+        for key in ("--nic1", "--nic2", "--nattftpprefix1", "--nattftpfile1", "--macaddress2", "--boot1"):
+            if key in args:
+                v[key.strip("-")] = opt(args, key)
+        for net in (v["net"], opt(args, "--hostonlyadapter2")):
+            if net and net not in nets:
+                error(f"Host-only network '{net}' does not exist")
+    elif cmd == "createmedium":
+        path = Path(opt(args, "--filename"))
+        if path.exists():
+            error(f"Failed to create medium\nVBoxManage: error: Could not create the medium storage unit "
+                  f"'{path}'.\nVBoxManage: error: VD: Cannot create image '{path}' (VERR_ALREADY_EXISTS)")
+        path.write_bytes(b"<<< Oracle VM VirtualBox Disk Image >>>\n")
+        media.append(str(path))
+        out = f"0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%\nMedium created. UUID: {uuid.uuid4()}\n"
     elif cmd == "convertfromraw":
         src, dst = args[1], args[2]
         if not Path(src).exists():
@@ -144,6 +164,13 @@ def main(state_file: Path, args: list[str]) -> None:
         if v["state"] == "running":
             fail(recorded("error-locked-startvm.txt", name=args[1]))
         v["state"] = "running"
+        if v.get("boot1") == "net":  # PXE from the NAT network's TFTP server: the boot file must be there
+            tftp = Path(v.get("nattftpprefix1", "/nonexistent"))
+            if v.get("nic1") != "nat" or not (tftp / v.get("nattftpfile1", "")).is_file() \
+                    or not (tftp / "pxelinux.cfg" / "default").is_file():
+                v["state"] = "poweroff"  # no boot medium: the real VM would sit at a PXE error; the test sees it
+                fail("VBoxManage: error: fake: nothing to PXE-boot (no NAT NIC 1 or no TFTP boot file)")
+            v["installing"] = state.get("install_polls", 2)
         out = f"Waiting for VM \"{args[1]}\" to power on...\nVM \"{args[1]}\" has been successfully started.\n"
     elif cmd == "controlvm":
         v = vm(args[1])
@@ -160,7 +187,8 @@ def main(state_file: Path, args: list[str]) -> None:
             for medium in v["disks"].values():
                 if medium in media:
                     media.remove(medium)
-                Path(medium).unlink(missing_ok=True) if medium.startswith("/") and "seed" in medium else None
+                if medium.startswith("/") and ("seed" in medium or medium.endswith("installed.vdi")):
+                    Path(medium).unlink(missing_ok=True)  # --delete removes the VM's disks (never a DVD)
     elif cmd == "hostonlyif":
         if args[1] == "create":
             name = f"vboxnet{len(nets)}"

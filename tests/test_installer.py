@@ -74,10 +74,10 @@ def test_a_template_mistake_names_template_and_line(tmp_path: Path) -> None:
     root = tmp_path / "checkout"
     shutil.copytree(REPO / "kickstart", root / "kickstart")
     ks = root / "kickstart" / "rhel9.ks.j2"
-    ks.write_text(ks.read_text().replace("reboot\n", "reboot\n{% if %}\n"))
+    ks.write_text(ks.read_text().replace("poweroff\n", "poweroff\n{% if %}\n"))
     with pytest.raises(ConfigError, match=r"rhel9\.ks\.j2:\d+: "):
         render(settings(tmp_path, root), "kickstart", identity(tmp_path), "lab", MIRROR)
-    ks.write_text((REPO / "kickstart" / "rhel9.ks.j2").read_text().replace("reboot\n", "reboot\n{{ nosuch }}\n"))
+    ks.write_text((REPO / "kickstart" / "rhel9.ks.j2").read_text().replace("poweroff\n", "poweroff\n{{ nosuch }}\n"))
     with pytest.raises(ConfigError, match="'nosuch' is undefined"):
         render(settings(tmp_path, root), "kickstart", identity(tmp_path), "lab", MIRROR)
 

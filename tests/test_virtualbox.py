@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from booted.config import Settings
-from booted.errors import ToolMissing
+from booted.errors import ConfigError, ToolMissing
 from booted.hosts.identity import Identity
-from booted.providers.base import Lab, Progress
+from booted.images.isoboot import LAYOUTS, PXELINUX, boot_files
+from booted.providers.base import InstallMedia, Lab, Progress
 from booted.providers.vboxmanage import VBoxError, blocks, machine_readable
 from booted.providers.virtualbox import VirtualBoxProvider, host_commands, vm_name
 from tests.conftest import REPO
@@ -213,3 +214,78 @@ def test_vbox_sh_issues_the_provider_commands(setup: tuple[Fake, Provider, Lab],
     printed = subprocess.run(["sh", str(REPO / "vbox.sh"), "-n", "vm2", base, host.mac, net, str(hdir), str(seed)],
                              env=env, check=True, capture_output=True, text=True).stdout
     assert printed.splitlines()[0].startswith("VBoxManage clonevm " + base)
+
+
+def make_iso(tmp: Path, layout: tuple[str, str]) -> Path:
+    """A small ISO 9660 image (xorriso) with an installer's kernel and initrd where `layout` says."""
+    tree = tmp / "iso-tree"
+    for name, content in zip(layout, (b"KERNEL from the ISO\n", b"INITRD from the ISO\n")):
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(content)
+    iso = tmp / "installer.iso"
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-R", "-J", "-V", "FAKE9", "-o", str(iso), str(tree)],
+                   check=True, capture_output=True)
+    return iso
+
+
+needs_iso_tools = pytest.mark.skipif(not Path("/usr/bin/xorriso").exists() or not PXELINUX.exists(),
+                                     reason="needs xorriso and pxelinux (setup.sh installs them)")
+
+
+@needs_iso_tools
+def test_a_kickstart_install_pxe_boots_the_isos_installer_over_virtualbox_nat_tftp(
+        setup: tuple[Fake, Provider, Lab], tmp_path: Path) -> None:
+    """The ISO's kernel and initrd are really taken out (xorriso) and really put in a pxelinux TFTP tree;
+    VirtualBox (faked) PXE-boots from it, "installs" for two looks at runningvms and powers off."""
+    fake, provider, lab = setup
+    iso = make_iso(tmp_path, LAYOUTS["kickstart"])
+    kernel, initrd = boot_files(iso, "kickstart", tmp_path / "x", "/usr/bin:/bin")
+    assert kernel.read_bytes() == b"KERNEL from the ISO\n" and initrd.name == "initrd.img"
+    host = identity(tmp_path, "web01", "10.213.90.2")
+    append = "inst.ks=http://10.213.90.1:8470/kickstart/web01.ks inst.repo=cdrom ifname=lab:52:54:0a:d5:5a:02"
+    ok, detail = provider.install(lab, host, InstallMedia(kernel, initrd, append, iso), 60, lambda line: None)
+    assert ok, detail
+    vm, hdir = vm_name(lab, "web01"), lab.host_dir("web01")
+    calls = fake.calls()
+    tftp, disk = hdir / "tftp", hdir / "installed.vdi"
+    assert ["createmedium", "disk", "--filename", str(disk), "--size", "20480", "--format", "VDI"] in calls
+    assert ["storageattach", vm, "--storagectl", "IDE", "--port", "0", "--device", "0", "--type", "dvddrive",
+            "--medium", str(iso)] in calls
+    modify = next(c for c in calls if c[:2] == ["modifyvm", vm])
+    assert modify[modify.index("--nic1") + 1:modify.index("--nic1") + 6] == [
+        "nat", "--nattftpprefix1", str(tftp), "--nattftpfile1", "pxelinux.0"]
+    assert modify[modify.index("--hostonlyadapter2") + 1] == "vboxnet0" and "52540AD55A02" in modify
+    assert modify[modify.index("--boot1") + 1] == "net"
+    config = (tftp / "pxelinux.cfg" / "default").read_text()
+    assert "KERNEL vmlinuz" in config and "INITRD initrd.img" in config and f"APPEND {append}\n" in config
+    assert (tftp / "pxelinux.0").read_bytes() == PXELINUX.read_bytes() and (tftp / "ldlinux.c32").exists()
+    # after the installer powered off: DVD out, NIC 1 on the lab network with the host's MAC, boot from disk
+    world = fake.world()["vms"][vm]
+    assert world["installed"] and "IDE:0" not in world["disks"] and world["disks"]["0"] == str(disk)
+    assert (world["nic1"], world["net"], world["mac"], world["nic2"], world["boot1"]) == (
+        "hostonly", "vboxnet0", "52540AD55A02", "none", "disk")
+    # the installed VM is the host's: a start attaches its seed disk and boots it, no clone
+    before = len(fake.calls())
+    started, errors = provider.start(lab, [host], lambda line: None)
+    assert errors == {} and [s.name for s in started] == ["web01"]
+    assert not any(c[0] == "clonevm" and vm in c for c in fake.calls()[before:])
+    assert provider.stop(lab, ["web01"]) == {}
+
+
+@needs_iso_tools
+def test_an_install_that_does_not_finish_leaves_no_vm(setup: tuple[Fake, Provider, Lab], tmp_path: Path) -> None:
+    fake, provider, lab = setup
+    iso = make_iso(tmp_path, LAYOUTS["kickstart"])
+    kernel, initrd = boot_files(iso, "kickstart", tmp_path / "x", "/usr/bin:/bin")
+    fake.set(install_polls=10 ** 6)
+    ok, detail = provider.install(lab, identity(tmp_path, "web01", "10.213.90.2"),
+                                  InstallMedia(kernel, initrd, "inst.ks=x", iso), 2, lambda line: None)
+    assert not ok and "did not finish within 2s" in detail
+    vm = vm_name(lab, "web01")
+    assert ["controlvm", vm, "poweroff"] in fake.calls() and vm not in fake.world()["vms"]
+    assert not (lab.host_dir("web01") / "installed.vdi").exists()
+    with pytest.raises(ConfigError, match=r"installer\.iso: not a Debian 12 installer ISO: it has no "
+                                          r"/install\.amd/vmlinuz"):
+        boot_files(iso, "preseed", tmp_path / "y", "/usr/bin:/bin")
+    with pytest.raises(ConfigError, match="no such file"):
+        boot_files(tmp_path / "missing.iso", "kickstart", tmp_path / "y", "/usr/bin:/bin")

@@ -48,8 +48,8 @@ def render(settings: Settings, kind: str, ident: Identity, env: str, mirror: str
     network = ipaddress.IPv4Network(f"{ident.ip}/{ident.prefix}", strict=False)
     base = f"http://{ident.gateway}:{settings.http_port}/kickstart/{ident.name}"
     split = urlsplit(mirror)
-    values = {"name": ident.name, "ip": ident.ip, "netmask": str(network.netmask), "gateway": ident.gateway,
-              "env": env, "user": ident.login_user, "pw_hash": ident.pw_hash or "",
+    values = {"name": ident.name, "ip": ident.ip, "mac": ident.mac, "netmask": str(network.netmask),
+              "gateway": ident.gateway, "env": env, "user": ident.login_user, "pw_hash": ident.pw_hash or "",
               "authorized_key": ident.authorized_key, "setup_url": f"{base}.setup.sh",
               "apt_proxy": ident.apt_proxy, "mirror_host": split.hostname or "deb.debian.org",
               "mirror_dir": split.path or "/debian", "boot_script": GUEST_BOOT.read_text().rstrip("\n")}

@@ -26,9 +26,10 @@ from booted.hosts.images import ensure_image, identity
 from booted.images.golden import default_mirror
 from booted.images.installer import Rendered
 from booted.images.installer import publish as publish_installer
-from booted.images.netboot import Netboot, ensure_netboot
+from booted.images.isoboot import boot_files
+from booted.images.netboot import ensure_netboot
 from booted.lab.status import status_rows
-from booted.providers.base import Lab, Provider
+from booted.providers.base import InstallMedia, Lab, Provider
 from booted.remote import deploy, firstboot
 from booted.results import HostResult
 from booted.state.inventory import Image
@@ -161,12 +162,15 @@ class LabHandle:
         return rendered, ident
 
     @_locked("installing a host of")
-    def install(self, name: str, kind: str, timeout: float) -> HostResult:
-        """Install a host with Debian's own installer (netboot kernel and initrd from Debian's package) and
-        its preseed from booted's nginx, packages through the lab's apt proxy, onto installed.qcow2."""
-        if kind != "preseed":
-            raise ConfigError(f"--installer {kind}: on this machine only preseed (Debian's installer) can run; a "
-                              "kickstart needs a RHEL-family installer ISO (fab image_installer serves its file)")
+    def install(self, name: str, kind: str, timeout: float, iso: Path | None = None) -> HostResult:
+        """Install a host with an OS installer onto its own disk: Debian's (netboot kernel and initrd from
+        Debian's package, or a Debian ISO's) with booted's preseed, or a RHEL-family ISO's with booted's
+        kickstart; the file comes from booted's nginx, Debian packages through the lab's apt proxy."""
+        if kind not in ("preseed", "kickstart"):
+            raise ConfigError(f"--installer {kind!r}: preseed (Debian 12) or kickstart (RHEL 9 family, with --iso)")
+        if kind == "kickstart" and iso is None:
+            raise ConfigError("--installer kickstart needs the installer ISO: --iso PATH (a Rocky or Alma 9 DVD: the "
+                              "installer takes its packages from it)")
         self.check()
         try:
             self.provider.check_install()
@@ -175,26 +179,33 @@ class LabHandle:
         if name in self.running():
             raise StateError(f"{name} is running: stop it first (fab image_stop {name})")
         image = self.images([name])[0]
+        settings = self.ctx.settings
+        if iso is not None:  # checked (and its kernel taken out) before anything is started
+            kernel, initrd = boot_files(iso, kind, self.lab.host_dir(name) / "installer", settings.path)
+            source = f"{iso.name}'s installer"
         try:
             self.provider.prepare_network(self.lab)
             rendered, ident = self._installer(image, kind)
-            netboot = ensure_netboot(self.ctx.settings.cache_dir, self.ctx.say, self.ctx.settings.path)
-            return HostResult(name, *self._run_installer(image, ident, rendered, netboot, timeout))
+            if iso is None:
+                netboot = ensure_netboot(settings.cache_dir, self.ctx.say, settings.path)
+                kernel, initrd, source = netboot.linux, netboot.initrd, f"Debian's installer {netboot.version}"
+            media = InstallMedia(kernel, initrd, self._append(image, kind, rendered), iso)
+            self.ctx.say(f"installing {name} with {source}: {kind} {rendered.url}")
+            return HostResult(name, *self.provider.install(self.lab, ident, media, timeout, self.ctx.say))
         finally:
             self.provider.teardown(self.lab)
             self.ctx.serve_gateways()
 
-    def _run_installer(self, image: Image, ident: Identity, rendered: Rendered, netboot: Netboot,
-                       timeout: float) -> tuple[bool, str]:
-        network, name = self.env.network, image.name
-        append = (f"auto=true priority=critical url={rendered.url} interface=auto netcfg/disable_autoconfig=true "
-                  f"netcfg/get_ipaddress={image.ip} netcfg/get_netmask={network.netmask} "
-                  f"netcfg/get_gateway={self.env.gateway} netcfg/get_nameservers={self.env.gateway} "
-                  f"netcfg/confirm_static=true hostname={name} domain=lab locale=en_US.UTF-8 keymap=us "
-                  "console=ttyS0 DEBIAN_FRONTEND=text")
-        self.ctx.say(f"installing {name} with Debian's installer {netboot.version}: preseed {rendered.url}")
-        return self.provider.install(self.lab, ident, netboot.linux, netboot.initrd, append, timeout,
-                                     self.ctx.say)
+    def _append(self, image: Image, kind: str, rendered: Rendered) -> str:
+        """The installer's command line: where its file is, and the host's static lab address."""
+        net, gw, name = self.env.network, self.env.gateway, image.name
+        if kind == "kickstart":  # dracut: the NIC with the host's MAC is named "lab" and gets its address
+            return (f"inst.ks={rendered.url} inst.repo=cdrom inst.text ifname=lab:{image.mac} "
+                    f"ip={image.ip}::{gw}:{net.netmask}:{name}:lab:none nameserver={gw} console=ttyS0")
+        return (f"auto=true priority=critical url={rendered.url} interface=auto netcfg/disable_autoconfig=true "
+                f"netcfg/get_ipaddress={image.ip} netcfg/get_netmask={net.netmask} netcfg/get_gateway={gw} "
+                f"netcfg/get_nameservers={gw} netcfg/confirm_static=true hostname={name} domain=lab "
+                "locale=en_US.UTF-8 keymap=us console=ttyS0 DEBIAN_FRONTEND=text")
 
     @_locked("cloning a host in")
     def clone(self, src: str, new: str) -> Image:

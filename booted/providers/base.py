@@ -59,6 +59,17 @@ class Lab:
 
 
 @dataclass(frozen=True)
+class InstallMedia:
+    """What an installer boots: its kernel, initrd and command line, and the user's installer ISO if any
+    (attached as a CD: RHEL-family installers take their packages from it)."""
+
+    kernel: Path
+    initrd: Path
+    append: str
+    iso: Path | None = None
+
+
+@dataclass(frozen=True)
 class Started:
     """A host the provider started: the PID of its handle process (VM, namespace init...)."""
 
@@ -147,11 +158,11 @@ class Provider(ABC):
         """Raise a clear error unless this provider can boot an installer here (checked before anything is
         made or downloaded). Providers that can override it and install()."""
         raise ConfigError(f"the {self.name} provider cannot run an installer: installer-based images need "
-                          "provider qemu with a tap network (as root)")
+                          "provider qemu with a tap network (as root) or provider virtualbox")
 
-    def install(self, lab: Lab, host: Identity, kernel: Path, initrd: Path, append: str, timeout: float,
-                progress: Progress) -> tuple[bool, str]:
-        """Run an installer (kernel, initrd, command line) onto the host's own disk: (ok, what happened)."""
+    def install(self, lab: Lab, host: Identity, media: InstallMedia, timeout: float, progress: Progress
+                ) -> tuple[bool, str]:
+        """Run an installer onto the host's own disk until it powers off: (ok, what happened)."""
         self.check_install()
         raise AssertionError("a provider whose check_install passes implements install")
 

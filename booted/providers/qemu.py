@@ -27,7 +27,7 @@ from booted.hosts.seed import write_seed
 from booted.images.bootdisk import ensure_bootdisk
 from booted.images.golden import ensure_golden
 from booted.images.vm_assets import Assets, ensure_assets
-from booted.providers.base import Lab, Progress, Provider, Started
+from booted.providers.base import InstallMedia, Lab, Progress, Provider, Started
 from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove_bridge
 from booted.providers.procs import alive, cmdline
 from booted.providers.qemu_usernet import FORWARDS, USERNET_MARK, free_ports, read_forwards, user_netdev, write_forwards
@@ -268,10 +268,10 @@ class QemuProvider(Provider):
         if self.user_net:  # the installer needs the lab bridge: its static address, nginx, the apt proxy
             super().check_install()
 
-    def install(self, lab: Lab, host: Identity, kernel: Path, initrd: Path, append: str, timeout: float,
-                progress: Progress) -> tuple[bool, str]:
-        """Run an installer (its kernel, initrd and command line) onto a new disk, installed.qcow2, until it
-        powers the VM off (done) or `timeout` passes (then the VM is ended). (ok, what happened)."""
+    def install(self, lab: Lab, host: Identity, media: InstallMedia, timeout: float, progress: Progress
+                ) -> tuple[bool, str]:
+        """Run an installer (its kernel, initrd and command line; its ISO as a CD) onto a new disk,
+        installed.qcow2, until it powers the VM off (done) or `timeout` passes (then the VM is ended)."""
         self.check_install()
         hdir = lab.host_dir(host.name)
         hdir.mkdir(parents=True, exist_ok=True)
@@ -281,13 +281,14 @@ class QemuProvider(Provider):
         errors = self._make_taps(lab, [host], {})
         if errors:
             return False, errors[host.name]
-        accel, _ = detect_accel(self.settings.cache_dir, kernel, self.settings.accel)
+        accel, _ = detect_accel(self.settings.cache_dir, media.kernel, self.settings.accel)
         console = hdir / "console.log"
         console.write_text(f"--- booted: installing {host.name} at {time.strftime('%F %T')} (qemu, {accel})\n")
         cmd = [QEMU, "-name", self.vm_name(lab, host.name), "-M", "pc", "-accel", accel, "-m", "1024", "-smp", "1",
                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-               "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
+               "-kernel", str(media.kernel), "-initrd", str(media.initrd), "-append", media.append,
                "-drive", f"file={opt(disk)},if=virtio,format=qcow2,cache=unsafe",
+               *(["-drive", f"file={opt(media.iso)},media=cdrom,readonly=on"] if media.iso else []),
                "-netdev", f"tap,id=n0,ifname={self.tap(lab, host.ip)},script=no,downscript=no",
                "-device", f"virtio-net-pci,netdev=n0,mac={host.mac}",
                "-chardev", f"file,id=console,path={opt(console)},append=on", "-serial", "chardev:console",

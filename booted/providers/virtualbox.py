@@ -26,14 +26,18 @@ from booted.hosts.identity import Identity
 from booted.hosts.seed import write_seed
 from booted.images.bootdisk import ensure_bootdisk
 from booted.images.golden import ensure_golden
+from booted.images.isoboot import LDLINUX, PXELINUX, pxe_tree
 from booted.images.vm_assets import ensure_assets
-from booted.providers.base import Lab, Progress, Provider, Started
+from booted.providers.base import InstallMedia, Lab, Progress, Provider, Started
 from booted.providers.vboxmanage import VBoxError, VBoxManage
 from booted.state.locks import hold
 
 INIT = "init=/usr/lib/booted/init"
 CONTROLLER = "SATA"
 ACPI_SECONDS = 10.0
+DVD = "IDE"
+INSTALL_DISK_MB = 20480  # a RHEL 9 minimal install needs about 2 GB; the VDI grows as written
+INSTALL_MEMORY_MB = 2048  # Anaconda needs about 1.5 GB
 HEADLESS = "VBoxHeadless"
 
 
@@ -60,6 +64,30 @@ def host_commands(vm: str, base: str, host: Identity, net: str, vmnet: bool, hdi
                  "--uartmode1", "file", str(hdir / "console.log"), "--boot1", "disk"])
     cmds.append(["storageattach", vm, "--storagectl", CONTROLLER, "--port", "1", "--device", "0", "--type", "hdd",
                  "--medium", str(seed)])
+    return cmds
+
+
+def install_commands(vm: str, host: Identity, net: str, vmnet: bool, hdir: Path, disk: Path, iso: Path | None,
+                     tftp: Path, boot_file: str) -> list[list[str]]:
+    """The VBoxManage commands that make a host's install VM: its own empty disk on the SATA port hosts boot
+    from, the installer ISO as a DVD, NIC 1 on VirtualBox's NAT network whose built-in TFTP server PXE-boots
+    the installer (pxelinux from `tftp`), NIC 2 (the host's MAC) on the lab's host-only network, where the
+    kickstart and the gateway are; network boot first."""
+    lab_nic = ["--nic2", "hostonlynet", "--host-only-net2", net] if vmnet else \
+        ["--nic2", "hostonly", "--hostonlyadapter2", net]
+    cmds = [["createvm", "--name", vm, "--ostype", "RedHat_64", "--basefolder", str(hdir.parent), "--register"],
+            ["createmedium", "disk", "--filename", str(disk), "--size", str(INSTALL_DISK_MB), "--format", "VDI"],
+            ["storagectl", vm, "--name", CONTROLLER, "--add", "sata", "--portcount", "2"],
+            ["storageattach", vm, "--storagectl", CONTROLLER, "--port", "0", "--device", "0", "--type", "hdd",
+             "--medium", str(disk)]]
+    if iso is not None:
+        cmds += [["storagectl", vm, "--name", DVD, "--add", "ide"],
+                 ["storageattach", vm, "--storagectl", DVD, "--port", "0", "--device", "0", "--type", "dvddrive",
+                  "--medium", str(iso)]]
+    cmds.append(["modifyvm", vm, "--memory", str(max(host.memory, INSTALL_MEMORY_MB)), "--cpus", str(host.cpus),
+                 "--nic1", "nat", "--nattftpprefix1", str(tftp), "--nattftpfile1", boot_file, *lab_nic,
+                 "--macaddress2", host.mac.replace(":", "").upper(), "--uart1", "0x3F8", "4", "--uartmode1", "file",
+                 str(hdir / "console.log"), "--boot1", "net", "--boot2", "disk"])
     return cmds
 
 
@@ -298,3 +326,65 @@ class VirtualBoxProvider(Provider):
         vbox.run("snapshot", source, "take", snap)
         vbox.run("clonevm", source, "--snapshot", snap, "--options", "link", "--name", target,
                  "--basefolder", str(lab.host_dir(new).parent), "--register")
+
+    # installers ---------------------------------------------------------------------------------------
+    def check_install(self) -> None:
+        self.vbox()
+        if not PXELINUX.exists() or not LDLINUX.exists():
+            raise ToolMissing(f"an install on VirtualBox PXE-boots the installer: {PXELINUX} and {LDLINUX} are "
+                              "needed (apt-get install pxelinux syslinux-common, or run setup.sh)")
+
+    def install(self, lab: Lab, host: Identity, media: InstallMedia, timeout: float, progress: Progress
+                ) -> tuple[bool, str]:
+        """VirtualBox cannot boot a kernel directly: the install VM PXE-boots the installer's kernel and
+        initrd with booted's command line over its NAT network's TFTP server, the ISO as its DVD, onto its
+        own disk. Done when the installer powers it off (kickstart `poweroff`); the VM then becomes the host's
+        (NIC 1 on the lab network with the host's MAC, DVD out, boot from disk), and `image_start` boots it
+        with its seed disk. A timeout, an error or Ctrl-C removes the half-installed VM."""
+        self.check_install()
+        vbox, vmnet = self.vbox(), self.vmnet()
+        vm, hdir = vm_name(lab, host.name), lab.host_dir(host.name)
+        if vm in vbox.vms(running=True):
+            raise ProviderError(f"host {host.name} is running: stop it first (fab image_stop {host.name})")
+        if vm in vbox.vms():  # an earlier install, or a clone: replaced
+            vbox.run("unregistervm", vm, "--delete")
+        self.prepare_network(lab)
+        net = self.network(lab, vmnet)
+        hdir.mkdir(parents=True, exist_ok=True)
+        tftp = hdir / "tftp"
+        boot_file = pxe_tree(tftp, media.kernel, media.initrd, media.append)
+        disk = hdir / "installed.vdi"
+        disk.unlink(missing_ok=True)
+        (hdir / "console.log").write_text(f"--- booted: installing {host.name} at {time.strftime('%F %T')} "
+                                          "(virtualbox)\n")
+        start, finished = time.monotonic(), False
+        try:
+            for cmd in install_commands(vm, host, net, vmnet, hdir, disk, media.iso, tftp, boot_file):
+                vbox.run(*cmd)
+            vbox.run("startvm", vm, "--type", "headless")
+            shown = start
+            while time.monotonic() - start < timeout:
+                if vm not in vbox.vms(running=True):
+                    finished = True
+                    break
+                if time.monotonic() - shown > 30:
+                    shown = time.monotonic()
+                    progress(f"  [{shown - start:6.0f}s] installing {host.name} (VirtualBox)")
+                time.sleep(1)
+        finally:
+            if not finished:  # timeout, error or Ctrl-C: no half-installed VM is left
+                if vm in vbox.vms(running=True):
+                    vbox.run("controlvm", vm, "poweroff")
+                if vm in vbox.vms():
+                    vbox.run("unregistervm", vm, "--delete")
+        if not finished:
+            return False, f"the install did not finish within {timeout:.0f}s (see {hdir / 'console.log'})"
+        nic = ["--nic1", "hostonlynet", "--host-only-net1", net] if vmnet else \
+            ["--nic1", "hostonly", "--hostonlyadapter1", net]
+        if media.iso is not None:
+            vbox.run("storageattach", vm, "--storagectl", DVD, "--port", "0", "--device", "0", "--medium", "none")
+        vbox.run("modifyvm", vm, *nic, "--macaddress1", host.mac.replace(":", "").upper(), "--nic2", "none",
+                 "--boot1", "disk", "--boot2", "none")
+        return True, (f"installed in {time.monotonic() - start:.0f}s onto {disk}; fab image_start {host.name} "
+                      "boots it with its seed disk")
+
