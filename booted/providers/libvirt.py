@@ -297,6 +297,7 @@ class LibvirtProvider(Provider):
             pool_dir = self._pool(hv, v)
             golden = self._golden(hv, v, disk, progress)
             kind = self._kind(hv, v)
+            self._network(lab, hv)  # again, to report why it failed there (a missing bridge: libvirt says so)
             have = volumes(v)
         except VirshError as exc:
             why = f"hypervisor {hv.name} ({hv.uri}) is down: {exc}" if isinstance(exc, HypervisorDown) else \

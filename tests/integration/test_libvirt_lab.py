@@ -158,3 +158,30 @@ def test_one_lab_across_two_libvirt_daemons_and_one_that_is_down(
     assert domains(hv2) == [] and domains(local_daemon) == []
     assert host_volumes(hv2) == [] and host_volumes(local_daemon) == []
     assert leftovers(lab_run) == []
+
+
+def test_hosts_on_a_machine_whose_bridge_is_not_on_the_lab_network_say_so(
+        second_machine: tuple[libvirtd.Libvirtd, str], lab_run: LabRun) -> None:
+    """No uplink: hv2's bridge is not connected to the lab bridge, so its host boots but never reaches the
+    gateway; a bridge that does not exist on that machine fails at once with libvirt's reason."""
+    hv2, _ = second_machine
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(f'''ENVIRONMENTS = {{
+    "lv3": {{
+        "provider": "libvirt",
+        "network": "10.213.69.0/24",
+        "hypervisors": [{{"uri": "{hv2.uri}", "name": "hv2", "bridge": "brlab"}}],
+        "hosts": {{"web01": {{"hypervisor": "hv2"}}}},
+    }},
+}}
+''')
+    start = lab_run.fab("image_start", "web01", check=False, extra={"BOOTED_BOOT_TIMEOUT": "20"}, timeout=600)
+    assert start.returncode != 0 and "0 ok, 1 failed" in start.stdout, start.stdout + start.stderr
+    assert "hosts on hv2 may not reach the lab network; its bridge brlab must carry 10.213.69.0/24" in start.stderr
+    assert "1 ok, 0 failed" in lab_run.fab("env_stop").stdout
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(
+        Path(lab_run.env["BOOTED_ENVIRONMENTS"]).read_text().replace('"bridge": "brlab"', '"bridge": "brnone"'))
+    start = lab_run.fab("image_start", "web01", check=False, timeout=300)
+    assert start.returncode != 0 and "brnone" in start.stderr, start.stdout + start.stderr
+    lab_run.fab("env_stop")
+    lab_run.fab("image_del", "web01")
+    assert domains(hv2) == [] and host_volumes(hv2) == [] and leftovers(lab_run) == []
