@@ -73,3 +73,11 @@ def test_deploy_load_smoke() -> None:
 def test_libvirt_smoke() -> None:
     last = run_bench("libvirt.py", "--smoke", timeout=900)
     assert re.fullmatch(rf"libvirt_over_qemu={NUM} libvirt_over_qemu_disk={NUM}", last), last
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("debootstrap") is None,
+                    reason="QEMU VMs and debootstrap need root (setup.sh installs debootstrap)")
+def test_provision_smoke() -> None:
+    last = run_bench("provision.py", "--smoke", timeout=900)
+    assert re.fullmatch(rf"installer_lb_over_image_1={NUM} debian_installer_finished=-", last), last
