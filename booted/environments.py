@@ -24,7 +24,8 @@ HOST_KEYS = {"role", "service", "version", "memory", "cpus", "hypervisor"}
 ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor", "boot",
             "hypervisors", "uplink"}
 BOOTS = {"kernel": "QEMU boots the kernel and hands in the identity (fast)",
-         "disk": "the bootable golden disk (extlinux) with the identity on a seed disk, as other hypervisors boot"}
+         "disk": "the bootable golden disk (extlinux) with the identity on a seed disk, as other hypervisors boot",
+         "installed": "each host's own disk from an installer (fab image_build --installer), with the seed disk"}
 INITS = ("busybox", "systemd")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}\Z")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")

@@ -270,6 +270,10 @@ def test_a_kickstart_install_pxe_boots_the_isos_installer_over_virtualbox_nat_tf
     assert errors == {} and [s.name for s in started] == ["web01"]
     assert not any(c[0] == "clonevm" and vm in c for c in fake.calls()[before:])
     assert provider.stop(lab, ["web01"]) == {}
+    provider.discard(lab, "web01")  # env_stop keeps an installed VM (image_del removes it)
+    assert vm in fake.world()["vms"] and disk.exists()
+    provider.destroy(lab, "web01")
+    assert vm not in fake.world()["vms"] and not disk.exists()
 
 
 @needs_iso_tools

@@ -348,7 +348,7 @@ class LabHandle:
             if image.name in results and not results[image.name].ok:
                 continue
             try:
-                self.provider.destroy(self.lab, image.name)
+                self.provider.discard(self.lab, image.name)
             except ProviderError as exc:  # one host's disk that cannot be discarded does not stop the others
                 results[image.name] = HostResult(image.name, False, f"stopped, but its disk stays: {exc}")
                 continue

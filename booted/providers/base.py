@@ -121,6 +121,21 @@ class Provider(ABC):
             raise ProviderError(f"host {name} is running: stop it first (fab image_stop {name})")
         shutil.rmtree(lab.host_dir(name), ignore_errors=True)
 
+    def discard(self, lab: Lab, name: str) -> None:
+        """What env_stop does to a stopped host: its disk goes (the writes since the golden image), except an
+        installed disk (`installed.*`: an installer's work, kept until image_del)."""
+        hdir = lab.host_dir(name)
+        if not any(hdir.glob("installed.*")):
+            self.destroy(lab, name)
+            return
+        for entry in hdir.iterdir():
+            if entry.name.startswith("installed."):
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
     def prepare_network(self, lab: Lab) -> None:
         """Create the lab network (the bridge with the gateway address) before any host boots."""
         ensure_bridge(lab)

@@ -78,7 +78,7 @@ class QemuProvider(Provider):
             netdev = user_netdev(lab, host, read_forwards(hdir))
         else:
             netdev = f"tap,id=n0,ifname={self.tap(lab, host.ip)},script=no,downscript=no"
-        if lab.boot == "disk":  # SeaBIOS boots the bootable disk (extlinux); the identity is on the seed disk
+        if lab.boot in ("disk", "installed"):  # SeaBIOS boots the disk's boot loader; identity on the seed disk
             boot = ["-drive", f"file={opt(hdir / 'seed.img')},if=virtio,format=raw,readonly=on"]
         else:
             boot = ["-bios", QBOOT, "-kernel", str(assets.kernel.vmlinuz), "-initrd", str(assets.initramfs),
@@ -88,7 +88,7 @@ class QemuProvider(Provider):
         cmd = [QEMU, "-name", self.vm_name(lab, host.name), "-M", "pc", "-accel", accel,
                *(["-cpu", "host"] if accel == "kvm" else []), "-m", str(host.memory), "-smp", str(host.cpus),
                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-               "-drive", f"file={opt(hdir / 'disk.qcow2')},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
+               "-drive", f"file={opt(hdir / self.disk_name(lab))},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
                *boot,
                "-device", "virtio-rng-pci",
                "-netdev", netdev,
@@ -98,6 +98,11 @@ class QemuProvider(Provider):
                "-qmp", f"unix:{opt(hdir / 'qmp.sock')},server=on,wait=off",
                "-pidfile", str(hdir / "qemu.pid")]
         return cmd
+
+    @staticmethod
+    def disk_name(lab: Lab) -> str:
+        """The host's disk: its overlay on the golden image, or (boot "installed") its installed disk."""
+        return "installed.qcow2" if lab.boot == "installed" else "disk.qcow2"
 
     # contract ------------------------------------------------------------------------------------
     def host_of(self, lab: Lab, argv: list[str]) -> str | None:
@@ -176,7 +181,7 @@ class QemuProvider(Provider):
         return errors
 
     def clone(self, lab: Lab, src: str, new: str) -> None:
-        disk, target = lab.host_dir(src) / "disk.qcow2", self.new_disk(lab, new, "disk.qcow2")
+        disk, target = lab.host_dir(src) / self.disk_name(lab), self.new_disk(lab, new, self.disk_name(lab))
         if not disk.exists():
             return  # never booted: the clone starts from the golden image too
         sock = lab.host_dir(src) / "qmp.sock"
@@ -228,7 +233,7 @@ class QemuProvider(Provider):
             hdir = lab.host_dir(host.name)
             hdir.mkdir(parents=True, exist_ok=True)
             host.write_dir(hdir / "identity")
-            if lab.boot == "disk":
+            if lab.boot in ("disk", "installed"):
                 write_seed(hdir / "identity", hdir / "seed.img", self.settings.path)
             if self.user_net:
                 ports = [22, *host.ports]
@@ -237,8 +242,12 @@ class QemuProvider(Provider):
             else:
                 (hdir / FORWARDS).unlink(missing_ok=True)
                 (hdir / "tap").write_text(self.tap(lab, host.ip) + "\n")
-            disk = hdir / "disk.qcow2"
-            if not disk.exists():
+            disk = hdir / self.disk_name(lab)
+            if lab.boot == "installed":
+                if not disk.exists():
+                    errors[host.name] = (f"{host.name} has no installed disk ({disk}): install it first with fab "
+                                         f"image_build --name {host.name} --installer preseed (or kickstart --iso)")
+            elif not disk.exists():
                 proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(assets.disk), "-F", "raw",
                                        str(disk)], capture_output=True, text=True, check=False)
                 if proc.returncode != 0:

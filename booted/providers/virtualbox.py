@@ -309,6 +309,11 @@ class VirtualBoxProvider(Provider):
                 errors[name] = str(exc)
         return errors
 
+    def discard(self, lab: Lab, name: str) -> None:
+        """An installed VM (its own disk from an installer) stays registered; clones go."""
+        if not (lab.host_dir(name) / "installed.vdi").exists():
+            self.destroy(lab, name)
+
     def destroy(self, lab: Lab, name: str) -> None:
         if name in self.running(lab):
             raise ProviderError(f"host {name} is running: stop it first (fab image_stop {name})")

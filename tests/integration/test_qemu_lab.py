@@ -121,6 +121,26 @@ def test_the_bootable_disk_boots_with_its_seed_disk(lab_run: LabRun) -> None:
     assert "1 ok, 0 failed" in lab_run.fab("env_stop").stdout
     assert leftovers(lab_run) == []
 
+    # "boot": "installed": each host boots its own installed disk with the seed disk. No installer can finish
+    # here (the mirror has no .udeb), so the bootable golden disk stands in for one: a disk with its own boot
+    # loader whose system takes its identity from the seed disk, as an installed host's does.
+    envfile = Path(lab_run.env["BOOTED_ENVIRONMENTS"])
+    envfile.write_text(envfile.read_text().replace('"boot": "disk"', '"boot": "installed"'))
+    missing = lab_run.fab("image_start", "v1", check=False)
+    assert missing.returncode != 0 and "v1 has no installed disk" in missing.stdout, missing.stdout
+    raw = ensure_bootdisk(settings.cache_dir, assets, INITS["busybox"], lambda line: None, settings.path)
+    installed = lab.host_dir("v1") / "installed.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(raw), "-F", "raw", str(installed)],
+                   check=True)
+    assert "1 ok, 0 failed" in lab_run.fab("env_start_all", timeout=600).stdout
+    argv = next(a for _, a in processes() if f"booted-{lab.lab_id}-v1" in a)
+    assert any("installed.qcow2" in a for a in argv) and not any("disk.qcow2" in a for a in argv)
+    assert "1 ok, 0 failed" in lab_run.fab("hello_test").stdout
+    assert "1 ok, 0 failed" in lab_run.fab("env_stop").stdout
+    assert installed.exists() and not (lab.host_dir("v1") / "seed.img").exists()  # env_stop keeps an install
+    assert "1 ok, 0 failed" in lab_run.fab("image_del", "v1").stdout and not installed.exists()
+    assert leftovers(lab_run) == []
+
 
 def test_debians_installer_fetches_its_preseed_and_starts_installing(lab_run: LabRun) -> None:
     """`image_build --installer preseed`: Debian's own installer (netboot kernel and initrd from Debian's
