@@ -31,6 +31,19 @@ def run_bench_said(*args: str, timeout: int = 300) -> tuple[str, str]:
     return lines[-1], " | ".join(said[-8:])
 
 
+def test_bootlog_smoke() -> None:
+    last = run_bench("bootlog.py", "--lines", "2000", "--refreshes", "2")
+    match = re.fullmatch(rf"bootlog_first_s=({NUM}) bootlog_refresh_s=({NUM}) refresh_bytes_read=(\d+) "
+                         rf"log_bytes=(\d+) rereads=no", last)
+    assert match, last
+    assert int(match.group(3)) < int(match.group(4))
+
+
+def test_status_smoke() -> None:
+    last = run_bench("status.py", "--hosts", "5", "--runs", "1")
+    assert re.fullmatch(rf"hosts_list_s={NUM} env_status_s={NUM} fab_list_s={NUM} hosts=5", last), last
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(os.geteuid() != 0, reason="netns lab hosts need root")
 @pytest.mark.skipif(not (BIN / "ansible-playbook").exists() or not (BIN / "pyinfra").exists(),
