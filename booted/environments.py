@@ -240,7 +240,7 @@ def _hypervisors(env: str, provider: str, value: dict[str, Any], hosts: list[Hos
                               f"{pinned[0].name!r}: 'hypervisor' is for provider libvirt")
         return (), ""
     try:
-        hypervisors = parse_hypervisors(value.get("hypervisors"), env)
+        hypervisors = parse_hypervisors(value.get("hypervisors"))
     except ValueError as exc:
         raise ConfigError(f"{lines.where(env, 'hypervisors')}: environment {env!r}: {exc}") from None
     names = [hv.name for hv in hypervisors]

@@ -12,6 +12,7 @@ import pytest
 from booted.environments import load_environments
 from booted.errors import ConfigError
 from booted.providers.hypervisors import Capacity, parse_hypervisors, place
+from booted.providers.libvirt import vcpus_in_use
 from booted.providers.virsh import HypervisorDown, Virsh, VirshError
 
 BIG = Capacity(free_mb=8000, cpus=2, vcpus_used=0)
@@ -42,6 +43,12 @@ def test_pins_recorded_placement_and_down_hypervisors() -> None:
     assert "pinned to hypervisor b but its disk is on a" in errors["w4"] and "fab image_del w4" in errors["w4"]
 
 
+def test_vcpus_in_use_from_domstats() -> None:
+    text = ("Domain: 'booted-abc-web01'\n  vcpu.current=2\n  vcpu.maximum=2\n  vcpu.0.state=1\n\n"
+            "Domain: 'someone-else'\n  vcpu.current=1\n  vcpu.maximum=4\n")
+    assert vcpus_in_use(text) == 3 and vcpus_in_use("") == 0  # every running domain counts, booted's or not
+
+
 def test_no_room_says_what_each_hypervisor_has() -> None:
     _, errors = place([("w1", 4096, 1)], {"a": Capacity(1000, 2, 3), "b": None}, {}, {}, {"b": "EOF"})
     assert errors["w1"] == ("no hypervisor has room for 4096 MiB and 1 vCPU(s) (a: 1000 MiB free, 3/32 vCPUs; "
@@ -62,14 +69,14 @@ def test_no_room_says_what_each_hypervisor_has() -> None:
 ])
 def test_bad_hypervisors_say_what_is_wrong(raw: object, words: str) -> None:
     with pytest.raises(ValueError) as err:
-        parse_hypervisors(raw, "lab")
+        parse_hypervisors(raw)
     assert words in str(err.value)
 
 
 def test_hypervisor_defaults_and_names() -> None:
-    assert parse_hypervisors(None, "lab")[0].uri == "qemu:///system"
+    assert parse_hypervisors(None)[0].uri == "qemu:///system"
     local, remote = parse_hypervisors(["qemu:///system?socket=/run/x/libvirt-sock",
-                                       {"uri": "qemu+ssh://root@hv2.lab.example/system", "bridge": "br-lab"}], "lab")
+                                       {"uri": "qemu+ssh://root@hv2.lab.example/system", "bridge": "br-lab"}])
     assert (local.name, local.local) == ("local", True)
     assert (remote.name, remote.local, remote.bridge, remote.pool_dir) == ("hv2", False, "br-lab",
                                                                            "/var/lib/libvirt/booted")

@@ -41,7 +41,7 @@ class Hypervisor:
         return not urlsplit(self.uri).hostname
 
 
-def parse_hypervisors(raw: Any, where: str) -> tuple[Hypervisor, ...]:
+def parse_hypervisors(raw: Any) -> tuple[Hypervisor, ...]:
     """Validate an environment's `hypervisors` (ValueError with what is wrong and what is allowed)."""
     if raw is None:
         return (Hypervisor("local", DEFAULT_URI),)

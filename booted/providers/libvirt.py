@@ -113,11 +113,7 @@ class LibvirtProvider(Provider):
             mem = v.info("nodememstats")
             free_kib = sum(int(mem.get(k, "0").split()[0]) for k in ("free", "buffers", "cached"))
             cpus = int(v.info("nodeinfo").get("CPU(s)", "1"))
-            used = 0
-            for vm in v.names():
-                if vm.startswith("booted-"):
-                    used += int(v.info("dominfo", vm).get("CPU(s)", "1"))
-            return Capacity(free_kib // 1024, cpus, used)
+            return Capacity(free_kib // 1024, cpus, vcpus_in_use(v.run("domstats", "--vcpu", "--list-active")))
         caps: dict[str, Capacity | None] = {}
         down: dict[str, str] = {}
         for name, result in self._each(lab, one).items():
@@ -169,8 +165,8 @@ class LibvirtProvider(Provider):
 
     # the network -------------------------------------------------------------------------------------
     def prepare_network(self, lab: Lab) -> None:
-        """The lab bridge with the gateway (and the uplink to other machines in it), and the lab's libvirt
-        network on every hypervisor that answers (one that does not fails its hosts at start)."""
+        """The lab bridge with the gateway, and the uplink to other machines in it. The lab's libvirt network
+        on each hypervisor is made where its hosts start (_start_on), so a failure there is that host's."""
         ensure_bridge(lab)
         if lab.uplink:
             if not link_exists(lab.uplink):
@@ -179,7 +175,6 @@ class LibvirtProvider(Provider):
             err = ip_batch([f"link set {lab.uplink} master {lab.bridge}", f"link set {lab.uplink} up"])
             if err.strip():
                 raise ProviderError(f"could not put uplink {lab.uplink} into {lab.bridge}: {err.strip()}")
-        self._each(lab, lambda hv: self._network(lab, hv))
 
     def _network(self, lab: Lab, hv: Hypervisor) -> None:
         v, name = self.virsh(hv), net_name(lab)
@@ -297,7 +292,7 @@ class LibvirtProvider(Provider):
             pool_dir = self._pool(hv, v)
             golden = self._golden(hv, v, disk, progress)
             kind = self._kind(hv, v)
-            self._network(lab, hv)  # again, to report why it failed there (a missing bridge: libvirt says so)
+            self._network(lab, hv)  # a bridge missing there fails here, with libvirt's reason
             have = volumes(v)
         except VirshError as exc:
             why = f"hypervisor {hv.name} ({hv.uri}) is down: {exc}" if isinstance(exc, HypervisorDown) else \
@@ -308,7 +303,7 @@ class LibvirtProvider(Provider):
         parallel = max(1, min(self.settings.boot_parallel, len(hosts)))
         with ThreadPoolExecutor(max_workers=parallel) as pool:
             for name, pid, error in pool.map(lambda h: self._boot(lab, hv, v, h, kind, golden, size, pool_dir,
-                                                                  h.name + ".qcow2" in have), hosts):
+                                                                  f"{vm_name(lab, h.name)}.qcow2" in have), hosts):
                 if pid is not None:
                     started.append(Started(name, pid))
                 if error:
@@ -325,7 +320,7 @@ class LibvirtProvider(Provider):
             host.write_dir(hdir / "identity")
             seed = write_seed(hdir / "identity", hdir / "seed.img", self.settings.path)
             volume, seed_vol = f"{vm}.qcow2", f"{vm}-seed.img"
-            if not exists and f"{vm}.qcow2" not in volumes(v):
+            if not exists:
                 v.run("vol-create-as", POOL, volume, str(size), "--format", "qcow2", "--backing-vol", golden,
                       "--backing-vol-format", "qcow2")
             v.run("vol-delete", "--pool", POOL, seed_vol, ok=MISSING)
@@ -454,6 +449,12 @@ class LibvirtProvider(Provider):
         finally:
             copy.unlink(missing_ok=True)
         (lab.host_dir(new) / "hypervisor").write_text(hv.name + "\n")
+
+
+def vcpus_in_use(domstats: str) -> int:
+    """vCPUs of the running domains, from `virsh domstats --vcpu --list-active` (`vcpu.current=N` lines)."""
+    return sum(int(line.split("=", 1)[1]) for line in domstats.splitlines()
+               if line.strip().startswith("vcpu.current=") and line.split("=", 1)[1].strip().isdigit())
 
 
 def volumes(v: Virsh) -> set[str]:

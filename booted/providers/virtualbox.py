@@ -49,6 +49,13 @@ def net_name(lab: Lab) -> str:
     return f"booted-{lab.lab_id}"
 
 
+def lab_nic(index: int, net: str, vmnet: bool) -> list[str]:
+    """modifyvm arguments that put NIC `index` on the lab's host-only network (or macOS's host-only net)."""
+    if vmnet:
+        return [f"--nic{index}", "hostonlynet", f"--host-only-net{index}", net]
+    return [f"--nic{index}", "hostonly", f"--hostonlyadapter{index}", net]
+
+
 def host_commands(vm: str, base: str, host: Identity, net: str, vmnet: bool, hdir: Path, seed: Path,
                   fresh: bool) -> list[list[str]]:
     """The VBoxManage commands that make (`fresh`) and configure one host before `startvm` (vbox.sh issues
@@ -57,8 +64,7 @@ def host_commands(vm: str, base: str, host: Identity, net: str, vmnet: bool, hdi
     if fresh:
         cmds.append(["clonevm", base, "--snapshot", "base", "--options", "link", "--name", vm,
                      "--basefolder", str(hdir.parent), "--register"])
-    nic = ["--nic1", "hostonlynet", "--host-only-net1", net] if vmnet else \
-        ["--nic1", "hostonly", "--hostonlyadapter1", net]
+    nic = lab_nic(1, net, vmnet)
     cmds.append(["modifyvm", vm, "--memory", str(host.memory), "--cpus", str(host.cpus), *nic,
                  "--macaddress1", host.mac.replace(":", "").upper(), "--uart1", "0x3F8", "4",
                  "--uartmode1", "file", str(hdir / "console.log"), "--boot1", "disk"])
@@ -73,8 +79,6 @@ def install_commands(vm: str, host: Identity, net: str, vmnet: bool, hdir: Path,
     from, the installer ISO as a DVD, NIC 1 on VirtualBox's NAT network whose built-in TFTP server PXE-boots
     the installer (pxelinux from `tftp`), NIC 2 (the host's MAC) on the lab's host-only network, where the
     kickstart and the gateway are; network boot first."""
-    lab_nic = ["--nic2", "hostonlynet", "--host-only-net2", net] if vmnet else \
-        ["--nic2", "hostonly", "--hostonlyadapter2", net]
     cmds = [["createvm", "--name", vm, "--ostype", "RedHat_64", "--basefolder", str(hdir.parent), "--register"],
             ["createmedium", "disk", "--filename", str(disk), "--size", str(INSTALL_DISK_MB), "--format", "VDI"],
             ["storagectl", vm, "--name", CONTROLLER, "--add", "sata", "--portcount", "2"],
@@ -85,7 +89,7 @@ def install_commands(vm: str, host: Identity, net: str, vmnet: bool, hdir: Path,
                  ["storageattach", vm, "--storagectl", DVD, "--port", "0", "--device", "0", "--type", "dvddrive",
                   "--medium", str(iso)]]
     cmds.append(["modifyvm", vm, "--memory", str(max(host.memory, INSTALL_MEMORY_MB)), "--cpus", str(host.cpus),
-                 "--nic1", "nat", "--nattftpprefix1", str(tftp), "--nattftpfile1", boot_file, *lab_nic,
+                 "--nic1", "nat", "--nattftpprefix1", str(tftp), "--nattftpfile1", boot_file, *lab_nic(2, net, vmnet),
                  "--macaddress2", host.mac.replace(":", "").upper(), "--uart1", "0x3F8", "4", "--uartmode1", "file",
                  str(hdir / "console.log"), "--boot1", "net", "--boot2", "disk"])
     return cmds
@@ -384,8 +388,7 @@ class VirtualBoxProvider(Provider):
                     vbox.run("unregistervm", vm, "--delete")
         if not finished:
             return False, f"the install did not finish within {timeout:.0f}s (see {hdir / 'console.log'})"
-        nic = ["--nic1", "hostonlynet", "--host-only-net1", net] if vmnet else \
-            ["--nic1", "hostonly", "--hostonlyadapter1", net]
+        nic = lab_nic(1, net, vmnet)
         if media.iso is not None:
             vbox.run("storageattach", vm, "--storagectl", DVD, "--port", "0", "--device", "0", "--medium", "none")
         vbox.run("modifyvm", vm, *nic, "--macaddress1", host.mac.replace(":", "").upper(), "--nic2", "none",

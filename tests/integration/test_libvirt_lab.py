@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from booted.providers.libvirt import vcpus_in_use
 from tests import libvirtd
 from tests.integration.conftest import LabRun, leftovers
 
@@ -55,6 +56,7 @@ def test_a_two_vm_lab_on_libvirt_serves_shows_consoles_and_stops_clean(local_dae
     assert "hello: served at first boot, verified: web01, web02; deploying over SSH: none" in start.stderr
     lab_id = lab_run.ctx().settings.lab_id("lv")
     assert sorted(local_daemon.virsh("list", "--name").split()) == [f"booted-{lab_id}-web01", f"booted-{lab_id}-web02"]
+    assert vcpus_in_use(local_daemon.virsh("domstats", "--vcpu", "--list-active")) == 2  # what placement counts
     xml = local_daemon.virsh("dumpxml", domains(local_daemon)[0])
     assert "<backingStore type='file'" in xml and "golden-" in xml  # copy-on-write over the uploaded golden disk
     assert "2 ok, 0 failed" in lab_run.fab("hello_test").stdout
