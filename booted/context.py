@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 from booted.config import Settings
-from booted.discovery import bootlog, nginx
+from booted.discovery import bootlog, nginx, watch
 from booted.discovery.aptproxy import AptProxy
 from booted.environments import Environment, load_environments, select_environment
 from booted.errors import ConfigError, ProviderError
@@ -180,6 +180,17 @@ class Booted:
                 apt.stop()
                 releases.discard(self.settings)
             return state
+
+    def gateways_down(self) -> list[str]:
+        """Warnings for booted's parts (nginx, apt proxy) that are down while a lab is up."""
+        return watch.down(self.settings, {a for h in self.labs() for a in h.listen_addresses()})
+
+    def reload_environments(self) -> None:
+        """Read environments.py again (the monitor follows the user's edits); raises ConfigError and keeps
+        the environments it had when the file does not validate. Lab handles are made anew."""
+        environments = load_environments(self.settings.environments_file)
+        self.__dict__["environments"] = environments  # replaces the cached_property's value
+        self._labs.clear()
 
     def restart_nginx(self) -> tuple[str, Path | None]:
         """Take in what the boot log has, restart nginx with a new boot log; the old one is kept."""

@@ -48,3 +48,27 @@ class StateError(BootedError):
 
 class DeployError(BootedError):
     """A service could not be packaged or deployed."""
+
+
+class StorageError(BootedError):
+    """The state directory cannot be written (full, read-only): nothing was changed half-way."""
+
+
+STORAGE_SIGNS = ("disk i/o error", "database or disk is full", "readonly database", "unable to open database")
+
+
+def storage_error(exc: BaseException, state_dir: object) -> StorageError | None:
+    """A full or read-only state directory (an OSError or SQLite's error) as a message, else None (a bug)."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        why = {errno.EROFS: "is read-only"}.get(exc.errno, "is full")
+        if exc.filename:
+            why += f" (writing {exc.filename})"
+    elif isinstance(exc, sqlite3.OperationalError) and str(exc).lower().startswith(STORAGE_SIGNS):
+        why = f"cannot be written ({exc})"
+    else:
+        return None
+    return StorageError(f"the state directory {state_dir} {why}: free space there (or make it writable) and run "
+                        "the command again; what was being recorded was rolled back")

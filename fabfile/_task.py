@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from invoke.exceptions import Exit
 from booted.config import Settings
 from booted.context import Booted
 from booted.environments import expand_range
-from booted.errors import BootedError, ConfigError
+from booted.errors import BootedError, ConfigError, storage_error
 from booted.report import host_results
 from booted.results import HostResult
 
@@ -36,6 +37,11 @@ def booted_task(help: dict[str, str] | None = None) -> Callable[[Callable[..., A
             except BrokenPipeError:  # `fab ... | head`: the reader left; no traceback
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 raise Exit(code=141) from None
+            except (OSError, sqlite3.Error) as exc:  # a full or read-only state dir is a message, not a traceback
+                storage = storage_error(exc, ctx.settings.state_dir if ctx else "")
+                if storage is None:
+                    raise
+                raise Exit(f"booted: {storage}", code=storage.exit_code) from None
             finally:
                 if ctx is not None:
                     ctx.close()

@@ -9,7 +9,8 @@ from booted.config import Settings
 from booted.context import Booted
 from booted.remote import deploy
 from booted.remote.services import folders
-from fabfile._task import booted_task, finish, names
+from booted.state import pins
+from fabfile._task import booted_task, err, finish, names
 
 OPS = {
     "deploy": "Upload {name} [--version V]; switch to it atomically",
@@ -25,6 +26,13 @@ HELP = {"version": "a tag or commit of <NAME>_REPO (or the in-tree VERSION)",
 def _make(service: str, op: str) -> Any:
     def body(ctx: Booted, version: str | None = None, hosts: str | None = None, env: str | None = None) -> None:
         results = deploy.run_op(ctx, op, deploy.plan(ctx, service, names(hosts), env, version))
+        done = [r.host for r in results if r.ok]
+        if op in ("deploy", "rollback") and done:  # the monitor keeps what a user deployed by hand
+            for handle, group in ctx.group(done, env):
+                wanted = {h.name: h.version for h in handle.env.hosts}
+                for pin in pins.record_by_user(ctx.inventory, service, group, wanted):
+                    err(f"{pin.host}: {service} {pin.version} pinned (environments.py: {pin.env_version or 'HEAD'});"
+                        " the monitor keeps it until environments.py's version changes")
         finish(f"{service}_{op} on {len(results)} host(s)", results)
 
     body.__name__ = body.__qualname__ = f"{service}_{op}"

@@ -71,6 +71,8 @@ def env_status(ctx: Booted, env: str | None = None, json_: bool = False) -> None
     """Desired (environments.py) vs actual state of each host."""
     lab = ctx.lab(env)
     rows = lab.status()
+    for line in ctx.gateways_down():  # on stderr: --json's output stays the list of hosts
+        err(f"WARNING: {line}")
     if json_:
         print(json.dumps(rows, indent=2))
         return

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+from dataclasses import replace
 
 from booted.context import Booted
 from booted.monitor import process
-from booted.monitor.daemon import status_file
+from booted.monitor.statusfile import status_file
 from booted.report import table, when
-from fabfile._task import booted_task
+from booted.state import pins
+from fabfile._task import booted_task, err
 
 ENV_HELP = {"env": "environment name (default: BOOTED_ENV, or the only one in environments.py)"}
 
 
-@booted_task(help=ENV_HELP)
-def monitor(ctx: Booted, env: str | None = None) -> None:
+@booted_task(help={**ENV_HELP, "password_stdin": "read BOOTED_PW from the first line of stdin (monitor_start "
+                                                  "starts the daemon so: not in its environment)"})
+def monitor(ctx: Booted, env: str | None = None, password_stdin: bool = False) -> None:
     """Run the monitor in the foreground (Ctrl-C stops it)."""
+    if password_stdin:
+        ctx.settings = replace(ctx.settings, password=process.password_from(sys.stdin))
     process.foreground(ctx, ctx.environment(env).name)
 
 
@@ -48,9 +54,16 @@ def monitor_status(ctx: Booted, env: str | None = None, json_: bool = False) -> 
     except (OSError, ValueError):
         last = {}
     actions = ctx.inventory.actions(name)
+    warnings = ctx.gateways_down()
+    held = pins.pins(ctx.inventory)
+    pinned = {h.name: held[h.name].version for h in ctx.environment(name).hosts
+              if h.name in held and held[h.name].holds(h.version)}
     if json_:
-        print(json.dumps({"env": name, "pid": pid, "last_pass": last, "actions": actions}, indent=2))
+        print(json.dumps({"env": name, "pid": pid, "last_pass": last, "actions": actions, "pinned": pinned,
+                          "warnings": warnings}, indent=2))
         return
+    for line in warnings:
+        err(f"WARNING: {line}")
     age = f", last pass {time.time() - last['at']:.0f}s ago" if last.get("at") else ""
     print(f"monitor of {name}: " + (f"running (pid {pid}){age}" if pid else "not running"))
     roles = last.get("roles", {})
@@ -59,6 +72,9 @@ def monitor_status(ctx: Booted, env: str | None = None, json_: bool = False) -> 
                     [(r, v["wanted"], ",".join(v["running"]) or "-", ",".join(v["healthy"]) or "-",
                       ",".join(v["held"]) or "-", "-" if v["load"] is None else f"{v['load']:.1f}")
                      for r, v in roles.items()]))
+    if pinned:
+        print("pinned by a user (kept until environments.py's version changes): "
+              + ", ".join(f"{h} {v}" for h, v in sorted(pinned.items())))
     backends = [(lb, addr, c.get("status"), c.get("requests"), c.get("errors"), c.get("in_flight"), c.get("mean_ms"))
                 for lb, servers in last.get("lbs", {}).items() for addr, c in servers.items()]
     if backends:

@@ -221,6 +221,9 @@ class FakeFleet(Fleet):
             return f"version {version_of(host.current)}\nstopped\nstarted"
         return f"ran: {script}"
 
+    def answers(self, targets: list[Target], deadline: float = 0.5) -> dict[str, bool]:
+        return {t.name: t.name not in self.world.dead for t in targets}
+
     def http_get(self, target: Target, port: int, path: str, timeout: float = 5.0) -> tuple[str, bytes]:
         url = f"http://{target.ip}:{port}{path}"
         host = self._host(target)

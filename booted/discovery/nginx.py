@@ -12,7 +12,7 @@ from pathlib import Path
 
 from booted.config import CHILD_ENV, Settings
 from booted.errors import ProviderError, ToolMissing
-from booted.providers.procs import from_pidfile
+from booted.providers.procs import alive, from_pidfile, processes
 
 TEMPLATE = "nginx.conf.j2"
 
@@ -86,9 +86,30 @@ class Nginx:
         if pid:
             os.kill(pid, signal.SIGHUP)
             return "reloaded"
+        self._reap_orphans()
         self._run([binary, "-c", str(self.conf), "-p", str(self.run_dir)])
         self._wait_pid()
         return "started"
+
+    def _reap_orphans(self) -> None:
+        """End the workers a killed master (-9) left behind: they still hold its listening sockets (a new
+        master could not bind) and our log files open, which is how they are told from other nginx."""
+        ours = (f"{self.run_dir}/", str(self.settings.boot_log))
+        orphans = []
+        for pid, argv in processes():
+            if not argv[0].startswith("nginx: ") or "master" in argv[0]:
+                continue
+            try:
+                fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            except OSError:
+                continue
+            if any(f.startswith(ours) for f in fds):
+                orphans.append(pid)
+                os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            if not any(alive(pid) for pid in orphans):
+                return
+            time.sleep(0.02)
 
     def stop(self) -> bool:
         pid = self.pid()

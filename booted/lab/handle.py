@@ -32,6 +32,7 @@ from booted.lab.status import status_rows
 from booted.providers.base import InstallMedia, Lab, Provider
 from booted.remote import deploy, firstboot
 from booted.results import HostResult
+from booted.state import pins
 from booted.state.inventory import Image
 
 if TYPE_CHECKING:
@@ -125,7 +126,10 @@ class LabHandle:
     def status(self) -> list[dict[str, object]]:
         """Desired (environments.py) vs actual (provider, host list, deployments), one dict per host."""
         inv = self.ctx.inventory
-        return status_rows(self.env, self.running(), inv.images(self.env.name), inv.hosts(), inv.releases())
+        running, images = self.running(), inv.images(self.env.name)
+        with self.ctx.fleet() as fleet:
+            answers = fleet.answers([self.ctx.target(i) for i in images if i.name in running])
+        return status_rows(self.env, running, images, inv.hosts(), inv.releases(), pins.pins(inv), answers)
 
     def packages(self) -> tuple[str, ...]:
         """The extra Debian packages of this lab's golden image: the environment's and its services'."""
@@ -292,7 +296,7 @@ class LabHandle:
             if img.name in errors:
                 out.append(HostResult(img.name, False, errors[img.name]))
             elif img.name in already:
-                out.append(HostResult(img.name, True, "already running") if img.name in listed else self._relist(img))
+                out.append(HostResult(img.name, True, "already running") if img.name in listed else self.relist(img))
             else:
                 out.append(waited[img.name])
         return out, served
@@ -309,7 +313,7 @@ class LabHandle:
         self.ctx.inventory.set_hypervisors({n: hv for n, hv in placement.items() if recorded.get(n) != hv})
         return [replace(i, hypervisor=placement[i.name]) for i in idents if i.name in placement], errors
 
-    def _relist(self, img: Image) -> HostResult:
+    def relist(self, img: Image) -> HostResult:
         """A host that runs but is not in the host list (cleared, or booted before the current boot log):
         list it again from its pinned identity if it answers SSH (connections still verify its host key)."""
         addr, port = self.ctx.target(img).endpoint(22)
@@ -343,7 +347,9 @@ class LabHandle:
         self.check()
         images = self.ctx.inventory.images(self.env.name)
         names = sorted(set(self.running()) | {i.name for i in images if i.pid})
-        results = {r.host: r for r in (self.stop(names) if names else [])}
+        results = {r.host: r for r in (self.stop(names, by_user=False) if names else [])}
+        # the whole lab is down: no host is "stopped by a user" any more, nothing is pinned (issue 19)
+        self.ctx.inventory.set_held([i.name for i in images], False)
         for image in images:
             if image.name in results and not results[image.name].ok:
                 continue
@@ -391,7 +397,13 @@ class LabHandle:
         return report
 
     def start_all(self) -> StartReport:
-        return self.start_hosts(list(self.env.hosts))
+        return self.start_by_user(list(self.env.hosts))
+
+    def start_by_user(self, specs: list[HostSpec]) -> StartReport:
+        """A user's start: the hosts run what environments.py says again (their pins end; their holds end
+        when they start)."""
+        pins.clear_pins(self.ctx.inventory, [s.name for s in specs])
+        return self.start_hosts(specs)
 
     def start_min(self) -> StartReport:
         """The first `min[role]` hosts of each role (by name); roles without a minimum start none."""
@@ -401,13 +413,14 @@ class LabHandle:
         chosen: list[HostSpec] = []
         for role, count in self.env.minimum.items():
             chosen += sorted((h for h in self.env.hosts if h.role == role), key=lambda h: h.name)[:count]
-        return self.start_hosts(chosen)
+        return self.start_by_user(chosen)
 
     @_locked("restarting a host of")
-    def start_worker(self, name: str) -> StartReport:
-        """(Re)start one host: stop it if it runs, boot it, deploy/start/test its service."""
+    def start_worker(self, name: str, by_user: bool = True) -> StartReport:
+        """(Re)start one host: stop it if it runs, boot it, deploy/start/test its service. The monitor's heal
+        (not `by_user`) keeps a user's pin: its next pass deploys the pinned version again."""
         spec = self.env.host(name)
         self.check()
         if name in self.running():
             self.stop([name], by_user=False)  # a restart, not a stop the monitor should respect
-        return self.start_hosts([spec])
+        return self.start_by_user([spec]) if by_user else self.start_hosts([spec])

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from booted.environments import Environment
 from booted.state.inventory import Host, Image
+from booted.state.records import Pin
 
 
 def status_rows(env: Environment, running: dict[str, int], images: list[Image], listed: list[Host],
-                deployed: dict[tuple[str, str], str]) -> list[dict[str, object]]:
+                deployed: dict[tuple[str, str], str], pins: dict[str, Pin] | None = None,
+                answers: dict[str, bool] | None = None) -> list[dict[str, object]]:
+    """One row per host; `pins`: versions users deployed by hand; `answers`: whether each running host's SSH
+    greeted just now (None: not probed, the host list's last check is shown)."""
+    pins = pins or {}
     by_image = {i.name: i for i in images}
     by_host = {h.name: h for h in listed}
     desired = {h.name: h for h in env.hosts}
@@ -16,22 +21,31 @@ def status_rows(env: Environment, running: dict[str, int], images: list[Image], 
     for name in sorted(set(desired) | set(by_image)):
         spec, img, host = desired.get(name), by_image.get(name), by_host.get(name)
         service = spec.service if spec else (img.service if img else None)
-        want = f"{service} {spec.version or ''}".strip() if spec and service else (service or "-")
+        pin = pins.get(name)
+        version = spec.version if spec else None
+        pinned = pin is not None and pin.holds(version)
+        version = pin.version if pin is not None and pinned else version
+        want = f"{service} {version or ''}".strip() if spec and service else (service or "-")
         have = deployed.get((name, service or "")) if service else None
+        reachable = (answers.get(name, False) if name in running else None) if answers is not None \
+            else (host.reachable if host else None)
         out.append({"host": name, "desired": "yes" if spec else "no (extra)", "image": "yes" if img else "no",
                     "ip": img.ip if img else None, "running": name in running, "listed": host is not None,
-                    "reachable": host.reachable if host else None, "want": want,
+                    "reachable": reachable, "want": want + (" (pinned)" if pinned else ""),
+                    "pinned": pin.version if pinned and pin else None,
                     "deployed": f"{service} {have}" if have else "-",
-                    "state": verdict(spec is not None, name in running, service, spec.version if spec else None,
-                                     have)})
+                    "state": verdict(spec is not None, name in running, service, version, have, reachable)})
     return out
 
 
-def verdict(desired: bool, running: bool, service: str | None, want: str | None, have: str | None) -> str:
+def verdict(desired: bool, running: bool, service: str | None, want: str | None, have: str | None,
+            reachable: bool | None = None) -> str:
     if not desired:
         return "extra" if running else "extra, stopped"
     if not running:
         return "stopped"
+    if reachable is False:
+        return "frozen/unreachable"
     if service and have is None:
         return "running, not deployed"
     if service and want and have != want:

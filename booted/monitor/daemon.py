@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import functools
 import json
-import os
+import sqlite3
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from booted.environments import Environment
+from booted.errors import BootedError, storage_error
 from booted.lab.handle import StartReport
 from booted.monitor.api import Api, Control
-from booted.monitor.reconcile import Action, Observed, decide, managed
+from booted.monitor.follow import Watch, stamp, take
+from booted.monitor.reconcile import Action, Observed, decide, managed, wanted_version
 from booted.monitor.scaling import Scaler
+from booted.monitor.statusfile import status_file, write_status
 from booted.remote import deploy
-from booted.remote.fanout import Fleet, Target
+from booted.remote.fanout import Target
+from booted.state import pins
 
 if TYPE_CHECKING:
     from booted.context import Booted
@@ -29,16 +33,55 @@ class Monitor:
 
     def __init__(self, ctx: Booted, env: str | None = None) -> None:
         self.ctx = ctx
+        self.watch = Watch(ctx.settings.environments_file, stamp(ctx.settings.environments_file))
         self.lab = ctx.lab(env)
         self.env = self.lab.env
-        spec = self.env.monitor
-        self.scalers = {role: Scaler(*spec.bounds(role, self.env.minimum), rate, spec.tolerance, spec.window)
-                        for role, rate in spec.target.items()}
+        self.scalers: dict[str, Scaler] = {}
+        self.rules: dict[str, tuple[object, ...]] = {}
+        self._scalers()
         self.failures: dict[str, int] = {}
         self.counters: dict[str, tuple[float, int]] = {}  # lb host -> (time, requests served)
         self.load: dict[str, float] = {}
         self.status_file = status_file(ctx.settings.state_dir, self.env.name)
         self.control = Control(self.env.name, {h.name for h in self.env.hosts})
+
+    def _scalers(self) -> None:
+        """A scaler per role with a load target; one whose rule is unchanged keeps its history."""
+        spec, scalers = self.env.monitor, {}
+        for role, rate in spec.target.items():
+            rule = (*spec.bounds(role, self.env.minimum), rate, spec.tolerance, spec.window)
+            keep = self.scalers.get(role)
+            scalers[role] = keep if keep is not None and self.rules.get(role) == rule else Scaler(*rule)
+            self.rules[role] = rule
+        self.scalers = scalers
+
+    def follow(self) -> None:
+        """environments.py changed: run from the new environment (a broken one is reported, the last good kept)."""
+        if not self.watch.changed():
+            return
+        new, said = take(self.env, self._reload)
+        if said:
+            self.ctx.say(f"monitor: {said}")
+        if new is not None:
+            self.lab = self.ctx.lab(self.env.name)
+            self.env = self.lab.env
+            self.control.hosts = {h.name for h in self.env.hosts}
+            self._scalers()
+
+    def _reload(self) -> dict[str, Environment]:
+        self.ctx.reload_environments()
+        return self.ctx.environments
+
+    def watch_gateways(self) -> None:
+        """booted's nginx and apt proxy run while the lab is up: restart what is down, and say so."""
+        down = self.ctx.gateways_down()
+        if down:
+            for line in down:
+                self.ctx.say(f"monitor: {line}")
+            self.ctx.serve_gateways()
+            left = self.ctx.gateways_down()
+            self.ctx.say("monitor: restarted booted's gateway services" if not left
+                         else f"monitor: could not restart: {'; '.join(left)}")
 
     # observing ---------------------------------------------------------------------------------------
     def observe(self) -> tuple[Observed, dict[str, dict[str, object]]]:
@@ -46,17 +89,24 @@ class Monitor:
         running = frozenset(self.lab.running())
         images = {i.name: i for i in self.ctx.inventory.images(self.env.name)}
         targets = {t.name: t for t in self.ctx.targets(env=self.env.name)}
-        for name in running - set(targets):
-            if name in images:  # runs but is not listed (booted before this boot log): still checked
-                targets[name] = self.ctx.target(images[name])
+        unlisted = {n for n in running - set(targets) if n in images}
+        for name in unlisted:  # runs but is not listed (booted before this boot log, a killed run): checked
+            targets[name] = self.ctx.target(images[name])
         health = self._health([targets[n] for n in sorted(running) if n in targets])
+        for name in sorted(unlisted & set(health)):  # it serves: list it again (its pinned key still checked)
+            self.ctx.say(f"monitor: {name} runs and serves but was not listed: {self.lab.relist(images[name]).detail}")
         for name in images:
             ok = name in health
             self.failures[name] = 0 if ok or name not in running else self.failures.get(name, 0) + 1
         held = frozenset(n for n, i in images.items() if i.held)
         deployed = {h: v for (h, s), v in self.ctx.inventory.releases().items()
                     if h in images and images[h].service == s}
-        return Observed(running, {n: f for n, f in self.failures.items() if n in running}, held, deployed), health
+        pinned = pins.pins(self.ctx.inventory)
+        versions = {h.name: h.version for h in self.env.hosts}
+        pins.clear_pins(self.ctx.inventory, [n for n, p in pinned.items() if n in versions
+                                             and not p.holds(versions[n]) and deployed.get(n) == versions[n]])
+        return Observed(running, {n: f for n, f in self.failures.items() if n in running}, held, deployed,
+                        pinned), health
 
     def _health(self, targets: list[Target]) -> dict[str, dict[str, object]]:
         """host -> its health JSON, for the hosts whose service answers with its own name."""
@@ -119,10 +169,12 @@ class Monitor:
         return out
 
     def pass_once(self) -> list[tuple[Action, bool, str]]:
+        self.follow()
         busy = self.ctx.locks.lab_busy(self.env.name)
         if busy:  # a user's start/stop is under way: what runs is changing under it; look again next pass
             self.ctx.say(f"monitor: {busy}; waiting for it")
             return []
+        self.watch_gateways()
         now = time.monotonic()
         seen, health = self.observe()
         self.load = self.measure(health, now)
@@ -150,7 +202,7 @@ class Monitor:
         self.control.set_busy(action.host)
         try:
             if action.kind == "heal":
-                ok, detail = _report(self.lab.start_worker(action.host))
+                ok, detail = _report(self.lab.start_worker(action.host, by_user=False))
             elif action.kind == "start":
                 ok, detail = _report(self.lab.start_hosts([self.env.host(action.host)]))
             elif action.kind == "stop":
@@ -159,9 +211,13 @@ class Monitor:
             else:
                 spec = self.env.host(action.host)
                 assert spec.service is not None
-                p = deploy.plan(self.ctx, spec.service, [action.host], self.env.name, spec.version)
+                known = pins.pins(self.ctx.inventory)
+                version = wanted_version(spec.name, spec.version, known)
+                p = deploy.plan(self.ctx, spec.service, [action.host], self.env.name, version)
                 results = deploy.run_op(self.ctx, "deploy", p) + deploy.run_op(self.ctx, "start", p)
                 ok, detail = all(r.ok for r in results), "; ".join(r.detail for r in results)
+                if ok and spec.name in known and version == spec.version:  # the file changed: its pin is over
+                    pins.clear_pins(self.ctx.inventory, [spec.name])
         except Exception as exc:  # one failed action is recorded and retried next pass, never the end
             ok, detail = False, str(exc) or type(exc).__name__
         finally:
@@ -187,26 +243,14 @@ class Monitor:
             target = self.ctx.targets([lb.name]) or [Target(lb.name, ips[lb.name])]
             script = deploy.backends_script(svc, target[0], ",".join(sorted(want)))
             with self.ctx.fleet() as fleet:
-                result = fleet.run(target, functools.partial(_sh, fleet, script=script), progress=False,
+                result = fleet.run(target, functools.partial(fleet.sh, script=script), progress=False,
                                    timeout=15)[0]
             self.ctx.say(f"monitor: {lb.name} backends -> {', '.join(sorted(want)) or 'none'}"
                          + ("" if result.ok else f": FAILED {result.detail}"))
 
     def write_status(self, seen: Observed, wanted: dict[str, int], health: dict[str, dict[str, object]]
                      ) -> dict[str, object]:
-        roles = {}
-        for role in sorted({h.role for h in self.env.hosts}):
-            hosts = [h.name for h in self.env.hosts if h.role == role]
-            roles[role] = {"wanted": wanted.get(role), "running": [h for h in hosts if h in seen.running],
-                           "healthy": [h for h in hosts if h in health and seen.failures.get(h, 0) == 0],
-                           "held": [h for h in hosts if h in seen.held], "load": self.load.get(role)}
-        lbs = {name: h["servers"] for name, h in sorted(health.items()) if isinstance(h.get("servers"), dict)}
-        data = {"env": self.env.name, "pid": os.getpid(), "at": time.time(), "roles": roles, "lbs": lbs}
-        self.status_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.status_file.with_name(f".{self.status_file.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.replace(self.status_file)
-        return data
+        return write_status(self.status_file, self.env, seen, wanted, health, self.load)
 
     def run(self, stop: threading.Event) -> None:
         """Pass after pass until `stop` is set (SIGTERM, Ctrl-C)."""
@@ -219,14 +263,15 @@ class Monitor:
         try:
             while not stop.is_set():
                 started = time.monotonic()
-                self.pass_once()
+                try:
+                    self.pass_once()
+                except (BootedError, OSError, sqlite3.Error) as exc:  # a full disk, a lock: next pass tries again
+                    storage = storage_error(exc, self.ctx.settings.state_dir)
+                    self.ctx.say(f"monitor: pass failed: {storage or exc}")
                 stop.wait(max(0.0, self.env.monitor.interval - (time.monotonic() - started)))
         finally:
             api.close()
 
-
-def _sh(fleet: Fleet, target: Target, script: str) -> str:
-    return fleet.sh(target, script)
 
 
 def _report(report: StartReport) -> tuple[bool, str]:
@@ -236,9 +281,3 @@ def _report(report: StartReport) -> tuple[bool, str]:
         return False, "; ".join(reasons)[:300]
     booted = [r.detail for r in report.steps.get("boot", {}).values() if r.detail.startswith("booted in")]
     return True, "; ".join(["serving", *booted])  # "serving; booted in 4.2s": what a heal's time is made of
-
-
-
-def status_file(state_dir: Path, env: str) -> Path:
-    """Where the daemon writes its last pass (what monitor_status shows)."""
-    return state_dir / "monitor" / f"{env}.json"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from booted.environments import Environment
+from booted.state.records import Pin
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class Observed:
     failures: dict[str, int] = field(default_factory=dict)  # failed health checks in a row (0: healthy)
     held: frozenset[str] = frozenset()  # stopped by a user: never restarted behind their back
     deployed: dict[str, str] = field(default_factory=dict)  # host -> version running there (the database)
+    pins: dict[str, Pin] = field(default_factory=dict)  # host -> the version a user deployed there by hand
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,16 @@ def decide(env: Environment, seen: Observed, wanted: dict[str, int]) -> list[Act
                 actions += [Action("stop", h.name, f"{role}: {len(members)} running, {want} wanted")
                             for h in reversed(extra)]
         for h in members:
-            have = seen.deployed.get(h.name)
-            if h.service and h.version and have is not None and have != h.version \
+            have, version = seen.deployed.get(h.name), wanted_version(h.name, h.version, seen.pins)
+            if h.service and version and have is not None and have != version \
                     and seen.failures.get(h.name, 0) < limit:
-                actions.append(Action("deploy", h.name, f"runs {h.service} {have}, {h.version} wanted"))
+                pin = seen.pins.get(h.name)
+                why = f" (environments.py changed since a user deployed {pin.version})" if pin else ""
+                actions.append(Action("deploy", h.name, f"runs {h.service} {have}, {version} wanted{why}"))
     return actions
+
+
+def wanted_version(host: str, version: str | None, pins: dict[str, Pin]) -> str | None:
+    """The version a host should run: a user's pin while environments.py still names what it named then."""
+    pin = pins.get(host)
+    return pin.version if pin is not None and pin.holds(version) else version

@@ -21,6 +21,7 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import UnexpectedExit
 
+from booted.discovery.netcheck import banners
 from booted.errors import BootedError
 from booted.results import Done, HostResult
 
@@ -122,6 +123,11 @@ class Fleet:
                 return url, resp.read(65536)
         except OSError as exc:
             raise StepFailed(f"{url}: {getattr(exc, 'reason', exc)}") from None
+
+    def answers(self, targets: list[Target], deadline: float = 0.5) -> dict[str, bool]:
+        """Which hosts' SSH greets within one short deadline, all probed at once (env_status: a frozen host
+        says so, and hundreds of hosts take no longer than one)."""
+        return banners({t.name: t.endpoint(22) for t in targets}, deadline)
 
     def drop(self, name: str) -> None:
         with self._lock:

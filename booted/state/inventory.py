@@ -173,15 +173,17 @@ class Inventory:
                        (pid, time.time() if pid else None, name))
 
     def forget_releases(self, host: str) -> None:
-        """The host's disk was discarded: nothing is deployed there any more."""
+        """The host's disk was discarded: nothing is deployed there any more (nor pinned)."""
         with self.write() as db:
             db.execute("DELETE FROM releases WHERE host = ?", (host,))
+            db.execute("DELETE FROM pins WHERE host = ?", (host,))
 
     def release_image(self, name: str) -> None:
         """Delete the image record: its IP and MAC go back to the pool."""
         with self.write() as db:
-            for table in ("images", "hosts", "releases"):
-                db.execute(f"DELETE FROM {table} WHERE {'host' if table == 'releases' else 'name'} = ?", (name,))
+            for table in ("images", "hosts", "releases", "pins"):
+                db.execute(f"DELETE FROM {table} WHERE {'name' if table in ('images', 'hosts') else 'host'} = ?",
+                           (name,))
 
     # boot events and the current host list ----------------------------------------------------
     def bootlog_cursor(self, log: str) -> tuple[int, int, int, int]:

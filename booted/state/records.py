@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY, env TEXT NOT NULL, kind TEXT NOT NULL, host TEXT NOT NULL, reason TEXT NOT NULL,
     status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', started REAL NOT NULL, finished REAL
 );
+CREATE TABLE IF NOT EXISTS pins (
+    host TEXT NOT NULL, service TEXT NOT NULL, version TEXT NOT NULL, env_version TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (host, service)
+);
 CREATE TABLE IF NOT EXISTS releases (
     host TEXT NOT NULL, service TEXT NOT NULL, version TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (host, service)
@@ -81,6 +85,21 @@ class Host:
     reachable: bool | None
     checked_at: float | None
     serving: str = ""  # the release its last boot said it serves ("" : none; then booted deploys over SSH)
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A version a user deployed by hand on a host: kept (the monitor does not revert it) while the
+    environment still asks for `env_version`, the version environments.py named when the user deployed."""
+
+    host: str
+    service: str
+    version: str
+    env_version: str
+
+    def holds(self, wanted: str | None) -> bool:
+        """Still in force: environments.py's version for the host has not changed since."""
+        return (wanted or "") == self.env_version
 
 
 @dataclass(frozen=True)
