@@ -32,8 +32,9 @@ def load(tmp_path: Path, maximum: str = "3", target: str = "20", monitor: str = 
 def test_spec_defaults_and_values(tmp_path: Path) -> None:
     env = load(tmp_path)
     spec = env.monitor  # type: ignore[attr-defined]
-    assert spec.bounds("worker", env.minimum) == (1, 3)  # type: ignore[attr-defined]
-    assert spec.bounds("lb", env.minimum) == (1, 1)  # type: ignore[attr-defined]
+    assert spec.bounds("worker", env.minimum, 4) == (1, 3)  # type: ignore[attr-defined]
+    assert spec.bounds("lb", env.minimum, 1) == (1, 1)  # type: ignore[attr-defined]
+    assert spec.bounds("lb", env.minimum, 3) == (1, 3)  # type: ignore[attr-defined]  # no max: the pool
     assert spec.target == {"worker": 20.0} and spec.window == 60 and spec.failures == 3 and spec.interval == 3
 
 
@@ -73,6 +74,14 @@ def test_scale_up_at_once_down_only_after_the_window() -> None:
     assert s.recommend(50, 4, 10.0) == 4
     assert s.recommend(61, 4, 10.0) == 1  # the high recommendation left the window
     assert s.recommend(62, 1, 0.0) == 1  # never below min
+
+
+def test_a_fresh_monitor_shrinks_nothing_before_one_window() -> None:
+    """Started beside 4 hosts a user started, with no load yet: nothing stopped until a window has passed."""
+    s = Scaler(low=1, high=4, target=20.0, window=60)
+    assert s.recommend(100, 4, 0.0) == 4
+    assert s.recommend(159, 4, 0.0) == 4
+    assert s.recommend(161, 4, 0.0) == 1
 
 
 def test_no_flapping_around_the_target() -> None:

@@ -49,7 +49,7 @@ class Monitor:
         """A scaler per role with a load target; one whose rule is unchanged keeps its history."""
         spec, scalers = self.env.monitor, {}
         for role, rate in spec.target.items():
-            rule = (*spec.bounds(role, self.env.minimum), rate, spec.tolerance, spec.window)
+            rule = (*spec.bounds(role, self.env.minimum, self.pool(role)), rate, spec.tolerance, spec.window)
             keep = self.scalers.get(role)
             scalers[role] = keep if keep is not None and self.rules.get(role) == rule else Scaler(*rule)
             self.rules[role] = rule
@@ -159,14 +159,17 @@ class Monitor:
     def wanted(self, seen: Observed, load: dict[str, float], now: float) -> dict[str, int]:
         out = {}
         for role in managed(self.env):
-            low, high = self.env.monitor.bounds(role, self.env.minimum)
+            low, high = self.env.monitor.bounds(role, self.env.minimum, self.pool(role))
             serving = sum(1 for h in self.env.hosts if h.role == role and h.name in seen.running
                           and h.name not in seen.held and seen.failures.get(h.name, 0) == 0)
             if role in self.scalers and role in load:
                 out[role] = self.scalers[role].recommend(now, serving, load[role])
-            else:
-                out[role] = min(high, max(low, serving)) if role in self.scalers else low
+            else:  # no load to go by: keep what runs (a user's start included) between min and max
+                out[role] = min(high, max(low, serving))
         return out
+
+    def pool(self, role: str) -> int:
+        return sum(1 for h in self.env.hosts if h.role == role)
 
     def pass_once(self) -> list[tuple[Action, bool, str]]:
         self.follow()

@@ -29,13 +29,18 @@ class Scaler:
     tolerance: float = 0.1
     window: float = 300.0
     history: deque[tuple[float, int]] = field(default_factory=deque)
+    since: float | None = None  # its first recommendation: no scale-down before one window has passed
 
     def recommend(self, now: float, current: int, load: float) -> int:
         """How many hosts the role should have now."""
         rec = min(self.high, max(self.low, desired(current, load, self.target, self.tolerance)))
+        if self.since is None:
+            self.since = now
         self.history.append((now, rec))
         while self.history and self.history[0][0] < now - self.window:
             self.history.popleft()
         if rec >= current:
             return rec  # up at once (or stay)
+        if now - self.since < self.window:
+            return current  # a monitor that just started has not seen a window of load yet: no shrinking
         return min(current, max(r for _, r in self.history))  # down only as far as the window allows

@@ -16,16 +16,18 @@ MONITOR_KEYS = {"interval", "window", "failures", "tolerance"}
 class MonitorSpec:
     """How the monitor runs an environment."""
 
-    maximum: dict[str, int] = field(default_factory=dict)  # role -> most hosts (default: its min)
+    maximum: dict[str, int] = field(default_factory=dict)  # role -> most hosts (default: its pool)
     target: dict[str, float] = field(default_factory=dict)  # role -> requests/s per host, measured at the lb
     interval: float = 3.0  # seconds between two reconcile passes
     window: float = 300.0  # scale-down stabilization window, seconds (Kubernetes HPA's default)
     failures: int = 3  # failed health checks in a row before a host is healed
     tolerance: float = 0.1  # load within target x (1 +- tolerance) changes nothing
 
-    def bounds(self, role: str, minimum: dict[str, int]) -> tuple[int, int]:
+    def bounds(self, role: str, minimum: dict[str, int], pool: int) -> tuple[int, int]:
+        """(min, max) of a role: max defaults to its pool (the role's hosts in environments.py), so without a
+        `max` the monitor never stops a healthy host a user started."""
         low = minimum.get(role, 0)
-        return low, max(low, self.maximum.get(role, low))
+        return low, max(low, self.maximum.get(role, pool))
 
 
 def _number(value: Any) -> bool:

@@ -87,6 +87,7 @@ class Fleet:
         self.config = Config(ssh_config=paramiko.SSHConfig())
         self._conns: dict[str, Connection] = {}
         self._lock = threading.Lock()
+        self._http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy, whatever is set
 
     def connection(self, target: Target) -> Connection:
         """The (reused) connection to a host; host keys are checked against the lab's known_hosts only."""
@@ -115,11 +116,12 @@ class Fleet:
         self.connection(target).put(io.BytesIO(data), path)
 
     def http_get(self, target: Target, port: int, path: str, timeout: float = 5.0) -> tuple[str, bytes]:
-        """GET a host's URL from the controller (at its forwarded port where it has one): (url, body)."""
+        """GET a host's URL from the controller (at its forwarded port where it has one): (url, body). Never
+        through a proxy: http_proxy and friends name the way out, and lab addresses are on this machine."""
         addr, fwd = target.endpoint(port)
         url = f"http://{addr}:{fwd}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            with self._http.open(url, timeout=timeout) as resp:
                 return url, resp.read(65536)
         except OSError as exc:
             raise StepFailed(f"{url}: {getattr(exc, 'reason', exc)}") from None

@@ -1,5 +1,6 @@
-"""The monitor follows the user, and booted watches its own parts (issue 19, items 5 and 6), on a real netns
-lab: after env_stop + env_start_min the pool still grows; a user's deploy is kept (pinned) until
+"""The monitor follows the user, and booted watches its own parts (issue 19, items 5 and 6; issue 20, item 1),
+on a real netns lab: after env_stop + env_start_min the pool still grows; a host the user starts above min is
+kept; a user's deploy is kept (pinned) until
 environments.py's version changes, and the monitor follows an edited file (a broken edit is reported, the last
 good one kept); a host that runs and serves but is off the host list (a monitor killed mid-heal) is listed
 again; booted's nginx and apt proxy killed: env_status warns, the monitor restarts them; a frozen host is
@@ -81,8 +82,11 @@ def test_the_monitor_follows_the_user(lab_run: LabRun) -> None:
     # a user's deploy is kept: pinned, shown, never reverted
     out = lab_run.fab("hello_deploy", "--version", "1.1", "--hosts", "web01")
     assert "web01: hello 1.1 pinned (environments.py: 1.0)" in out.stderr, out.stderr
+    # the user starts web02 again: above min (2), within the pool: the monitor keeps it (no max, no target)
+    assert "1 ok, 0 failed" in lab_run.fab("env_start_worker", "web02").stdout
     time.sleep(4)  # 8 passes of the monitor
-    assert serves(f"{NET}.2") == "1.1" and serves(f"{NET}.4") == "1.0"
+    assert serves(f"{NET}.2") == "1.1" and serves(f"{NET}.4") == "1.0" and serves(f"{NET}.3") == "1.0"
+    assert "stop web02" not in log(lab_run) and "stop web0" not in log(lab_run)
     row = status(lab_run)["web01"]
     assert (row["want"], row["deployed"], row["state"]) == ("hello 1.1 (pinned)", "hello 1.1", "ok"), row
     assert json.loads(lab_run.fab("monitor_status", "--json").stdout)["pinned"] == {"web01": "1.1"}
@@ -138,10 +142,10 @@ def test_the_monitor_follows_the_user(lab_run: LabRun) -> None:
             os.kill(int(pid), signal.SIGCONT)
     lab_run.fab("monitor_start")
     stopped = lab_run.fab("env_stop")
-    assert "2 ok, 0 failed" in stopped.stdout and "stopped the monitor of fu" in stopped.stderr
+    assert "3 ok, 0 failed" in stopped.stdout and "stopped the monitor of fu" in stopped.stderr
     assert leftovers(lab_run) == []
     assert "monitor of fu: not running" in lab_run.fab("monitor_status").stdout
-    assert [i["held"] for i in images(lab_run)] == [0, 0, 0]  # env_stop ends every hold (web02's too)
+    assert [i["held"] for i in images(lab_run)] == [0, 0, 0]  # env_stop leaves no host held
 
 
 def test_a_full_state_dir_is_a_message_and_nothing_half_written(lab_run: LabRun) -> None:
@@ -178,3 +182,17 @@ def test_a_full_state_dir_is_a_message_and_nothing_half_written(lab_run: LabRun)
         lab_run.fab("image_del", "web01")
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_lab_traffic_never_goes_through_a_proxy(lab_run: LabRun) -> None:
+    """A company proxy in the user's environment (here a dead one on loopback): start, test and status still
+    reach the lab directly (issue 20, item 2)."""
+    Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(ENV.format(net="10.213.98", version="1.0"))
+    dead = "http://127.0.0.1:9"  # nothing listens there: every proxied request would fail
+    for name in ("http_proxy", "https_proxy", "all_proxy"):
+        lab_run.env[name] = lab_run.env[name.upper()] = dead
+    lab_run.env.pop("no_proxy", None)
+    lab_run.env.pop("NO_PROXY", None)
+    assert "3 ok, 0 failed" in lab_run.fab("env_start_all").stdout
+    assert "3 ok, 0 failed" in lab_run.fab("hello_test").stdout
+    assert {r["state"] for r in status(lab_run).values()} == {"ok"}
