@@ -36,6 +36,21 @@ def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> i
     return value
 
 
+def _size(env: dict[str, str], name: str, default: int, low: int) -> int:
+    """Bytes, optionally with a K, M or G suffix (powers of 1024)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    scale = 1024 ** ("KMG".index(raw[-1].upper()) + 1) if raw[-1].upper() in "KMG" else 1
+    try:
+        value = int(raw[:-1] if scale > 1 else raw) * scale
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a size (bytes, or a number with K, M or G)") from None
+    if value < low:
+        raise ConfigError(f"{name}={raw!r} is too small (at least {low // 1024}K)")
+    return value
+
+
 def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
     value = env.get(name) or allowed[0]
     if value not in allowed:
@@ -66,6 +81,7 @@ class Settings:
     cache_dir: Path
     environments_file: Path
     boot_log: Path
+    boot_log_max: int  # bytes all boot-log files may take together (BOOTED_BOOT_LOG_MAX)
     env_name: str | None
     user: str
     password: str | None
@@ -100,6 +116,7 @@ class Settings:
             cache_dir=_safe_path("BOOTED_CACHE_DIR", Path(env.get("BOOTED_CACHE_DIR") or state / "cache").resolve()),
             environments_file=Path(env.get("BOOTED_ENVIRONMENTS") or root / "environments.py").resolve(),
             boot_log=_safe_path("BOOTED_LOG", Path(env.get("BOOTED_LOG") or state / "nginx" / "boot.log").resolve()),
+            boot_log_max=_size(env, "BOOTED_BOOT_LOG_MAX", 64 << 20, 64 << 10),
             env_name=env.get("BOOTED_ENV") or None,
             user=user,
             password=env.get("BOOTED_PW") or None,
@@ -129,6 +146,21 @@ class Settings:
     def task_services_dir(cls) -> Path:
         return cls.services_dir_of(os.environ)
 
+    def daemon_env(self) -> dict[str, str]:
+        """The whole environment of a booted process this run starts (the monitor): CHILD_ENV, with PATH as
+        this run looks tools up, and these settings as BOOTED_* / <NAME>_REPO variables. Nothing else of the
+        user's: never BOOTED_PW (the monitor gets the password on its stdin) nor a token."""
+        values = {"BOOTED_PROJECT": self.project_root, "BOOTED_STATE_DIR": self.state_dir,
+                  "BOOTED_CACHE_DIR": self.cache_dir, "BOOTED_ENVIRONMENTS": self.environments_file,
+                  "BOOTED_LOG": self.boot_log, "BOOTED_BOOT_LOG_MAX": self.boot_log_max, "BOOTED_USER": self.user,
+                  "BOOTED_HTTP_PORT": self.http_port,
+                  "BOOTED_APT_PORT": self.apt_port, "BOOTED_PARALLEL": self.parallel,
+                  "BOOTED_BOOT_TIMEOUT": self.boot_timeout, "BOOTED_BOOT_PARALLEL": self.boot_parallel,
+                  "BOOTED_LOCK_WAIT": self.lock_wait, "BOOTED_TIMEOUT": self.timeout or 0,
+                  "BOOTED_QEMU_NET": self.qemu_net, "BOOTED_ACCEL": self.accel, "BOOTED_MIRROR": self.mirror or "",
+                  "BOOTED_SERVICES": self.services_dir}
+        return {**CHILD_ENV, "PATH": self.path, **{k: str(v) for k, v in values.items()}, **dict(self.repos)}
+
     @property
     def db_path(self) -> Path:
         return self.state_dir / "state.db"
@@ -145,9 +177,9 @@ class Settings:
     def served_dir(self) -> Path:
         """Where booted's nginx serves files from: releases/ (content-addressed .tar.gz) and kickstart/
         (rendered installer files). As root its workers run as nobody: when nobody cannot walk into the
-        state directory (a private temp folder), a folder of this state directory under /run instead
-        (rebuilt on demand; removed when nginx stops)."""
-        if not self.is_root or _others_can_enter(self.state_dir):
+        state directory (booted makes it 0700; one it has not made yet will be), a folder of this state
+        directory under /run instead (rebuilt on demand; removed when nginx stops)."""
+        if not self.is_root or (self.state_dir.exists() and _others_can_enter(self.state_dir)):
             return self.state_dir / "served"
         return Path("/run") / f"booted-{hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:10]}"
 

@@ -23,6 +23,9 @@ def hosts_logged(ctx: Booted) -> None:
     print(f"read {result.lines} new line(s) of {ctx.settings.boot_log}: {len(result.new_events)} boot(s), "
           f"{result.skipped} malformed line(s) skipped, {result.rejected} rejected (not matching what booted "
           f"made); {result.listed} host(s) listed")
+    if result.dropped:
+        print(f"the boot log is full (BOOTED_BOOT_LOG_MAX={ctx.settings.boot_log_max}): {result.dropped} call(s) "
+              "answered but not logged; fab restart_nginx starts a new one")
 
 
 @booted_task()
@@ -69,8 +72,10 @@ def hosts_reset(ctx: Booted) -> None:
                    "hosts": "only these hosts (comma list or range)", "env": "only this environment",
                    "timeout": "seconds each host may take (default 300, or BOOTED_TIMEOUT)"})
 def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | None = None,
-              timeout: int | None = None) -> None:
+              timeout: int = 0) -> None:
     """Run a shell command on the listed hosts in parallel."""
+    if not 0 <= timeout <= 86400:  # an int default makes invoke parse --timeout as a number (None: a string)
+        raise ConfigError(f"--timeout {timeout}: seconds each host may take, 1..86400")
     targets = ctx.listed_targets(names(hosts), env)
     limit = timeout or ctx.settings.timeout or 300
     with ctx.fleet() as fleet:

@@ -116,6 +116,18 @@ class ReadResult:
     bytes_read: int
     listed: int = 0  # hosts on the list after this read
     rejected: int = 0  # well-formed, but not matching what booted made (spoofed, stale, unknown)
+    dropped: int = 0  # calls nginx answered but could not log: the boot log is full (BOOTED_BOOT_LOG_MAX)
+
+
+def tally_of(log: Path) -> Path:
+    """nginx's tally beside the boot log: one newline per answered call, whether its line fit or not."""
+    return log.with_name(f"{log.name}.tally")
+
+
+def dropped_lines(tally_bytes: int, lines: int) -> int:
+    """Calls answered but not in the boot log: the tally (taken before the log was read: every call in it
+    is in the log by then, if it fit) minus the log's complete lines. Capped tallies count no further."""
+    return max(0, tally_bytes - lines)
 
 
 def read_new(inventory: Inventory, log: Path) -> ReadResult:
@@ -126,6 +138,10 @@ def read_new(inventory: Inventory, log: Path) -> ReadResult:
     """
     key = str(log)
     inode, offset, total_lines, total_skipped = inventory.bootlog_cursor(key)
+    try:
+        tally = tally_of(log).stat().st_size  # before the log: nginx writes a call's line, then its tally
+    except OSError:
+        tally = 0
     try:
         handle = open(log, "rb")
     except FileNotFoundError:
@@ -157,4 +173,5 @@ def read_new(inventory: Inventory, log: Path) -> ReadResult:
     believed = [e for e in events if vet(e, images.get(e.host), fingerprints) is None]
     cursor = (st.st_ino, offset + consumed, total_lines + lines, total_skipped + skipped)
     inventory.record_boots(key, believed, cursor)
-    return ReadResult(believed, skipped, lines, consumed, inventory.count_hosts(), len(events) - len(believed))
+    return ReadResult(believed, skipped, lines, consumed, inventory.count_hosts(), len(events) - len(believed),
+                      dropped_lines(tally, cursor[2]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 from booted.config import CHILD_ENV, Settings
+from booted.discovery.bootlog import tally_of
 from booted.errors import ProviderError, ToolMissing
 from booted.providers.procs import alive, from_pidfile, processes
 
@@ -49,7 +51,8 @@ class Nginx:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(self.settings.project_root / "nginx"),
                                  autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         return env.get_template(TEMPLATE).render(
-            run_dir=self.run_dir, boot_log=self.settings.boot_log, port=self.settings.http_port,
+            run_dir=self.run_dir, boot_log=self.settings.boot_log, tally=tally_of(self.settings.boot_log),
+            served_dir=self.settings.served_dir, port=self.settings.http_port,
             kickstart_dir=self.settings.served_dir / "kickstart", releases_dir=self.settings.releases_dir,
             listen=listen or ["127.0.0.1"],
             user="nobody nogroup" if self.settings.is_root else "")
@@ -64,9 +67,13 @@ class Nginx:
         for sub in ("tmp", "tmp/body"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o700)  # the boot log carries boot tokens: for root (booted) only
-        self.settings.boot_log.parent.mkdir(parents=True, exist_ok=True)
-        if not self.settings.boot_log.exists():
-            self.settings.boot_log.touch(mode=0o600)
+        log = self.settings.boot_log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        for path in (log, tally_of(log)):
+            if not path.exists():
+                path.touch(mode=0o600)
+        log.chmod(0o600)  # it carries boot tokens (also where BOOTED_LOG puts it outside the state directory)
+        limit = file_limit(log, self.settings.boot_log_max)
         text = self.render(sorted(listen))
         changed = not self.conf.exists() or self.conf.read_text() != text
         if changed:
@@ -81,13 +88,19 @@ class Nginx:
             finally:
                 tmp.unlink(missing_ok=True)
         pid = self.pid()
+        if pid and fsize_limit(pid) != limit:  # BOOTED_BOOT_LOG_MAX changed, or an nginx of an older booted
+            self.stop()
+            pid = None
         if pid and not changed:
             return "running"
         if pid:
             os.kill(pid, signal.SIGHUP)
             return "reloaded"
         self._reap_orphans()
-        self._run([binary, "-c", str(self.conf), "-p", str(self.run_dir)])
+        # the kernel caps every file nginx writes at `limit`; nginx must ignore SIGXFSZ to see a failed
+        # write instead of dying: Python ignores it and restore_signals=False keeps it ignored through exec
+        self._run(["prlimit", f"--fsize={limit}:{limit}", "--", binary, "-c", str(self.conf), "-p", str(self.run_dir)],
+                  restore_signals=False)
         self._wait_pid()
         return "started"
 
@@ -123,8 +136,9 @@ class Nginx:
         return True
 
     def rotate_log(self) -> Path | None:
-        """Move the boot log aside (kept, timestamped) so the next start begins a new one."""
+        """Move the boot log aside (kept, timestamped) so the next start begins a new one (and a new tally)."""
         log = self.settings.boot_log
+        tally_of(log).unlink(missing_ok=True)
         if not log.exists():
             return None
         kept = log.with_name(f"{log.name}.{time.strftime('%Y%m%d-%H%M%S')}")
@@ -134,8 +148,9 @@ class Nginx:
     def _check(self, binary: str, conf: Path) -> None:
         self._run([binary, "-t", "-q", "-c", str(conf), "-p", str(self.run_dir)])
 
-    def _run(self, cmd: list[str]) -> None:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=CHILD_ENV)
+    def _run(self, cmd: list[str], restore_signals: bool = True) -> None:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=CHILD_ENV,
+                              restore_signals=restore_signals)
         if proc.returncode != 0:
             raise ProviderError(f"nginx failed ({' '.join(cmd[1:2])}): {proc.stderr.strip()[-600:]}")
 
@@ -145,6 +160,31 @@ class Nginx:
                 return
             time.sleep(0.02)
         raise ProviderError(f"nginx did not start; see {self.run_dir / 'error.log'}")
+
+
+def file_limit(log: Path, total: int) -> int:
+    """The file-size limit nginx runs with, so that the boot log, its tally and its kept copies
+    (restart_nginx) take at most `total` bytes together: the kept copies at most half (the oldest are
+    deleted), the live log and the tally at most half of the rest each."""
+    kept = sorted(log.parent.glob(f"{glob.escape(log.name)}.[0-9]*"))  # boot.log.YYYYmmdd-HHMMSS
+    sizes = {path: path.stat().st_size for path in kept}
+    while kept and sum(sizes.values()) > total // 2:
+        oldest = kept.pop(0)
+        oldest.unlink(missing_ok=True)
+        del sizes[oldest]
+    return (total - sum(sizes.values())) // 2
+
+
+def fsize_limit(pid: int) -> int | None:
+    """A process's soft file-size limit in bytes (None: unlimited or unknown)."""
+    try:
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max file size"):
+                value = line.split()[3]
+                return int(value) if value.isdigit() else None
+    except OSError:
+        pass
+    return None
 
 
 def serve(settings: Settings, addresses: set[str], keep: bool = False) -> str:

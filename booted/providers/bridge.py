@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from booted.errors import ProviderError
+from booted.providers.portfilter import unguard
 
 if TYPE_CHECKING:
     from booted.providers.base import Lab
@@ -65,5 +66,7 @@ def ensure_bridge(lab: Lab) -> None:
 
 
 def remove_bridge(lab: Lab) -> None:
+    """The bridge and its port filter (providers/portfilter.py) go together."""
     if link_exists(lab.bridge):
         ip_batch([f"link del {lab.bridge}"])
+    unguard(lab)

@@ -1,17 +1,21 @@
-"""netns provider: lab hosts as Linux namespaces (net, uts, mount, pid) on a bridge.
+"""netns provider: lab hosts as Linux namespaces (net, uts, mount, pid, user) on a bridge.
 
 Each host: a network namespace with a veth (eth0 inside) on the lab bridge, and a handle process
-`unshare --uts --mount --pid --fork --kill-child` whose child mounts a private overlay (upper on disk
-under the host's directory, lower = the golden image), proc, a fresh sysfs, /dev, tmpfs /run and /tmp,
-copies the identity into /run/booted and execs the image's boot script in a chroot. Killing the handle
+`unshare --uts --mount --pid --fork --kill-child` whose child (netns-host.sh) configures the host's network,
+mounts a private overlay over idmapped layers (upper on disk under the host's directory, lower = the golden
+image), a minimal /dev, a hardened /proc and /sys, copies the identity into a tmpfs at /run/booted,
+pivot_roots into it and detaches the machine's root, then runs the image's boot script as root of a user
+namespace mapping 0..65535 to id_base(ip).. (or systemd-nspawn with the same mapping). Killing the handle
 kills the whole PID namespace; deleting the netns removes the veth.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -22,16 +26,27 @@ from booted.hosts.identity import Identity
 from booted.images.golden import ensure_golden
 from booted.providers.base import Lab, Progress, Provider, Started
 from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove_bridge
+from booted.providers.hostroot import SPAN
+from booted.providers.portfilter import guard
 from booted.providers.procs import alive
 
 MARK = "booted-host"
 SETUP = (Path(__file__).resolve().parent / "netns-host.sh").read_text()  # shellchecked in CI
+HOSTROOT = Path(__file__).resolve().parent / "hostroot.py"  # run by netns-host.sh with the controller's python
+ID_BASE, ID_SLOTS = 0x7000_0000, 0x1000  # host user namespaces: 65,536 ids each, above systemd-nspawn's
+
+
+def id_base(ip: str) -> int:
+    """The first id outside of a host's 0..65535: one range per address (the low 12 bits), so hosts of a
+    lab (and of labs whose networks are less than 4096 addresses apart) never share ids, and a host keeps
+    its ids across restarts (its disk is stored with plain 0..65535, so only the running host sees them)."""
+    return ID_BASE + (int(ipaddress.IPv4Address(ip)) % ID_SLOTS) * SPAN
 
 
 class NetnsProvider(Provider):
     name = "netns"
     tools: ClassVar[dict[str, str]] = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
-                                       "chroot": "coreutils", "mount": "mount"}
+                                       "pivot_root": "util-linux", "mount": "mount", "nft": "nftables"}
 
     def check(self, lab: Lab | None = None) -> None:
         super().check(lab)
@@ -142,6 +157,7 @@ class NetnsProvider(Provider):
             lines += [f"netns add {ns}", f"link add {veth} type veth peer name eth0 address {host.mac} netns {ns}",
                       f"link set {veth} master {lab.bridge} up"]
         err += ip_batch(lines)
+        guard(lab, [(v, h.mac, h.ip) for h, v in zip(hosts, veths)])  # before any host process starts
         unplugged = [v for v in veths if link_exists(v) and not _on_bridge(v, lab.bridge)]
         return err + ip_batch([f"link set {v} master {lab.bridge} up" for v in unplugged])
 
@@ -163,13 +179,14 @@ class NetnsProvider(Provider):
 
     def _spawn(self, lab: Lab, host: Identity, ns: str, lower: str) -> int:
         hdir = lab.host_dir(host.name)
-        for sub in ("root", "upper", "work"):
+        for sub in ("root", "upper", "work", "boot"):
             (hdir / sub).mkdir(parents=True, exist_ok=True)
         ident = hdir / "identity"
         host.write_dir(ident)
         cmd = ["nsenter", f"--net=/run/netns/{ns}", "unshare", "--uts", "--mount", "--pid", "--fork",
                "--kill-child", "--propagation", "private", "sh", "-c", SETUP, MARK,
-               str(hdir / "root"), lower, str(hdir / "upper"), str(hdir / "work"), str(ident), lab.init, ns, host.name]
+               str(hdir / "root"), lower, str(hdir), str(ident), lab.init, ns, host.name,
+               str(id_base(host.ip)), f"{host.ip}/{host.prefix}", sys.executable, str(HOSTROOT)]
         with open(hdir / "console.log", "ab") as console:
             console.write(f"--- booted: starting {host.name} at {time.strftime('%F %T')}\n".encode())
             console.flush()

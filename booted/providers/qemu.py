@@ -29,6 +29,7 @@ from booted.images.golden import ensure_golden
 from booted.images.vm_assets import Assets, ensure_assets
 from booted.providers.base import InstallMedia, Lab, Progress, Provider, Started
 from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove_bridge
+from booted.providers.portfilter import guard
 from booted.providers.procs import alive, cmdline
 from booted.providers.qemu_usernet import FORWARDS, USERNET_MARK, free_ports, read_forwards, user_netdev, write_forwards
 from booted.providers.qemuctl import QBOOT, QEMU, detect_accel, opt, qmp
@@ -48,7 +49,7 @@ def boot_timeout(base: float, booting: int, cores: int | None = None) -> float:
 class QemuProvider(Provider):
     name = "qemu"
     tools: ClassVar[dict[str, str]] = {QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "ip": "iproute2",
-                                       QBOOT: "qemu-system-data"}
+                                       QBOOT: "qemu-system-data", "nft": "nftables"}
 
     def root_needed(self, lab: Lab | None) -> str | None:
         if self.settings.qemu_net == "tap":
@@ -267,6 +268,7 @@ class QemuProvider(Provider):
                 Path(f"/proc/sys/net/ipv6/conf/{t}/disable_ipv6").write_text("1")
             except OSError:
                 pass
+        guard(lab, [(self.tap(lab, h.ip), h.mac, h.ip) for h in hosts if h.name not in errors])
         err += ip_batch([f"link set {t} master {lab.bridge} up" for t in taps])
         for host in hosts:
             if host.name not in errors and not link_exists(self.tap(lab, host.ip)):

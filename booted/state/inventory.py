@@ -18,6 +18,7 @@ from pathlib import Path
 
 from booted.errors import StateError
 from booted.results import HostResult
+from booted.state.private import make_private
 from booted.state.records import SCHEMA, BootEvent, Host, Image, mac_for
 
 __all__ = ["BootEvent", "Host", "Image", "Inventory", "mac_for"]
@@ -29,7 +30,7 @@ class Inventory:
     two threads never mix."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path)  # boot tokens: readable by the state directory's owner only
         self.path = path
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
@@ -162,6 +163,17 @@ class Inventory:
             return db.execute("UPDATE actions SET status='failed', detail='interrupted (the monitor was "
                               "stopped or killed)', finished=? WHERE env=? AND status='in progress'",
                               (time.time(), env)).rowcount
+
+    def action_totals(self, env: str) -> tuple[dict[tuple[str, str], int], dict[str, list[float]]]:
+        """Every action the monitor of `env` ever recorded: count per (kind, status), and the seconds each
+        finished heal and start took (metrics that only grow; no window)."""
+        counts = {(r["kind"], r["status"]): r["n"] for r in self.db.execute(
+            "SELECT kind, status, COUNT(*) AS n FROM actions WHERE env = ? GROUP BY kind, status", (env,))}
+        took: dict[str, list[float]] = {}
+        for r in self.db.execute("SELECT kind, finished - started AS s FROM actions WHERE env = ? AND status = 'done'"
+                                 " AND finished IS NOT NULL AND kind IN ('heal', 'start')", (env,)):
+            took.setdefault(r["kind"], []).append(float(r["s"]))
+        return counts, took
 
     def actions(self, env: str, limit: int = 20) -> list[dict[str, object]]:
         rows = self.db.execute("SELECT * FROM actions WHERE env = ? ORDER BY id DESC LIMIT ?", (env, limit))

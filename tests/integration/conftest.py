@@ -47,6 +47,10 @@ def leftovers(run: LabRun) -> list[str]:
         if os.path.exists(f"/sys/class/net/{lab.bridge}"):
             found.append(f"bridge {lab.bridge}")
         found += [f"host process {n}={p}" for n, p in handle.running().items()]
+        nft = subprocess.run(["nft", "list", "table", "bridge", f"booted_{lab.lab_id}"], capture_output=True,
+                             check=False)
+        if nft.returncode == 0:
+            found.append(f"nft table bridge booted_{lab.lab_id}")
     if Nginx(ctx.settings).pid():
         found.append("nginx")
     ctx.close()
