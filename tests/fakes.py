@@ -205,6 +205,7 @@ class FakeFleet(Fleet):
                 host.previous, host.current, out = host.current, values["rel"], ["switched"]
             if values.get("restart") and host.running and out == ["switched"]:
                 out.append("started")
+            out.append("state=running" if host.running else "state=stopped")  # deploy.sh's last line
             return "\n".join(out)
         if op == "start":
             if host.current is None:

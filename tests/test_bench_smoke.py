@@ -67,8 +67,9 @@ def test_lb_smoke() -> None:
 @pytest.mark.integration
 @pytest.mark.skipif(os.geteuid() != 0, reason="netns lab hosts need root")
 def test_deploy_load_smoke() -> None:
-    last = run_bench("deploy_load.py", "--deploys", "2", timeout=600)
-    match = re.fullmatch(r"failed_stop_start=(\d+) failed_overlap=(\d+) requests=(\d+)", last)
+    last = run_bench("deploy_load.py", "--deploys", "2", "--timed", "2", timeout=600)
+    match = re.fullmatch(rf"failed_stop_start=(\d+) failed_overlap=(\d+) requests=(\d+) idle_deploy_s={NUM} "
+                         rf"loaded_deploy_s={NUM} loaded_over_idle={NUM} within_bound=(yes|no)", last)
     assert match, last
     assert match.group(2) == "0", last  # overlapped restarts refuse no connection
 

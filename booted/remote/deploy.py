@@ -1,33 +1,38 @@
 """Service operations on lab hosts, as data: OPS maps each operation to the step it runs on every host.
 
-Layout on a host (BASE = /srv/booted/<service>): releases/<version>-<hash>/, `current` and `previous`
-symlinks switched with rename(2), run.sh (the supervisor loop), supervisor.pid, service.log. The shell
-that does it is in booted/remote/scripts/. Every operation runs on all its targets through a Fleet
-(bounded, one connection per host, a HostResult per host) and is recorded as a deployment.
+What a step sends to a host is in booted/remote/commands.py (the shell in booted/remote/scripts/). Every
+operation runs on all its targets through a Fleet (bounded, one connection per host, a HostResult per host)
+and is recorded as a deployment. Operations that change what runs (deploy, start, stop, rollback) of one
+service in one environment run one at a time: a second run waits, and says for whom. The database records
+the version a host runs only once the host proved it: its health URL names the host and that version.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from invoke.exceptions import UnexpectedExit
 
 from booted.errors import BootedError, ConfigError
-from booted.remote import scripts
+from booted.remote import commands
+from booted.remote.commands import FETCH_FAILED, ROOT, RUNNING, deploy_script, start_script, stop_script
 from booted.remote.fanout import Fleet, StepFailed, Target, describe
 from booted.remote.releases import publish
-from booted.remote.services import Release, Service, package
+from booted.remote.services import Service, package
 from booted.results import Done, HostResult
 
 if TYPE_CHECKING:
     from booted.context import Booted
 
-ROOT = "/srv/booted"
+# what the steps send to hosts, also used by the callers of this module (firstboot, the monitor, benches)
+backends_script, stats_script = commands.backends_script, commands.stats_script
+__all__ = ["FETCH_FAILED", "OPS", "ROOT", "Plan", "backends", "backends_script", "deliver", "deploy_script", "plan",
+           "run_op", "start_script", "stats_script"]
 Step = Callable[[Target], "str | Done"]
 
 
@@ -40,6 +45,7 @@ class Plan:
     versions: dict[str, str | None]  # host -> version to deploy (None: in-tree / HEAD)
     requested: str | None = None  # --version, if the user gave one
     backends: dict[str, str] | None = None  # host -> 'ip:port,...' of its upstream's hosts (lb services)
+    envs: tuple[str, ...] = ()  # the environments of the targets (what serialize() locks)
 
     def only(self, hosts: set[str]) -> Plan:
         return replace(self, targets=[t for t in self.targets if t.name in hosts])
@@ -68,7 +74,7 @@ def plan(ctx: Booted, service_name: str, hosts: list[str] | None = None, env: st
                           "(fab env_start_all) or rebuild the list (fab hosts_reset)")
     targets = ctx.targets(chosen)
     return Plan(service, targets, {h: version or images[h].version for h in chosen}, version,
-                backends(ctx, service, targets))
+                backends(ctx, service, targets), tuple(sorted({images[h].env for h in chosen})))
 
 
 def backends(ctx: Booted, service: Service, targets: list[Target]) -> dict[str, str]:
@@ -82,65 +88,22 @@ def backends(ctx: Booted, service: Service, targets: list[Target]) -> dict[str, 
                              if images[h.name].env == images[t.name].env) for t in targets}
 
 
-# what each operation sends to a host ------------------------------------------------------------------
-def base(service: Service) -> str:
-    return f"{ROOT}/{service.name}"
-
-
-def host_values(service: Service, target: Target) -> dict[str, str]:
-    """The values every script of `service` gets on `target` (lib.sh's base, service, url, port, reuse_port,
-    on_backends)."""
-    return {"base": base(service), "service": service.name,
-            "url": f"http://{target.ip}:{service.port}{service.health}", "port": str(service.port),
-            "port_hex": f"{service.port:04X}",
-            "reuse_port": "1" if service.reuse_port else "",
-            "on_backends": fill(service.on_backends, service, target, "", "") if service.on_backends else ""}
-
-
-def fill(command: str, service: Service, target: Target, version: str, backends: str) -> str:
-    """A service.toml command with its placeholders ({ip} {port} {host} {version} {backends}) quoted."""
-    values = {"ip": target.ip, "port": str(service.port), "host": target.name, "version": version,
-              "backends": backends}
-    return command.format(**{k: shlex.quote(v) for k, v in values.items()})
-
-
-def run_sh(service: Service, target: Target, version: str, backends: str) -> str:
-    """run.sh of a host: the supervisor loop around service.toml's `start`, placeholders quoted."""
-    return scripts.run_sh({"base": base(service), "service": service.name},
-                          fill(service.start, service, target, version, backends))
-
-
-def deploy_script(service: Service, target: Target, release: Release, incoming: str, backends: str,
-                  restart: bool = True, fetch: tuple[str, str] | None = None, start: bool = False) -> str:
-    """Fetch (`fetch`: URL and sha256 on booted's nginx) or take the uploaded `incoming`, unpack, run the
-    setup command once, switch, and (with `restart`) restart the service where wanted (`start`: anyway)."""
-    url, sha = fetch or ("", "")
-    return scripts.render("deploy", {**host_values(service, target), "rel": f"releases/{release.id}",
-                                     "tgz": incoming, "fetch": url, "sha256": sha,
-                                     "run_sh": run_sh(service, target, release.version, backends),
-                                     "restart": "1" if restart else "", "start": "1" if start else "",
-                                     "upstream": service.upstream or "", "list": backends,
-                                     "setup": fill(service.setup, service, target, release.version, backends)
-                                     if service.setup else ""})
-
-
-def backends_script(service: Service, target: Target, backends: str) -> str:
-    """Replace a proxy's live backend list (no restart)."""
-    return scripts.render("backends", {**host_values(service, target), "list": backends})
-
-
-def stats_script(service: Service, target: Target) -> str:
-    """Print a proxy's counters as JSON (service.toml's `stats`)."""
-    assert service.stats is not None
-    return scripts.render("stats", {**host_values(service, target),
-                                    "stats": fill(service.stats, service, target, "", "")})
-
-
-def start_script(service: Service, target: Target) -> str:
-    return scripts.render("start", host_values(service, target))
-
-
 # the operations ---------------------------------------------------------------------------------------
+def proven(fleet: Fleet, service: Service, target: Target, timeout: float = 5.0) -> tuple[str, str | None]:
+    """Ask the host's health URL (from the controller): (url, the version it says it serves, if it says one).
+    StepFailed unless it answers JSON naming the host."""
+    url, body = fleet.http_get(target, service.port, service.health, timeout)
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise StepFailed(f"{url} did not answer JSON") from None
+    if not isinstance(data, dict) or data.get("host") != target.name:
+        name = data.get("host") if isinstance(data, dict) else data
+        raise StepFailed(f"{url} says it is {name!r}, expected {target.name!r}")
+    version = data.get("version")
+    return url, version if isinstance(version, str) else None
+
+
 def _deploy(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     repo = ctx.settings.repo(p.service.repo_var)
     releases = {v: package(p.service, v, repo) for v in set(p.versions.values())}
@@ -168,11 +131,13 @@ def _deploy(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
         what = "switched to" if "switched" in words else "already at"
         setup = " (setup ran)" if "setup-ran" in words else ""
         restarted = ", restarted" if "started" in words else ""
+        if RUNNING not in words:  # stopped here by a user: the release is current, nothing serves it
+            return Done(f"{what} {release.version}{setup}{how}, not running (stopped here)", release.version)
+        serves = proven(fleet, p.service, target)[1]
+        if serves is not None and serves != release.version:
+            raise StepFailed(f"{what} {release.version}{restarted}, but it serves {serves}")
         return Done(f"{what} {release.version}{setup}{restarted}{how}", release.version)
     return step, ",".join(sorted({r.version for r in releases.values()}))
-
-
-FETCH_FAILED = 7  # deploy.sh's exit code when the host cannot fetch the release from booted's nginx
 
 
 def gateways_of(ctx: Booted, hosts: list[str]) -> dict[str, str]:
@@ -184,87 +149,120 @@ def gateways_of(ctx: Booted, hosts: list[str]) -> dict[str, str]:
 def _start(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     healthy, _ = _test(ctx, p, fleet)
 
-    def step(t: Target) -> str:
+    def step(t: Target) -> str | Done:
         # Converge: a host already serving the version deployed there (deploy restarts a running
         # service) costs one HTTP GET, not an SSH session and a second restart. Force: stop, then start.
         try:
             return f"already running, {healthy(t)}"
         except StepFailed:
-            return fleet.sh(t, start_script(p.service, t))
+            out = fleet.sh(t, start_script(p.service, t))
+            return f"{out.splitlines()[-1] if out else 'started'}, {healthy(t)}"
     return step, "-"
 
 
 def _stop(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
-    return (lambda t: fleet.sh(t, scripts.render("stop", host_values(p.service, t)))), "-"
+    def step(t: Target) -> str:
+        # stop.sh fails (exit 6, naming what is left) unless no supervisor is left and nothing listens
+        lines = fleet.sh(t, stop_script(p.service, t)).splitlines()
+        said = "; ".join(line for line in lines if not line.startswith("verified gone")) or "stopped"
+        return f"{said}, verified gone" if len(lines) > 1 and lines[-1].startswith("verified gone") else said
+    return step, "-"
 
 
 def _test(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     """GET the health URL: the host must say its own name and the version expected there (--version,
-    else what booted deployed there last, else the version in environments.py)."""
+    else what booted deployed there last, else the version in environments.py). What it proves to serve
+    is recorded."""
     deployed = ctx.inventory.releases()
     expected = {h: p.requested or deployed.get((h, p.service.name)) or v for h, v in p.versions.items()}
 
     def step(target: Target) -> str:
-        url, body = fleet.http_get(target, p.service.port, p.service.health)
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise StepFailed(f"{url} did not answer JSON") from None
-        if not isinstance(data, dict) or data.get("host") != target.name:
-            name = data.get("host") if isinstance(data, dict) else data
-            raise StepFailed(f"{url} says it is {name!r}, expected {target.name!r}")
+        _, serves = proven(fleet, p.service, target)
+        if serves is not None and deployed.get((target.name, p.service.name)) != serves:
+            ctx.inventory.record_release(target.name, p.service.name, serves)
         want = expected.get(target.name)
-        if want is not None and data.get("version") != want:
-            raise StepFailed(f"serves version {data.get('version')!r}, expected {want!r}")
-        return f"healthy, version {data.get('version')}"
+        if want is not None and serves != want:
+            raise StepFailed(f"serves version {serves!r}, expected {want!r}")
+        return f"healthy, version {serves}"
     return step, "-"
 
 
 def _rollback(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     def step(target: Target) -> Done:
-        out = fleet.sh(target, scripts.render("rollback", host_values(p.service, target)))
+        out = fleet.sh(target, commands.rollback_script(p.service, target))
         version = next(line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("version "))
+        serves = proven(fleet, p.service, target)[1]
+        if serves is not None and serves != version:
+            raise StepFailed(f"rolled back to {version}, but it serves {serves}")
         return Done(f"rolled back to {version}, restarted", version)
     return step, "-"
 
 
 @dataclass(frozen=True)
 class Op:
-    """An operation: how to make its per-host step (and the label its deployment record gets), and
-    whether a host's success records the version it left running."""
+    """An operation: how to make its per-host step (and the label its deployment record gets), whether a
+    host's success records the version it left running, and whether it changes what runs (then runs of it
+    for one service and environment are serialized)."""
 
     make: Callable[[Booted, Plan, Fleet], tuple[Step, str]]
     timeout: float  # seconds a host may take (BOOTED_TIMEOUT overrides)
     records_version: bool = False
+    serialized: bool = True
 
 
 OPS: dict[str, Op] = {
     "deploy": Op(_deploy, 120, records_version=True),
     "start": Op(_start, 60),
     "stop": Op(_stop, 30),
-    "test": Op(_test, 15),
+    "test": Op(_test, 15, serialized=False),
     "rollback": Op(_rollback, 60, records_version=True),
 }
 DELIVER = ("deploy", "start", "test")
 
 
+@contextmanager
+def serialize(ctx: Booted, p: Plan, what: str) -> Iterator[None]:
+    """Hold the lock of the plan's service in each of its environments: a second deploy (or start, stop,
+    rollback) of it waits until this one has finished, and says whom it waits for."""
+    with ExitStack() as stack:
+        for env in p.envs:
+            stack.enter_context(ctx.locks.service(env, p.service.name, what))
+        yield
+
+
 def run_op(ctx: Booted, op: str, p: Plan, fleet: Fleet | None = None) -> list[HostResult]:
-    """Run one operation of a plan on its hosts; record it as a deployment (open -> done / failed)."""
+    """Run one operation of a plan on its hosts (one at a time per service and environment when it changes
+    what runs); record it as a deployment (open -> done / failed)."""
     if op not in OPS:
         raise ConfigError(f"unknown operation {op!r} (one of {', '.join(OPS)})")
+    if not OPS[op].serialized:
+        return _run(ctx, op, p, fleet)
+    with serialize(ctx, p, f"running {p.service.name}_{op}" + (f" {p.requested}" if p.requested else "")):
+        return _run(ctx, op, p, fleet)
+
+
+def _run(ctx: Booted, op: str, p: Plan, fleet: Fleet | None) -> list[HostResult]:
     if fleet is None:
         with ctx.fleet() as own:
-            return run_op(ctx, op, p, own)
+            return _run(ctx, op, p, own)
     step, label = OPS[op].make(ctx, p, fleet)
     timeout = ctx.settings.timeout or OPS[op].timeout
     task = f"{p.service.name}_{op}"
 
     def locked(target: Target) -> str | Done:
-        # one service operation per host at a time (other runs, the monitor); what now runs there is
-        # recorded before the lock is released, so the database ends as the host does
+        # one service operation per host at a time (other runs, the monitor). An operation that changes the
+        # version makes it unknown until the host proves what it serves: a run that fails or is killed
+        # half-way never leaves the database naming the version the host ran before
         with ctx.locks.host(target.name, task, wait=timeout / 2):
-            out = step(target)
-            if OPS[op].records_version and isinstance(out, Done):
+            if not OPS[op].records_version:
+                return step(target)
+            ctx.inventory.forget_releases(target.name)
+            try:
+                out = step(target)
+            except BaseException:
+                _observe(ctx, fleet, p.service, target)
+                raise
+            if isinstance(out, Done):
                 ctx.inventory.record_release(target.name, p.service.name, out.version)
             return out
 
@@ -274,14 +272,25 @@ def run_op(ctx: Booted, op: str, p: Plan, fleet: Fleet | None = None) -> list[Ho
     return results
 
 
+def _observe(ctx: Booted, fleet: Fleet, service: Service, target: Target) -> None:
+    """After a failed step: record the version the host proves it serves, if it answers at once."""
+    try:
+        serves = proven(fleet, service, target, timeout=2.0)[1]
+    except StepFailed:  # no answer: the version stays unknown until a deploy or test proves one
+        return
+    if serves is not None:
+        ctx.inventory.record_release(target.name, service.name, serves)
+
+
 def deliver(ctx: Booted, fleet: Fleet, service: str, hosts: list[str], env: str) -> dict[str, list[HostResult]]:
-    """deploy -> start -> test `service` on `hosts`; a host that fails a step skips the later ones.
-    Returns each step's results."""
+    """deploy -> start -> test `service` on `hosts` (serialized as one run); a host that fails a step skips
+    the later ones. Returns each step's results."""
     p = plan(ctx, service, hosts=hosts, env=env)
     out: dict[str, list[HostResult]] = {}
-    for op in DELIVER:
-        if not p.targets:
-            break
-        out[op] = run_op(ctx, op, p, fleet)
-        p = p.only({r.host for r in out[op] if r.ok})
+    with serialize(ctx, p, f"delivering {service}"):
+        for op in DELIVER:
+            if not p.targets:
+                break
+            out[op] = _run(ctx, op, p, fleet)
+            p = p.only({r.host for r in out[op] if r.ok})
     return out

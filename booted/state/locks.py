@@ -1,9 +1,9 @@
 """Locks between booted runs (and the monitor daemon): flock(2) on files under the state directory.
 
-One lifecycle operation per lab at a time, one service operation per host at a time, one nginx change at
-a time, one golden-image build per cache. A lock is released by the kernel when its holder exits, even
-after kill -9, so a crashed run never leaves one behind. The holder writes "pid N <what>" into the file;
-a run that has to wait says who it waits for.
+One lifecycle operation per lab at a time, one change of a service per environment at a time, one service
+operation per host at a time, one nginx change at a time, one golden-image build per cache. A lock is
+released by the kernel when its holder exits, even after kill -9, so a crashed run never leaves one behind.
+The holder writes "pid N <what>" into the file; a run that has to wait says who it waits for.
 """
 
 from __future__ import annotations
@@ -82,6 +82,11 @@ class Locks:
 
     def host(self, name: str, what: str, wait: float) -> contextlib.AbstractContextManager[None]:
         return hold(self.root / "hosts" / f"{name}.lock", f"running {what} on {name}", wait)
+
+    def service(self, env: str, service: str, what: str) -> contextlib.AbstractContextManager[None]:
+        """One run at a time changes what runs of `service` in `env` (deploy, start, stop, rollback)."""
+        return hold(self.root / f"service-{env}-{service}.lock", f"{what} in environment {env!r}", self.wait,
+                    self.say)
 
     def nginx(self) -> contextlib.AbstractContextManager[None]:
         return hold(self.root / "nginx.lock", "reconfiguring booted's nginx", self.wait, self.say)

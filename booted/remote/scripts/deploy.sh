@@ -9,6 +9,7 @@
 # first boot), setup (service.toml's setup command, or empty), upstream (non-empty: the
 # service fronts others; list is their ip:port,... written to $base/backends, which it reads live, or which
 # on_backends applies live); needs lib.sh.
+# The last line says whether the service runs here now (state=running / state=stopped).
 # The setup command runs in the new release before it is switched to, once per release and host; if it
 # fails, the previous release stays current (and running) and its output's tail is the host's reason.
 # shellcheck disable=SC2154
@@ -72,6 +73,9 @@ done
 if [ -n "$restart" ] && { [ -n "$start" ] || [ -f "$base/enabled" ] || svc_running; }; then
   if ! svc_running || [ "$(svc_want)" != "$(cat "$base/started" 2>/dev/null)" ]; then
     set +e
-    svc_start
+    svc_start || exit
+    set -e
   fi
 fi
+# what the host runs now (booted proves it by asking the service before it records the version)
+if svc_running; then echo state=running; else echo state=stopped; fi
