@@ -37,3 +37,11 @@ def settings_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     }
     yield env
     discard(Settings.from_env(env, REPO))
+
+
+@pytest.fixture(autouse=True)
+def _machine_networks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests do not read this machine's addresses and routes (what they find depends on the labs other
+    runs have up); integration tests do, as a user's run does."""
+    if request.node.get_closest_marker("integration") is None:
+        monkeypatch.setattr("booted.lab.preflight.claims", lambda env, ip_tool=None: [])

@@ -59,6 +59,15 @@ def test_a_new_service_folder_gets_tasks(settings_env: dict[str, str], tmp_path:
     ("ENVIRONMENTS = {'lab': {'network': '10.213.50.0/24', 'hosts': {'a1': {}}}}\n",
      ["hosts_run", "true", "--hosts", "a1"], 2, r"not in the current host list: a1"),
     ("ENVIRONMENTS = {'lab': {'network': '10.213.50.0/24', 'hosts': {'a1': {}}}}\n",
+     ["hosts_run", "true", "--timeout", "100000"], 2, r"--timeout 100000: seconds each host may take, 1\.\.86400"),
+    ("import time\ntime.sleep(3600)\n", ["env_status"], 2,
+     r"environments.py:2: still running after 10 s \(LOAD_TIMEOUT\): environments.py must only define ENVIRONMENTS"),
+    ("raise SystemExit(0)\n", ["env_status"], 2, r"environments.py:1: it calls exit\(\) \(SystemExit 0\)"),
+    ("ENVIRONMENTS = {'lab': {'network': '127.0.0.0/24', 'hosts': {'a1': {}}}}\n", ["env_status"], 2,
+     r"environments.py:1: environment 'lab': network '127.0.0.0/24' must be a private range"),
+    ("ENVIRONMENTS = {'lab': {'network': '10.213.50.0/24', 'hosts': {'a1': {}}, 'max': {'worker': float('nan')}}}\n",
+     ["env_status"], 2, r"environments.py:1: environment 'lab': max\['worker'\] = nan: a whole number"),
+    ("ENVIRONMENTS = {'lab': {'network': '10.213.50.0/24', 'hosts': {'a1': {}}}}\n",
      ["image_build", "--name", "a1", "--installer", "kickstart"], 2, r"kickstart needs the installer ISO: --iso"),
     ("ENVIRONMENTS = {'lab': {'network': '10.213.50.0/24', 'hosts': {'a1': {}}}}\n",
      ["image_build", "--name", "a1", "--iso", "/tmp/x.iso"], 2, r"--iso goes with --installer"),
@@ -109,3 +118,11 @@ def test_without_root(settings_env: dict[str, str]) -> None:
         assert "needs root" in proc.stderr and "Traceback" not in proc.stderr
     finally:
         shutil.rmtree(home)
+
+
+def test_hosts_run_timeout_is_a_number() -> None:
+    """invoke parses an option by its default's type: with None, `--timeout 10` was the string '10'."""
+    from fabfile.hostmanager import hosts_run
+
+    kinds = {a.name: a.kind for a in hosts_run.get_arguments()}
+    assert kinds["timeout"] is int

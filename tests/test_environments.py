@@ -152,3 +152,109 @@ def test_mistakes_across_environments(tmp_path: Path, net: str, host: str, cpus:
 def test_booleans_and_floats_are_not_counts(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError, match=r"min\['worker'\]"):
         load_environments(write(tmp_path, GOOD.replace('"min": {"worker": 1}', f'"min": {{"worker": {value}}}')))
+
+
+@pytest.mark.parametrize("net", ["127.0.0.0/24", "169.254.0.0/24", "0.0.0.0/24", "240.0.0.0/24", "100.64.0.0/24",
+                                 "192.0.0.0/24", "198.18.0.0/24", "172.32.0.0/24"])
+def test_only_rfc1918_networks(tmp_path: Path, net: str) -> None:
+    path = write(tmp_path, GOOD.replace('"10.213.30.0/24"', f'"{net}"'))
+    with pytest.raises(ConfigError, match=rf"^{path}:4: environment 'lab': network '{net}' must be a private range "
+                                          r"\(10/8, 172.16/12, 192.168/16\)"):
+        load_environments(path)
+
+
+@pytest.mark.parametrize("value", ['float("nan")', 'float("inf")', '-float("inf")', "1e999"])
+@pytest.mark.parametrize("key", ["max", "target", "monitor"])
+def test_nan_and_infinity_are_not_numbers(tmp_path: Path, key: str, value: str) -> None:
+    entry = {"max": f'"max": {{"worker": {value}}}', "target": f'"target": {{"worker": {value}}}',
+             "monitor": f'"monitor": {{"interval": {value}}}'}[key]
+    path = write(tmp_path, GOOD.replace('"min": {"worker": 1},', f'"min": {{"worker": 1}},\n        {entry},'))
+    with pytest.raises(ConfigError) as info:
+        load_environments(path)
+    assert str(info.value).startswith(f"{path}:10: environment 'lab': "), info.value
+
+
+def test_a_file_that_does_not_finish_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "import time\n\nwhile True:\n    time.sleep(0.01)\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:4: still running after 0.3 s \(LOAD_TIMEOUT\): environments.py "
+                                          "must only define ENVIRONMENTS"):
+        load_environments(path, timeout=0.3)
+
+
+@pytest.mark.parametrize(("code", "what"), [("0", "SystemExit 0"), ("'bye'", "SystemExit 'bye'")])
+def test_exit_in_the_file_is_an_error(tmp_path: Path, code: str, what: str) -> None:
+    path = write(tmp_path, f"import sys\nENVIRONMENTS = {{}}\nsys.exit({code})\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:3: it calls exit\(\) \({what}\): environments.py must only "
+                                          "define ENVIRONMENTS; remove the exit"):
+        load_environments(path)
+
+
+def test_a_failure_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "X = 1\nENVIRONMENTS = {'lab': 1 / 0}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:2: running it failed: ZeroDivisionError"):
+        load_environments(path)
+
+
+ADDRS = [{"ifname": "lo", "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8}]},
+         {"ifname": "eth0", "addr_info": [{"family": "inet", "local": "192.168.1.5", "prefixlen": 24},
+                                          {"family": "inet6", "local": "fe80::1", "prefixlen": 64}]},
+         {"ifname": "btaaaaaa", "addr_info": [{"family": "inet", "local": "10.213.30.1", "prefixlen": 24}]},
+         {"ifname": "vboxnet0", "addr_info": [{"family": "inet", "local": "10.213.31.1", "prefixlen": 24}]},
+         {"ifname": "btbbbbbb", "addr_info": [{"family": "inet", "local": "10.213.32.1", "prefixlen": 24}]}]
+ROUTES = [{"dst": "default", "gateway": "192.168.1.1", "dev": "eth0"},
+          {"dst": "192.168.1.0/24", "dev": "eth0"}, {"dst": "10.213.30.0/24", "dev": "btaaaaaa"},
+          {"dst": "172.20.0.0/16", "gateway": "192.168.1.7", "dev": "eth0"}, {"dst": "10.99.0.7", "dev": "wg0"}]
+
+
+def fake_ip(tmp_path: Path) -> str:
+    """An `ip` that prints recorded `ip -j -4 addr` / `ip -j -4 route` output."""
+    import json
+
+    (tmp_path / "addr.json").write_text(json.dumps(ADDRS))
+    (tmp_path / "route.json").write_text(json.dumps(ROUTES))
+    tool = tmp_path / "ip"
+    tool.write_text(f'#!/bin/sh\ncase "$3" in addr) cat {tmp_path}/addr.json;; route) cat {tmp_path}/route.json;; '
+                    "esac\n")
+    tool.chmod(0o755)
+    return str(tool)
+
+
+@pytest.mark.parametrize(("net", "own", "words"), [
+    ("10.213.30.0/24", "btaaaaaa", None),  # the lab's own bridge, up with its hosts
+    ("10.213.31.0/24", "btcccccc", None),  # a host-only interface holding exactly the lab's gateway
+    ("10.213.32.0/24", "btcccccc", "address 10.213.32.1/24 on btbbbbbb (another booted lab's bridge"),
+    ("10.213.30.0/24", "btcccccc", "address 10.213.30.1/24 on btaaaaaa (another booted lab's bridge"),
+    ("192.168.1.0/25", "btcccccc", "address 192.168.1.5/24 on eth0"),
+    ("172.20.5.0/24", "btcccccc", "route 172.20.0.0/16 via 192.168.1.7 dev eth0"),
+    ("10.99.0.0/24", "btcccccc", "route 10.99.0.7/32 dev wg0"),
+    ("10.0.0.0/16", "btcccccc", None),  # the default route covers everything: not a claim
+])
+def test_the_network_may_not_overlap_this_machines(tmp_path: Path, net: str, own: str, words: str | None) -> None:
+    from booted.environments.machine import check_machine, claims
+
+    path = write(tmp_path, GOOD.replace('"10.213.30.0/24"', f'"{net}"'))
+    env = load_environments(path)["lab"]
+    found = claims(env, fake_ip(tmp_path))
+    if words is None:
+        check_machine(env, [own], found)
+        return
+    with pytest.raises(ConfigError) as info:
+        check_machine(env, [own], found)
+    assert str(info.value).startswith(f"{path}:4: environment 'lab': network {net} overlaps this machine's {words}")
+    assert "choose a network no interface or route of this machine uses" in str(info.value)
+
+
+def test_host_images_made_on_another_network(tmp_path: Path) -> None:
+    from booted.lab.preflight import check_images
+    from booted.state.records import Image
+
+    path = write(tmp_path, GOOD)
+    env = load_environments(path)["lab"]
+    images = [Image(n, "lab", "netns", "worker", None, None, ip, "52:54:00:00:00:01", "", 256, 1, 0.0, None, None)
+              for n, ip in (("web01", "10.213.29.2"), ("web02", "10.213.30.3"), ("web03", "10.213.29.4"))]
+    with pytest.raises(ConfigError) as info:
+        check_images(env, images)
+    assert str(info.value) == (f"{path}:4: environment 'lab': network is now 10.213.30.0/24, but host image(s) web01 "
+                               "(10.213.29.2), web03 (10.213.29.4) were made on the old one and keep their address; "
+                               "delete them first: fab image_del web01,web03 (they are made again on the new network)")
+    check_images(env, images[1:2])

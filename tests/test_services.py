@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -140,3 +141,84 @@ def test_the_lb_is_haproxy_driven_live(tmp_path: Path) -> None:
     target = Target("lb01", "10.0.0.2")
     assert "on_backends='python3 haproxyctl.py apply'" in backends_script(lb, target, "10.0.0.3:8000")
     assert "stats='python3 haproxyctl.py stats'" in stats_script(lb, target)
+
+
+@pytest.mark.parametrize(("start", "words"), [
+    ("exec app --port {port:>99999999999999999999}", "uses {port:>99999999999999999999}: placeholders are plain"),
+    ("exec app --bind {ip!r}", "uses {ip!r}: placeholders are plain"),
+    ("exec app --bind {ip.real}", "uses {ip.real}: the placeholders are"),
+    ("exec app --bind {ip[0]}", "uses {ip[0]}: the placeholders are"),
+    ("exec app {", "'start': Single '{' encountered in format string"),
+    ("exec app }", "'start': Single '}' encountered"),
+])
+def test_placeholders_are_plain(tmp_path: Path, start: str, words: str) -> None:
+    (tmp_path / "echo").mkdir()
+    (tmp_path / "echo" / "service.toml").write_text(f"port = 9000\nstart = {start!r}\n")
+    with pytest.raises(ConfigError) as info:
+        load_service(tmp_path / "echo")
+    assert str(info.value).startswith(f"{tmp_path / 'echo' / 'service.toml'}: "), info.value
+    assert words in str(info.value), info.value
+
+
+def echo(tmp_path: Path) -> Path:
+    folder = tmp_path / "echo"
+    folder.mkdir()
+    (folder / "service.toml").write_text('port = 9000\nstart = "exec python3 -m http.server {port}"\n')
+    (folder / "VERSION").write_text("1.0\n")
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["socket", "fifo"])
+def test_non_regular_files_are_refused_by_name(tmp_path: Path, kind: str) -> None:
+    import os
+    import socket
+
+    from booted.remote.services import check_release
+
+    folder = echo(tmp_path)
+    (folder / "run").mkdir()
+    odd = folder / "run" / "ctl"
+    if kind == "fifo":
+        os.mkfifo(odd)  # opening it to pack would block forever
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(odd))
+    service = load_service(folder)
+    what = "a socket" if kind == "socket" else "a FIFO (named pipe)"
+    for call in (lambda: check_release(service, "1.0"), lambda: package(service, "1.0")):
+        with pytest.raises(ConfigError, match=rf"^{odd}: {re.escape(what)} in service folder {folder}: a release "
+                                              "holds regular files, folders and symlinks only; move it out"):
+            call()
+
+
+def test_a_folder_over_the_limit_is_refused_with_the_limit(tmp_path: Path) -> None:
+    from booted.remote.packing import check_folder
+
+    folder = echo(tmp_path)
+    with open(folder / "data.bin", "wb") as fh:
+        fh.truncate(3 << 20)
+    (folder / "link").symlink_to("data.bin")  # a symlink counts as a link, not as its target's size
+    with pytest.raises(ConfigError) as info:
+        check_folder(folder, limit_mb=2)
+    assert str(info.value) == (f"service folder {folder} holds 3.0 MB (largest: data.bin, 3.0 MB): a release may hold "
+                               "at most 2 MB (MAX_RELEASE_MB in booted/remote/packing.py); keep large data out of the "
+                               "service folder (fetch it in the service's `setup` command)")
+    assert [p.name for p, _ in check_folder(folder, limit_mb=4)] == ["data.bin", "link", "service.toml"]
+
+
+def test_a_release_is_packed_streaming(tmp_path: Path) -> None:
+    import tracemalloc
+
+    folder = echo(tmp_path)
+    with open(folder / "data.bin", "wb") as fh:
+        fh.truncate(60 << 20)
+    tracemalloc.start()
+    try:
+        release = package(load_service(folder), "1.0")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"packing a 60 MB folder peaked at {peak >> 20} MB of Python memory"
+    assert release.blob.size < 1 << 20 and release.id == f"1.0-{release.sha256[:10]}"
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(release.data))) as tar:
+        assert tar.getmember("data.bin").size == 60 << 20 and tar.getmember("VERSION").size == 4

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from booted.errors import StateError
 from booted.providers.procs import alive, from_pidfile
@@ -29,6 +29,11 @@ def files(ctx: Booted, env: str) -> tuple[Path, Path]:
 def running(ctx: Booted, env: str) -> int | None:
     """The PID of the environment's monitor, if one runs."""
     return from_pidfile(files(ctx, env)[0], "monitor")  # the lock file is per environment
+
+
+def password_from(stream: IO[str]) -> str | None:
+    """The password monitor_start hands its daemon on stdin (one line), or None."""
+    return stream.readline().rstrip("\n") or None
 
 
 def foreground(ctx: Booted, env: str) -> None:
@@ -57,10 +62,19 @@ def start(ctx: Booted, env: str) -> int:
         raise StateError(f"the monitor of {env!r} already runs (pid {pid}); its log: {files(ctx, env)[1]}")
     log = files(ctx, env)[1]
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "fabric", "monitor", "--env", env],
-                                cwd=ctx.settings.project_root, stdin=subprocess.DEVNULL, stdout=out,
+    password = ctx.settings.password
+    with open(log, "ab") as out:  # booted's clean environment; the password (if any) on stdin, read at start
+        proc = subprocess.Popen([sys.executable, "-m", "fabric", "monitor", "--env", env,
+                                 *(["--password-stdin"] if password else [])],
+                                cwd=ctx.settings.project_root, env=ctx.settings.daemon_env(),
+                                stdin=subprocess.PIPE if password else subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+    if password and proc.stdin is not None:
+        try:
+            proc.stdin.write(password.encode() + b"\n")
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it ended already: said below
     for _ in range(200):
         if running(ctx, env) == proc.pid:
             return proc.pid

@@ -3,6 +3,7 @@ loop's settings. Checked with the rest of environments.py (file:line errors)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,10 @@ class MonitorSpec:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite number: not a bool, not NaN or infinity (which pass or break every comparison)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def parse_monitor(env: str, value: dict[str, Any], roles: dict[str, int], minimum: dict[str, int],

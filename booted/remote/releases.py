@@ -4,14 +4,13 @@ instead of the controller pushing the same bytes to each host over SFTP."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import uuid
 from dataclasses import dataclass
 
 from booted.config import Settings
-from booted.remote.services import Release
+from booted.remote.packing import Release
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class Published:
 
 def publish(settings: Settings, release: Release) -> Published:
     """Place the release where nginx serves it (once: the name is its checksum); safe beside other runs."""
-    digest = hashlib.sha256(release.data).hexdigest()
+    digest = release.sha256
     folder = settings.releases_dir
     target = folder / f"{digest}.tar.gz"
     if not target.exists():
@@ -35,7 +34,9 @@ def publish(settings: Settings, release: Release) -> Published:
         folder.chmod(0o755)  # nginx's workers (nobody, as root) read it
         folder.parent.chmod(0o755)
         tmp = folder / f".{digest}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        tmp.write_bytes(release.data)
+        with open(tmp, "wb") as out:  # streamed from the release's file: never whole in memory
+            for chunk in release.blob.chunks():
+                out.write(chunk)
         tmp.chmod(0o644)
         tmp.replace(target)  # atomic: a host never fetches half a file
     return Published(digest, f"/releases/{digest}.tar.gz")

@@ -7,19 +7,16 @@ variable is set, else from the in-tree folder, whose VERSION file names the only
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import re
 import string
 import subprocess
-import tarfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from booted.environments import packages_of
 from booted.errors import ConfigError, DeployError
+from booted.remote.packing import Release, check_folder, tar_folder, tar_repo
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}\Z")
 HEALTH_RE = re.compile(r"^/[A-Za-z0-9/._~?=&-]{0,200}\Z")
@@ -49,19 +46,6 @@ class Service:
     @property
     def repo_var(self) -> str:
         return f"{self.name.upper()}_REPO"
-
-
-@dataclass(frozen=True)
-class Release:
-    """A packaged version of a service: a tar.gz whose VERSION file says `version`."""
-
-    service: str
-    version: str
-    data: bytes
-
-    @property
-    def id(self) -> str:
-        return f"{self.version}-{hashlib.sha256(self.data).hexdigest()[:10]}"
 
 
 def folders(services_dir: Path) -> list[str]:
@@ -134,11 +118,21 @@ def _command(path: Path, key: str, value: object) -> str | None:
 
 
 def _placeholders(path: Path, key: str, command: str) -> None:
-    """A service.toml command may use only the placeholders booted fills in."""
-    names = {field for _, field, _, _ in string.Formatter().parse(command) if field is not None}
-    if names - PLACEHOLDERS:
-        raise ConfigError(f"{path}: '{key}' uses {{{sorted(names - PLACEHOLDERS)[0]}}}: the placeholders are "
-                          f"{', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))} (write {{{{ and }}}} for braces)")
+    """A service.toml command may use only the placeholders booted fills in, plain: {ip}, never {ip!r},
+    {port:>99999} or {ip.real} (booted quotes each value for the shell; a format spec would undo that)."""
+    allowed = ", ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(command) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{path}: '{key}': {exc} (the placeholders are {allowed}; write {{{{ and }}}} for "
+                          "braces)") from None
+    for name, spec, conv in fields:
+        if name not in PLACEHOLDERS:
+            raise ConfigError(f"{path}: '{key}' uses {{{name}}}: the placeholders are {allowed} (write {{{{ and "
+                              "}} for braces)")
+        if spec or conv:
+            raise ConfigError(f"{path}: '{key}' uses {{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}"
+                              f": placeholders are plain ({allowed}), without a format spec or conversion")
 
 
 def get_service(services_dir: Path, name: str, services: dict[str, Service] | None = None) -> Service:
@@ -154,6 +148,24 @@ def in_tree_version(service: Service) -> str:
     return path.read_text().strip() if path.exists() else "0"
 
 
+def check_release(service: Service, version: str | None, repo: str | None = None) -> None:
+    """What package() would refuse, found without packing: a bad or missing version, a folder a release
+    cannot hold (check_folder). Run before any host is touched."""
+    if version is not None and not VERSION_RE.match(version):
+        raise ConfigError(f"version {version!r}: a tag or commit (letters, digits, . _ -)")
+    if repo:
+        try:
+            _commit(service, Path(repo), version or "HEAD")
+        except DeployError as exc:
+            raise ConfigError(str(exc)) from None
+        return
+    current = in_tree_version(service)
+    if version is not None and version != current:
+        raise ConfigError(f"{service.name} {version}: the in-tree {service.folder} has only version {current}. "
+                          f"Set {service.repo_var} to a git repository whose tags are the versions")
+    check_folder(service.folder)
+
+
 def package(service: Service, version: str | None, repo: str | None = None) -> Release:
     """The release of `service` at `version` (None: the in-tree version, or the repo's HEAD); `repo` is
     the value of <NAME>_REPO (Settings.repo), if set."""
@@ -165,39 +177,14 @@ def package(service: Service, version: str | None, repo: str | None = None) -> R
     if version is not None and version != current:
         raise DeployError(f"{service.name} {version}: the in-tree {service.folder} has only version {current}. "
                           f"Set {service.repo_var} to a git repository whose tags are the versions")
-    return Release(service.name, current, _tar_folder(service.folder, current))
-
-
-def _tar_folder(folder: Path, version: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path in sorted(folder.rglob("*")):
-            rel = path.relative_to(folder)
-            if "__pycache__" in rel.parts or rel.name == "VERSION":
-                continue
-            info = tar.gettarinfo(str(path), arcname=str(rel))
-            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-            if path.is_file():
-                with open(path, "rb") as fh:
-                    tar.addfile(info, fh)
-            else:
-                tar.addfile(info)
-        _add_version(tar, version)
-    return gzip.compress(buf.getvalue(), mtime=0)
-
-
-def _add_version(tar: tarfile.TarFile, version: str) -> None:
-    data = f"{version}\n".encode()
-    info = tarfile.TarInfo("VERSION")
-    info.size, info.mode = len(data), 0o644
-    tar.addfile(info, io.BytesIO(data))
+    return Release(service.name, current, tar_folder(service.folder, current))
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False)
 
 
-def _from_repo(service: Service, repo: Path, version: str) -> Release:
+def _commit(service: Service, repo: Path, version: str) -> str:
     if not (repo / ".git").exists() and _git(repo, "rev-parse", "--git-dir").returncode != 0:
         raise DeployError(f"{service.repo_var}={repo}: not a git repository")
     commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{version}^{{commit}}")
@@ -205,18 +192,13 @@ def _from_repo(service: Service, repo: Path, version: str) -> Release:
         tags = _git(repo, "tag", "--list").stdout.decode().split()
         raise DeployError(f"{service.name}: version {version!r} is not a tag or commit of {repo} "
                           f"(tags: {', '.join(tags[-10:]) or 'none'})")
+    return commit.stdout.decode().strip()
+
+
+def _from_repo(service: Service, repo: Path, version: str) -> Release:
+    commit = _commit(service, repo, version)
     sub = f"service/{service.name}"
     tree = f"{version}:{sub}" if _git(repo, "cat-file", "-e", f"{version}:{sub}/service.toml").returncode == 0 \
         else version
-    archive = _git(repo, "archive", "--format=tar", tree)
-    if archive.returncode != 0:
-        raise DeployError(f"{service.name}: git archive {tree} failed: {archive.stderr.decode().strip()}")
-    label = version if version != "HEAD" else commit.stdout.decode().strip()[:12]
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as src, tarfile.open(fileobj=buf, mode="w") as out:
-        for member in src.getmembers():
-            if member.name in ("VERSION", "./VERSION") or member.name.startswith("/") or ".." in member.name:
-                continue
-            out.addfile(member, src.extractfile(member) if member.isfile() else None)
-        _add_version(out, label)
-    return Release(service.name, label, gzip.compress(buf.getvalue(), mtime=0))
+    label = version if version != "HEAD" else commit[:12]
+    return Release(service.name, label, tar_repo(repo, tree, label, service.name))

@@ -1,0 +1,96 @@
+"""What a validated environment is: hosts as the user wants them, and the rules of names, ranges and
+package lists (shared with service.toml)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from booted.errors import ConfigError
+from booted.monitor.spec import MonitorSpec
+from booted.providers.hypervisors import Hypervisor
+
+HOST_KEYS = {"role", "service", "version", "memory", "cpus", "hypervisor"}
+ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor", "boot",
+            "hypervisors", "uplink"}
+BOOTS = {"kernel": "QEMU boots the kernel and hands in the identity (fast)",
+         "disk": "the bootable golden disk (extlinux) with the identity on a seed disk, as other hypervisors boot",
+         "installed": "each host's own disk from an installer (fab image_build --installer), with the seed disk"}
+INITS = ("busybox", "systemd")
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}\Z")
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
+RANGE_RE = re.compile(r"^([a-z][a-z0-9-]*)\[(\d+):(\d+)\]([a-z0-9-]*)\Z")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One host as the user wants it."""
+
+    name: str
+    role: str
+    service: str | None
+    version: str | None
+    memory: int = 256
+    cpus: int = 1
+    hypervisor: str = ""  # libvirt: pinned to this hypervisor (by name)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One validated environment."""
+
+    name: str
+    provider: str
+    network: ipaddress.IPv4Network
+    hosts: tuple[HostSpec, ...]
+    minimum: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+    packages: tuple[str, ...] = ()  # extra Debian packages baked into its golden image
+    init: str = "busybox"  # what hosts boot: busybox init (fast) or Debian's systemd
+    monitor: MonitorSpec = field(default_factory=MonitorSpec)  # max, target and the monitor's settings
+    boot: str = "kernel"  # qemu: how hosts boot (BOOTS)
+    hypervisors: tuple[Hypervisor, ...] = ()  # libvirt: the daemons its hosts run on
+    uplink: str = ""  # libvirt: this machine's interface into the lab bridge, towards other hypervisors
+    where_network: str = ""  # file:line of its 'network' key, for errors found later (on this machine)
+
+    def host(self, name: str) -> HostSpec:
+        for spec in self.hosts:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"{self.source}: environment {self.name!r} has no host {name!r} "
+                          f"(hosts: {', '.join(h.name for h in self.hosts)})")
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return next(self.network.hosts())
+
+
+def expand_range(key: str) -> list[str]:
+    """`web[01:03]` -> web01 web02 web03; a plain name -> [name]. Raises ValueError on a bad range."""
+    match = RANGE_RE.match(key)
+    if not match:
+        if "[" in key or "]" in key:
+            raise ValueError("a range is written like web[01:04] or web[1:4] (first <= last)")
+        return [key]
+    prefix, first, last, suffix = match.groups()
+    low, high = int(first), int(last)
+    if low > high:
+        raise ValueError(f"range start {first} is after its end {last}")
+    if high - low >= 1000:
+        raise ValueError("a range may name at most 1000 hosts")
+    width = len(first) if first.startswith("0") and len(first) > 1 else 0
+    return [f"{prefix}{str(n).zfill(width)}{suffix}" for n in range(low, high + 1)]
+
+
+def packages_of(raw: Any, where: str) -> tuple[str, ...]:
+    """A list of Debian package names, checked (they reach debootstrap's and apt's command lines)."""
+    if not isinstance(raw, list | tuple) or not all(isinstance(p, str) for p in raw):
+        raise ConfigError(f"{where}: 'packages' must be a list of Debian package names, e.g. ['redis-server']")
+    bad = [p for p in raw if not PACKAGE_RE.match(p)]
+    if bad:
+        raise ConfigError(f"{where}: package name {bad[0]!r}: Debian package names are lowercase letters, digits "
+                          "and + . -")
+    return tuple(sorted(set(raw)))

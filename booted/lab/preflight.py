@@ -1,0 +1,42 @@
+"""What a start checks before it touches any host (stops, boots or makes one): the services its hosts run
+(service.toml, the version, the folder a release is packed from), host images made on another network, and
+this machine's networks. Bad input is a ConfigError (exit 2) here, never a host stopped and left down."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from booted.environments import Environment, HostSpec
+from booted.environments.machine import check_machine, claims
+from booted.errors import ConfigError
+from booted.remote.services import check_release
+from booted.state.inventory import Image
+
+if TYPE_CHECKING:
+    from booted.context import Booted
+
+
+def preflight(ctx: Booted, env: Environment, bridge: str, specs: Iterable[HostSpec]) -> None:
+    """Raise for the first mistake in what starting `specs` of `env` (on its bridge) needs."""
+    checked: set[tuple[str, str | None]] = set()
+    for spec in specs:
+        if spec.service and (spec.service, spec.version) not in checked:
+            checked.add((spec.service, spec.version))
+            service = ctx.service(spec.service)
+            check_release(service, spec.version, ctx.settings.repo(service.repo_var))
+    check_images(env, ctx.inventory.images(env.name))
+    check_machine(env, [bridge], claims(env, ctx.settings.which("ip")))
+
+
+def check_images(env: Environment, images: list[Image]) -> None:
+    """Host images keep the address they were made with: after the environment's network changed, they
+    are deleted (and made again on the new network) before the lab starts."""
+    moved = [i for i in images if ipaddress.IPv4Address(i.ip) not in env.network]
+    if moved:
+        names = ",".join(i.name for i in moved)
+        raise ConfigError(f"{env.where_network or env.source}: environment {env.name!r}: network is now "
+                          f"{env.network}, but host image(s) {', '.join(f'{i.name} ({i.ip})' for i in moved)} were "
+                          f"made on the old one and keep their address; delete them first: fab image_del {names} "
+                          "(they are made again on the new network)")
