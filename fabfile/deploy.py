@@ -9,6 +9,7 @@ from booted.config import Settings
 from booted.context import Booted
 from booted.remote import deploy
 from booted.remote.services import folders
+from booted.results import HostResult
 from booted.state import pins
 from fabfile._task import booted_task, err, finish, names
 
@@ -25,7 +26,9 @@ HELP = {"version": "a tag or commit of <NAME>_REPO (or the in-tree VERSION)",
 
 def _make(service: str, op: str) -> Any:
     def body(ctx: Booted, version: str | None = None, hosts: str | None = None, env: str | None = None) -> None:
-        results = deploy.run_op(ctx, op, deploy.plan(ctx, service, names(hosts), env, version))
+        chosen = names(hosts)
+        lost = _relist(ctx, service, chosen, env)
+        results = lost + deploy.run_op(ctx, op, deploy.plan(ctx, service, chosen, env, version))
         done = [r.host for r in results if r.ok]
         if op in ("deploy", "rollback") and done:  # the monitor keeps what a user deployed by hand
             for handle, group in ctx.group(done, env):
@@ -38,6 +41,17 @@ def _make(service: str, op: str) -> Any:
     body.__name__ = body.__qualname__ = f"{service}_{op}"
     body.__doc__ = OPS[op].format(name=service) + "."
     return booted_task(help=HELP)(body)
+
+
+def _relist(ctx: Booted, service: str, chosen: list[str] | None, env: str | None) -> list[HostResult]:
+    """A host of the service that runs but is off the host list is listed again (said on stderr), or its
+    failure is one of the task's results: never skipped silently."""
+    envs = sorted({i.env for i in ctx.inventory.images() if i.service == service and i.env in ctx.environments
+                   and (env is None or i.env == env)})
+    lost = [r for e in envs for r in ctx.lab(e).relist_unlisted(service) if chosen is None or r.host in chosen]
+    for r in lost:
+        err(f"{r.host}: runs but was not in the host list: {r.detail}")
+    return [r for r in lost if not r.ok]
 
 
 def service_tasks(services_dir: Path | None = None) -> list[Any]:

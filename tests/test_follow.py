@@ -159,3 +159,36 @@ def test_other_errors_are_not_taken_for_a_full_disk() -> None:
     assert storage_error(OSError(errno.ENOENT, "gone"), "/st") is None
     assert storage_error(sqlite3.OperationalError("no such table: x"), "/st") is None
     assert storage_error(ConfigError("x"), "/st") is None
+
+
+def test_metrics_parse_and_counters_never_go_down(tmp_path: Path) -> None:
+    """/metrics' text through prometheus_client's own parser, scraped while 300 actions are recorded (more
+    than the 200 the old window held): every counter and histogram count only grows (issue 20, item 3)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from booted.monitor.api import metrics
+
+    inv = Inventory(tmp_path / "state.db")
+    status = {"roles": {"worker": {"running": ["web01"], "healthy": ["web01"], "held": [], "wanted": 1,
+                                   "load": 2.5}}}
+    before: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for i in range(300):
+        kind = ("heal", "start", "stop", "deploy")[i % 4]
+        action = inv.open_action("lab", kind, f"web{i % 3:02d}", "test")
+        inv.finish_action(action, i % 7 != 0, "detail")
+        if i % 25:
+            continue
+        text = metrics("lab", status, *inv.action_totals("lab"))
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert families["booted_actions"].type == "counter"  # the parser names a counter without _total
+        assert families["booted_heal_seconds"].type == "histogram"
+        assert families["booted_scaleup_seconds"].type == "histogram"
+        assert families["booted_hosts"].type == "gauge"
+        now = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for name in ("booted_actions", "booted_heal_seconds", "booted_scaleup_seconds")
+               for s in families[name].samples if not s.name.endswith("_sum")}
+        assert all(now.get(key, 0) >= value for key, value in before.items()), "a counter went down"
+        before = now
+    total = sum(v for (name, _), v in before.items() if name == "booted_actions_total")
+    assert total == 276  # every action up to the last scrape (i = 275), none forgotten
+    inv.close()

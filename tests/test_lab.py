@@ -5,6 +5,7 @@ their process boundaries (tests/fakes.py). The boot log, state database, keys an
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,6 +134,27 @@ def test_start_min_and_worker(settings_env: dict[str, str], tmp_path: Path, worl
     report = ctx.lab().start_worker("web01")  # stopped, booted again, delivered
     assert report.failed() == [] and world.calls.count("stop") == 1
     assert report.steps["boot"]["web01"].detail.startswith("booted in")
+
+
+@pytest.mark.parametrize(("break_it", "words"), [
+    (lambda f: (f / "service.toml").write_text((f / "service.toml").read_text().replace("{port}", "{port:>99999}")),
+     "hello/service.toml: 'start' uses {port:>99999}: placeholders are plain"),
+    (lambda f: __import__("os").mkfifo(f / "ctl"), "hello/ctl: a FIFO (named pipe) in service folder"),
+])
+def test_start_worker_validates_before_it_stops_the_host(settings_env: dict[str, str], tmp_path: Path, world: World,
+                                                         break_it: object, words: str) -> None:
+    import shutil
+
+    services = tmp_path / "service"
+    shutil.copytree(REPO / "service", services, ignore=shutil.ignore_patterns("__pycache__"))
+    ctx = make_ctx(settings_env, tmp_path, world, BOOTED_SERVICES=str(services))
+    ctx.lab().start_min()
+    stops = world.calls.count("stop")
+    break_it(services / "hello")  # type: ignore[operator]
+    again = make_ctx(settings_env, tmp_path, world, BOOTED_SERVICES=str(services))  # reads the service anew
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        again.lab().start_worker("web01")
+    assert world.calls.count("stop") == stops and "web01" in world.running  # never stopped, not left down
 
 
 def test_stop_all_stops_destroys_and_tears_down_once(settings_env: dict[str, str], tmp_path: Path,

@@ -138,3 +138,81 @@ def test_decide_redeploys_drift_but_not_on_a_failing_host(tmp_path: Path) -> Non
                     {"web01": "1.0", "web02": "1.0"})
     actions = decide(env, seen, {"lb": 1, "worker": 2})
     assert [(a.kind, a.host) for a in actions] == [("heal", "web02"), ("deploy", "web01")]
+
+
+class NoActions:
+    def actions(self, env: str, limit: int = 50) -> list[dict[str, object]]:
+        return []
+
+    def action_totals(self, env: str) -> tuple[dict[tuple[str, str], int], dict[str, list[float]]]:
+        return {}, {}
+
+
+def _api(tmp_path: Path) -> object:
+    from booted.monitor.api import Api, Control
+
+    return Api(Control("lab", {"web01"}), NoActions(), tmp_path / "monitor" / "lab.url")  # type: ignore[arg-type]
+
+
+def _raw(port: int, data: bytes, read: bool = True, reset: bool = False) -> bytes:
+    """Send bytes as a client would; the status line of the answer (or hang up at once)."""
+    import socket
+    import struct
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        if reset:  # close with RST: the server's write fails (an aborted client)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(data)
+        return sock.recv(4096).split(b"\r\n")[0] if read else b""
+
+
+def test_api_malformed_requests_get_4xx_and_aborted_clients_log_nothing(tmp_path: Path,
+                                                                         capfd: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    api = _api(tmp_path)
+    port, token = api.server.server_address[1], api.token  # type: ignore[attr-defined]
+    try:
+        assert _raw(port, "GET /api/status?token=é€ HTTP/1.0\r\n\r\n".encode()) == b"HTTP/1.0 401 Unauthorized"
+        assert _raw(port, b"GET /api/status HTTP/1.0\r\nAuthorization: Bearer \xe9\xff\r\n\r\n") == \
+            b"HTTP/1.0 401 Unauthorized"
+        assert _raw(port, b"GET /%zz?token=%ff%fe HTTP/1.0\r\n\r\n") == b"HTTP/1.0 401 Unauthorized"
+        assert _raw(port, b"GET / HTTP/1.0\r\n" + b"X: y\r\n" * 200 + b"\r\n") == b"HTTP/1.0 431 Too many headers"
+        assert _raw(port, b"GET /" + b"a" * 70000 + b" HTTP/1.0\r\n\r\n") == b"HTTP/1.0 414 Request-URI Too Long"
+        assert _raw(port, f"POST /api/hosts/%ff/x?token={token} HTTP/1.0\r\n\r\n".encode()).startswith(b"HTTP/1.0 404")
+        assert b"400" in _raw(port, b"GARBAGE\r\n\r\n")
+        assert _raw(port, f"GET /api/status?token={token} HTTP/1.0\r\n\r\n".encode()) == b"HTTP/1.0 200 OK"
+        for _ in range(50):  # clients that hang up: before sending, mid-request, before reading the answer
+            _raw(port, f"GET /metrics?token={token} HTTP/1.0\r\n\r\n".encode(), read=False, reset=True)
+            _raw(port, b"GET /metr", read=False)
+            _raw(port, b"", read=False)
+        time.sleep(0.5)
+        assert _raw(port, f"GET /metrics?token={token} HTTP/1.0\r\n\r\n".encode()) == b"HTTP/1.0 200 OK"
+    finally:
+        api.close()  # type: ignore[attr-defined]
+    out, err = capfd.readouterr()
+    assert err == "" and out == ""
+
+
+def test_api_token_is_compared_as_bytes() -> None:
+    from booted.monitor.api import authorized
+
+    assert authorized("abc", "abc") and not authorized("abd", "abc") and not authorized("é", "abc")
+    assert not authorized("\udcff", "abc") and not authorized("", "abc")
+
+
+def test_readme_curl_example_runs_as_written(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import REPO
+
+    line = next(ln for ln in (REPO / "README.md").read_text().splitlines() if ln.startswith("curl -H \"Authorization"))
+    api = _api(tmp_path)
+    try:
+        url = (tmp_path / "monitor" / "lab.url").read_text().strip()
+        proc = subprocess.run(["bash", "-euc", f"url=$(cat {tmp_path / 'monitor' / 'lab.url'})\n{line}"],
+                              capture_output=True, text=True, timeout=30)
+    finally:
+        api.close()  # type: ignore[attr-defined]
+    assert proc.returncode == 0, (url, line, proc.stderr)
+    assert proc.stdout.startswith("# HELP booted_hosts"), proc.stdout

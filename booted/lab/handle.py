@@ -28,6 +28,7 @@ from booted.images.installer import Rendered
 from booted.images.installer import publish as publish_installer
 from booted.images.isoboot import boot_files
 from booted.images.netboot import ensure_netboot
+from booted.lab.preflight import preflight
 from booted.lab.status import status_rows
 from booted.providers.base import InstallMedia, Lab, Provider
 from booted.remote import deploy, firstboot
@@ -102,6 +103,10 @@ class LabHandle:
         if not self._checked:
             self.provider.check(self.lab)
             self._checked = True
+
+    def validate(self, specs: list[HostSpec]) -> None:
+        """What input decides, checked before any host is touched (lab/preflight.py): ConfigError, exit 2."""
+        preflight(self.ctx, self.env, self.lab.bridge, specs)
 
     # observing (no root needed) ----------------------------------------------------------------------
     def running(self) -> dict[str, int]:
@@ -256,6 +261,7 @@ class LabHandle:
         served: dict[str, firstboot.Serve] = {}
         if not images:
             return [], served
+        self.validate([])
         self.check()
         since = time.time()
         already = self.running()
@@ -313,6 +319,14 @@ class LabHandle:
         self.ctx.inventory.set_hypervisors({n: hv for n, hv in placement.items() if recorded.get(n) != hv})
         return [replace(i, hypervisor=placement[i.name]) for i in idents if i.name in placement], errors
 
+    def relist_unlisted(self, service: str) -> list[HostResult]:
+        """Hosts of `service` that run but are not in the host list (a run killed between a boot and its
+        listing): listed again, or a failed result saying why; a service task never skips them silently."""
+        listed = {h.name for h in self.ctx.inventory.hosts()}
+        running = self.running()
+        return [self.relist(i) for i in self.ctx.inventory.images(self.env.name)
+                if i.service == service and i.name in running and i.name not in listed]
+
     def relist(self, img: Image) -> HostResult:
         """A host that runs but is not in the host list (cleared, or booted before the current boot log):
         list it again from its pinned identity if it answers SSH (connections still verify its host key)."""
@@ -368,8 +382,7 @@ class LabHandle:
     @_locked("starting")
     def start_hosts(self, specs: list[HostSpec]) -> StartReport:
         """Make and boot `specs`, then deploy, start and test each host's service. Never stops at one host."""
-        for name in sorted({s.service for s in specs if s.service}):
-            self.ctx.service(name)  # an unknown or broken service is a mistake found before any host boots
+        self.validate(specs)
         self.check()
         report = StartReport(self.images([s.name for s in specs]))
         booted, served = self._start(report.images, serve=True)
@@ -420,6 +433,7 @@ class LabHandle:
         """(Re)start one host: stop it if it runs, boot it, deploy/start/test its service. The monitor's heal
         (not `by_user`) keeps a user's pin: its next pass deploys the pinned version again."""
         spec = self.env.host(name)
+        self.validate([spec])  # before the host is stopped: bad input never leaves it down
         self.check()
         if name in self.running():
             self.stop([name], by_user=False)  # a restart, not a stop the monitor should respect

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import sys
 import threading
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -75,8 +76,15 @@ class Control:
             self.busy = host
 
 
-def metrics(env: str, status: dict[str, Any], actions: list[dict[str, Any]]) -> str:
-    """Prometheus text: hosts per role and state, load, actions by kind and outcome, heal durations."""
+BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)  # seconds: a netns heal to a TCG VM's scale-up
+FINISHED = ("done", "failed", "interrupted")
+
+
+def metrics(env: str, status: dict[str, Any], counts: dict[tuple[str, str], int],
+            took: dict[str, list[float]]) -> str:
+    """Prometheus text: hosts per role and state and load (gauges, from the last pass); finished actions by kind
+    and outcome (counters over every action in the database: they never go down, restarts included); heal and
+    scale-up durations (histograms, from the same records)."""
     lines = ["# HELP booted_hosts Hosts of a role by state.", "# TYPE booted_hosts gauge"]
     for role, v in status.get("roles", {}).items():
         for state in ("running", "healthy", "held"):
@@ -87,17 +95,42 @@ def metrics(env: str, status: dict[str, Any], actions: list[dict[str, Any]]) -> 
     for role, v in status.get("roles", {}).items():
         if v["load"] is not None:
             lines.append(f'booted_load_requests_per_second{{env="{env}",role="{role}"}} {v["load"]:.3f}')
-    counts: dict[tuple[str, str], int] = {}
-    heals = [float(a["finished"]) - float(a["started"]) for a in actions
-             if a["kind"] in ("heal", "start") and a["status"] == "done" and a["finished"]]
-    for a in actions:
-        counts[(a["kind"], a["status"])] = counts.get((a["kind"], a["status"]), 0) + 1
-    lines += ["# HELP booted_actions Recent monitor actions by kind and outcome.", "# TYPE booted_actions gauge"]
-    lines += [f'booted_actions{{env="{env}",kind="{k}",status="{s}"}} {n}' for (k, s), n in sorted(counts.items())]
-    lines += ["# HELP booted_heal_seconds Time from a heal or start action to the host serving.",
-              "# TYPE booted_heal_seconds summary", f'booted_heal_seconds_sum{{env="{env}"}} {sum(heals):.3f}',
-              f'booted_heal_seconds_count{{env="{env}"}} {len(heals)}']
+    lines += ["# HELP booted_actions_total Finished monitor actions by kind and outcome.",
+              "# TYPE booted_actions_total counter"]
+    lines += [f'booted_actions_total{{env="{env}",kind="{k}",status="{s}"}} {n}'
+              for (k, s), n in sorted(counts.items()) if s in FINISHED]
+    lines += ["# HELP booted_actions_in_progress Monitor actions under way.", "# TYPE booted_actions_in_progress gauge",
+              f'booted_actions_in_progress{{env="{env}"}} '
+              f'{sum(n for (_, s), n in counts.items() if s not in FINISHED)}']
+    for kind, name, what in (("heal", "booted_heal_seconds", "a heal (restart, redeploy, test) took"),
+                             ("start", "booted_scaleup_seconds", "a scale-up start took until the host served")):
+        values = took.get(kind, [])
+        lines += [f"# HELP {name} Seconds {what}.", f"# TYPE {name} histogram"]
+        lines += [f'{name}_bucket{{env="{env}",le="{b:g}"}} {sum(1 for v in values if v <= b)}' for b in BUCKETS]
+        lines += [f'{name}_bucket{{env="{env}",le="+Inf"}} {len(values)}',
+                  f'{name}_sum{{env="{env}"}} {sum(values):.3f}', f'{name}_count{{env="{env}"}} {len(values)}']
     return "\n".join(lines) + "\n"
+
+
+class Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that never writes a traceback: a client that went away is not news (nothing is
+    logged), anything else is one line."""
+
+    daemon_threads = True
+    request_queue_size = 64  # a burst of clients waits in the backlog instead of retrying a dropped SYN after 1 s
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
+        host = client_address[0] if isinstance(client_address, tuple) else client_address
+        print(f"monitor api: request from {host} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+
+def authorized(given: str, token: str) -> bool:
+    """Whether a request's token is the API's: compared in constant time, as UTF-8 bytes (any text a client
+    sends, non-ASCII included, is a yes or a no, never an error)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode())
 
 
 class Api:
@@ -106,8 +139,7 @@ class Api:
     def __init__(self, control: Control, inventory: Inventory, url_file: Path) -> None:
         self.control, self.inventory = control, inventory
         self.token = secrets.token_urlsafe(24)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = Server(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/?token={self.token}"
         url_file.parent.mkdir(parents=True, exist_ok=True)
         url_file.touch(mode=0o600)
@@ -123,13 +155,32 @@ class Api:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 10  # seconds a client may take to send its request (a stalled one is dropped, silently)
+
             def _authorized(self) -> bool:
                 query = parse_qs(urlsplit(self.path).query)
                 given = (query.get("token") or [""])[0] or self.headers.get("Authorization", "").removeprefix(
                     "Bearer ")
-                return hmac.compare_digest(given, api.token)
+                return authorized(given, api.token)
 
             def do_GET(self) -> None:
+                self._answer(self._get)
+
+            def do_POST(self) -> None:
+                self._answer(self._post)
+
+            def _answer(self, method: Any) -> None:
+                """The method's reply; a failure in it is a 500 and one log line (a client that left: none)."""
+                try:
+                    method()
+                except (ConnectionError, TimeoutError):
+                    raise
+                except Exception as exc:
+                    print(f"monitor api: {self.command} {urlsplit(self.path).path!r}: {type(exc).__name__}: {exc}",
+                          file=sys.stderr, flush=True)
+                    self.reply(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+            def _get(self) -> None:
                 if not self._authorized():
                     return self.reply(401, {"error": "token required (see .booted/monitor/ENV.url)"})
                 path = urlsplit(self.path).path
@@ -144,12 +195,13 @@ class Api:
                 if path == "/api/events":
                     return self.reply(200, actions)
                 if path == "/metrics":
+                    counts, took = api.inventory.action_totals(c.env)
                     with c.lock:
-                        text = metrics(c.env, c.status, actions)
+                        text = metrics(c.env, c.status, counts, took)
                     return self.send(200, text.encode(), "text/plain; version=0.0.4")
                 return self.reply(404, {"error": f"no {path}"})
 
-            def do_POST(self) -> None:
+            def _post(self) -> None:
                 if not self._authorized():
                     return self.reply(401, {"error": "token required"})
                 parts = urlsplit(self.path).path.strip("/").split("/")
