@@ -92,6 +92,8 @@ class Booted:
                 raise ConfigError(f"host image {host!r} belongs to environment {image.env!r}, which "
                                   f"{self.settings.environments_file} no longer defines; delete it with "
                                   f"'fab image_del {host}'")
+            if env is not None and env != image.env:  # --env means what it says
+                raise ConfigError(f"host image {host!r} belongs to environment {image.env!r}, not {env!r} (--env)")
             return self.lab(image.env)
         if env or self.settings.env_name or len(self.environments) == 1:
             handle = self.lab(env)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fabric import task
+from fabric import Connection, task
 from invoke.exceptions import Exit
 
 from booted.config import Settings
@@ -19,13 +19,17 @@ from booted.environments import expand_range
 from booted.errors import BootedError, ConfigError, storage_error
 from booted.report import host_results
 from booted.results import HostResult
+from fabfile._cli import refusal
 
 
 def booted_task(help: dict[str, str] | None = None) -> Callable[[Callable[..., Any]], Any]:
-    """A Fabric task whose body gets a Booted context instead of invoke's; BootedError -> message + code."""
+    """A Fabric task whose body gets a Booted context instead of invoke's; BootedError -> message + code.
+    No automatic short flags: -h stays help and -v/-e/-H... keep Fabric's meaning (or its refusal)."""
     def decorate(fn: Callable[..., Any]) -> Any:
         @functools.wraps(fn)
         def body(c: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(c, Connection):  # -H: fabric.yaml's executor refuses it first; this if that was replaced
+                raise refusal("hosts")
             ctx: Booted | None = None
             try:
                 ctx = Booted(Settings.from_env())
@@ -45,7 +49,7 @@ def booted_task(help: dict[str, str] | None = None) -> Callable[[Callable[..., A
             finally:
                 if ctx is not None:
                     ctx.close()
-        return task(help=help or {})(body)
+        return task(help=help or {}, auto_shortflags=False)(body)
     return decorate
 
 
@@ -64,11 +68,25 @@ def names(arg: str | None) -> list[str] | None:
     return out
 
 
+JSON_HELP = {"json": "print JSON on stdout instead of a table: one object per host (README: JSON output)"}
+
+
+def result_row(r: HostResult) -> dict[str, Any]:
+    """One host's result as --json prints it: the table's fields, the host always as "name"."""
+    return {"name": r.host, "ok": r.ok, "detail": r.detail,
+            "seconds": None if r.seconds is None else round(r.seconds, 3), "version": r.version}
+
+
+def emit_json(rows: Any) -> None:
+    """--json's output: stdout holds this JSON document and nothing else (progress and messages go to stderr)."""
+    print(json.dumps(rows, indent=2), flush=True)
+
+
 def finish(title: str, results: Sequence[HostResult], as_json: bool = False) -> None:
-    """Print per-host results; exit 1 naming the failed hosts when any failed."""
+    """Print per-host results (a table, or with `as_json` one JSON object per host); exit 1 naming the failed
+    hosts when any failed."""
     if as_json:
-        print(json.dumps([{"host": r.host, "ok": r.ok, "detail": r.detail, "seconds": r.seconds}
-                          for r in results], indent=2))
+        emit_json([result_row(r) for r in results])
     else:
         print(host_results(title, [(r.host, r.ok, r.detail, r.seconds) for r in results]))
     failed(results)

@@ -11,7 +11,7 @@ from booted.remote import deploy
 from booted.remote.services import folders
 from booted.results import HostResult
 from booted.state import pins
-from fabfile._task import booted_task, err, finish, names
+from fabfile._task import JSON_HELP, booted_task, err, finish, names
 
 OPS = {
     "deploy": "Upload {name} [--version V]; switch to it atomically",
@@ -21,11 +21,13 @@ OPS = {
     "rollback": "Switch {name} back to its previous release, restart",
 }
 HELP = {"version": "a tag or commit of <NAME>_REPO (or the in-tree VERSION)",
-        "hosts": "only these hosts (comma list or range like web[01:03])", "env": "only this environment"}
+        "hosts": "only these hosts (comma list or range like web[01:03])", "env": "only this environment",
+        **JSON_HELP}
 
 
 def _make(service: str, op: str) -> Any:
-    def body(ctx: Booted, version: str | None = None, hosts: str | None = None, env: str | None = None) -> None:
+    def body(ctx: Booted, version: str | None = None, hosts: str | None = None, env: str | None = None,
+             json_: bool = False) -> None:
         chosen = names(hosts)
         lost = _relist(ctx, service, chosen, env)
         results = lost + deploy.run_op(ctx, op, deploy.plan(ctx, service, chosen, env, version))
@@ -36,7 +38,7 @@ def _make(service: str, op: str) -> Any:
                 for pin in pins.record_by_user(ctx.inventory, service, group, wanted):
                     err(f"{pin.host}: {service} {pin.version} pinned (environments.py: {pin.env_version or 'HEAD'});"
                         " the monitor keeps it until environments.py's version changes")
-        finish(f"{service}_{op} on {len(results)} host(s)", results)
+        finish(f"{service}_{op} on {len(results)} host(s)", results, json_)
 
     body.__name__ = body.__qualname__ = f"{service}_{op}"
     body.__doc__ = OPS[op].format(name=service) + "."

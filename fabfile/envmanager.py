@@ -2,79 +2,96 @@
 
 from __future__ import annotations
 
-import json
 import time
+from typing import Any
 
 from booted.context import Booted
 from booted.lab.handle import STEPS, StartReport
 from booted.monitor import process
 from booted.report import table
-from fabfile._task import booted_task, err, failed, finish
+from booted.state.records import Image
+from fabfile._task import JSON_HELP, booted_task, emit_json, err, failed, finish
 
 ENV_HELP = {"env": "environment name (default: BOOTED_ENV, or the only one in environments.py)"}
 
 
-def _summary(title: str, report: StartReport, started: float) -> None:
+def start_row(report: StartReport, image: Image) -> dict[str, Any]:
+    """One host of an env_start_* run as --json prints it: the table's columns, each step it reached as
+    {ok, detail, seconds} (null when it did not get there), and ok: no step failed."""
+    def step(name: str) -> dict[str, Any] | None:
+        r = report.steps.get(name, {}).get(image.name)
+        return None if r is None else {"ok": r.ok, "detail": r.detail,
+                                       "seconds": None if r.seconds is None else round(r.seconds, 3)}
+
+    return {"name": image.name, "ip": image.ip, "role": image.role, "ok": image.name not in report.failed(),
+            **{s: step(s) for s in STEPS}}
+
+
+def _summary(title: str, report: StartReport, started: float, as_json: bool) -> None:
     def cell(step: str, host: str) -> str:
         r = report.steps.get(step, {}).get(host)
         return "-" if r is None else "ok" if r.ok else "FAILED"
 
-    print(f"{title} ({time.monotonic() - started:.1f}s)")
-    print(table(["host", "ip", "role", *STEPS],
-                [(i.name, i.ip, i.role, *(cell(s, i.name) for s in STEPS)) for i in report.images]))
+    if as_json:
+        emit_json([start_row(report, i) for i in report.images])
+    else:
+        print(f"{title} ({time.monotonic() - started:.1f}s)")
+        print(table(["host", "ip", "role", *STEPS],
+                    [(i.name, i.ip, i.role, *(cell(s, i.name) for s in STEPS)) for i in report.images]))
     bad = [r for s in STEPS for r in report.steps.get(s, {}).values() if not r.ok]
     for step in STEPS:
         for r in report.steps.get(step, {}).values():
             if not r.ok:
                 err(f"  {r.host} {step}: {r.detail}")
-    names = report.failed()
-    print(f"{len(report.images) - len(names)} ok, {len(names)} failed")
+    if not as_json:
+        names = report.failed()
+        print(f"{len(report.images) - len(names)} ok, {len(names)} failed")
     failed(bad)
 
 
-@booted_task(help=ENV_HELP)
-def env_start_all(ctx: Booted, env: str | None = None) -> None:
+@booted_task(help={**ENV_HELP, **JSON_HELP})
+def env_start_all(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
     """Build the image if needed, boot all hosts, deploy, test."""
     started, lab = time.monotonic(), ctx.lab(env)
     report = lab.start_all()
-    _summary(f"environment {lab.env.name}: {len(report.images)} host(s)", report, started)
+    _summary(f"environment {lab.env.name}: {len(report.images)} host(s)", report, started, json_)
 
 
-@booted_task(help=ENV_HELP)
-def env_start_min(ctx: Booted, env: str | None = None) -> None:
+@booted_task(help={**ENV_HELP, **JSON_HELP})
+def env_start_min(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
     """Start the 'min' hosts of each role, deploy and test them."""
     started, lab = time.monotonic(), ctx.lab(env)
     report = lab.start_min()
-    _summary(f"environment {lab.env.name} (minimum): {len(report.images)} host(s)", report, started)
+    _summary(f"environment {lab.env.name} (minimum): {len(report.images)} host(s)", report, started, json_)
 
 
-@booted_task(help={"name": "host to (re)start", **ENV_HELP})
-def env_start_worker(ctx: Booted, name: str, env: str | None = None) -> None:
+@booted_task(help={"name": "host to (re)start", **ENV_HELP, **JSON_HELP})
+def env_start_worker(ctx: Booted, name: str, env: str | None = None, json_: bool = False) -> None:
     """(Re)start one host: stop, boot, deploy, start, test."""
     started, lab = time.monotonic(), ctx.lab_of(name, env)
     report = lab.start_worker(name)
-    _summary(f"environment {lab.env.name}: worker {name}", report, started)
+    _summary(f"environment {lab.env.name}: worker {name}", report, started, json_)
 
 
-@booted_task(help=ENV_HELP)
-def env_stop(ctx: Booted, env: str | None = None) -> None:
+@booted_task(help={**ENV_HELP, **JSON_HELP})
+def env_stop(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
     """Stop every host of the environment, remove its network."""
     lab = ctx.lab(env)
     if process.stop(ctx, lab.env.name):  # first: it would heal what this stops
         err(f"stopped the monitor of {lab.env.name}")
     results = lab.stop_all()
-    finish(f"environment {lab.env.name}: stopped {len(results)} host(s)", results)
+    finish(f"environment {lab.env.name}: stopped {len(results)} host(s)", results, json_)
 
 
-@booted_task(help={**ENV_HELP, "json": "print JSON instead of a table"})
+@booted_task(help={**ENV_HELP, **JSON_HELP})
 def env_status(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
     """Desired (environments.py) vs actual state of each host."""
     lab = ctx.lab(env)
     rows = lab.status()
     for line in ctx.gateways_down():  # on stderr: --json's output stays the list of hosts
         err(f"WARNING: {line}")
-    if json_:
-        print(json.dumps(rows, indent=2))
+    if json_:  # "host" stays beside "name" for the scripts written before every task said "name" (deprecated)
+        emit_json([{"name": r["host"], **r} for r in rows])
         return
     print(f"environment {lab.env.name} ({lab.env.provider}, {lab.env.network})")
     print(table(["host", "desired", "ip", "running", "reachable", "want", "deployed", "state"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -13,7 +12,7 @@ from booted.discovery import hostlist
 from booted.errors import ConfigError
 from booted.hosts import access
 from booted.report import table, when
-from fabfile._task import booted_task, finish, names
+from fabfile._task import JSON_HELP, booted_task, emit_json, err, failed, finish, names, result_row
 
 
 @booted_task()
@@ -28,18 +27,18 @@ def hosts_logged(ctx: Booted) -> None:
               "answered but not logged; fab restart_nginx starts a new one")
 
 
-@booted_task()
-def hosts_filter(ctx: Booted) -> None:
+@booted_task(help=JSON_HELP)
+def hosts_filter(ctx: Booted, json_: bool = False) -> None:
     """Keep the listed hosts that answer ping and SSH."""
-    finish("host check", hostlist.filter_hosts(ctx))
+    finish("host check", hostlist.filter_hosts(ctx), json_)
 
 
-@booted_task(help={"json": "print JSON instead of a table"})
+@booted_task(help=JSON_HELP)
 def hosts_list(ctx: Booted, json_: bool = False) -> None:
     """Show the host list: IP, role, service, boot, reachable."""
     rows = hostlist.rows(ctx)
     if json_:
-        print(json.dumps(rows, indent=2))
+        emit_json(rows)
         return
     if not rows:
         print("no hosts listed (fab env_start_all, or fab hosts_logged after hosts booted)")
@@ -59,20 +58,20 @@ def hosts_clear(ctx: Booted) -> None:
     print(f"cleared {hostlist.clear(ctx)} host(s) from the list")
 
 
-@booted_task()
-def hosts_reset(ctx: Booted) -> None:
+@booted_task(help=JSON_HELP)
+def hosts_reset(ctx: Booted, json_: bool = False) -> None:
     """Rebuild the host list: clear, re-read boot log, filter."""
     result, checked = hostlist.reset(ctx)
-    print(f"read {result.lines} boot-log line(s): {len(result.new_events)} boot(s), {result.skipped} skipped, "
-          f"{result.rejected} rejected")
-    finish("host check", checked)
+    (err if json_ else print)(f"read {result.lines} boot-log line(s): {len(result.new_events)} boot(s), "
+                              f"{result.skipped} skipped, {result.rejected} rejected")
+    finish("host check", checked, json_)
 
 
 @booted_task(help={"command": "shell command to run on every host",
                    "hosts": "only these hosts (comma list or range)", "env": "only this environment",
-                   "timeout": "seconds each host may take (default 300, or BOOTED_TIMEOUT)"})
+                   "timeout": "seconds each host may take (default 300, or BOOTED_TIMEOUT)", **JSON_HELP})
 def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | None = None,
-              timeout: int = 0) -> None:
+              timeout: int = 0, json_: bool = False) -> None:
     """Run a shell command on the listed hosts in parallel."""
     if not 0 <= timeout <= 86400:  # an int default makes invoke parse --timeout as a number (None: a string)
         raise ConfigError(f"--timeout {timeout}: seconds each host may take, 1..86400")
@@ -80,6 +79,11 @@ def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | No
     limit = timeout or ctx.settings.timeout or 300
     with ctx.fleet() as fleet:
         results = fleet.run(targets, lambda t: fleet.sh(t, command), "hosts_run", timeout=limit)
+    if json_:  # the command's output as a field of its host: "detail" says ok, as the table does
+        emit_json([{**result_row(r), "detail": "ok" if r.ok else r.detail, "output": r.detail if r.ok else None}
+                   for r in results])
+        failed(results)
+        return
     for r in results:
         if r.ok and r.detail:
             print(f"--- {r.host}\n{r.detail}")
@@ -103,10 +107,11 @@ def inventory(ctx: Booted, env: str | None = None, format: str = "ansible") -> N
     print(access.FORMATS[format](entries, cred), end="")
 
 
-@booted_task(help={"name": "a listed host", "command": "run this instead of an interactive shell"})
-def host_ssh(ctx: Booted, name: str, command: str | None = None) -> None:
+@booted_task(help={"name": "a listed host", "command": "run this instead of an interactive shell",
+                   "env": "only this environment"})
+def host_ssh(ctx: Booted, name: str, command: str | None = None, env: str | None = None) -> None:
     """Shell on a host (like vagrant ssh) or --command."""
-    entries, cred = ctx.access()
+    entries, cred = ctx.access(env)
     if name not in {e.name for e in entries}:
         raise ConfigError(f"{name!r} is not in the current host list (see fab hosts_list)")
     config = ctx.settings.state_dir / "ssh_config"

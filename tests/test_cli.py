@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
+from tests.fakes import World
 
 FAB = str(Path(sys.executable).parent / "fab")
 SEED = ("env_start_all env_start_min env_start_worker env_stop hello_deploy hello_start hello_stop hello_test "
@@ -126,3 +130,107 @@ def test_hosts_run_timeout_is_a_number() -> None:
 
     kinds = {a.name: a.kind for a in hosts_run.get_arguments()}
     assert kinds["timeout"] is int
+
+
+# --json: every task that reports hosts, one object per host, stdout only JSON, exit code 1 when a host failed
+
+NOT_PER_HOST = {"hosts_logged", "hosts_clear", "restart_nginx", "ssh_config", "inventory", "host_ssh", "image_golden",
+                "image_clone", "image_console", "image_installer", "monitor", "monitor_start", "monitor_stop"}
+RESULT_FIELDS = {"name", "ok", "detail", "seconds", "version"}  # the table's host, result, seconds, detail (+ version)
+
+
+def test_every_task_that_reports_hosts_takes_json() -> None:
+    """Walks the task list: a task is per-host unless listed above, so a new task gets --json or says why not."""
+    from fabfile import ns
+
+    tasks = {t.name: t for t in ns.tasks.values()}  # keyed by name as fab shows it (not invoke's dashed keys)
+    assert set(tasks) >= NOT_PER_HOST, "NOT_PER_HOST names a task that is gone"
+    missing = [name for name, t in tasks.items()
+               if name not in NOT_PER_HOST and not any("json" in a.names for a in t.get_arguments())]
+    assert not missing, f"tasks that report hosts without --json: {missing}"
+
+
+@pytest.fixture
+def fab_with_fakes(settings_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture[str]) -> Iterator[tuple[World, Callable[..., tuple[int, str, str]]]]:
+    """`fab ARGS` run in this process by Fabric's own Program (its parser, loader and executor), each task's
+    Booted built over the fake provider and fleet of tests/test_lab.py: -> (exit code, stdout, stderr)."""
+    from fabric.main import program
+
+    from tests.test_lab import make_ctx
+
+    task_module = importlib.import_module("fabfile._task")  # not fabfile._task: the package's loop variable
+
+    world = World()
+    for key, value in settings_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(task_module, "Booted", lambda settings, **kw: make_ctx(settings_env, tmp_path, world))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            program.run(["fab", *args])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield world, run
+    world.close()
+
+
+def header(table_out: str) -> list[str]:
+    """The column names of the table in a task's output (the line above the dashes)."""
+    lines = table_out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("--"))
+    return re.split(r"\s{2,}", lines[at - 1].strip())
+
+
+def test_json_of_tasks_that_report_hosts(fab_with_fakes: tuple[World, Callable[..., tuple[int, str, str]]]) -> None:
+    world, run = fab_with_fakes
+    world.fail_start = {"web03"}
+    code, out, err = run("env_start_all", "--json")
+    assert code == 1, out + err
+    rows = {r["name"]: r for r in json.loads(out)}  # stdout is the JSON document alone
+    assert list(rows) == ["lb01", "web01", "web02", "web03"]
+    assert rows["web03"]["ok"] is False and rows["web03"]["boot"]["ok"] is False
+    assert "fake failure" in rows["web03"]["boot"]["detail"] and rows["web03"]["deploy"] is None
+    assert rows["web01"]["ok"] is True and rows["web01"]["ip"] and rows["web01"]["role"] == "worker"
+    assert all(rows["web01"][s]["ok"] for s in ("boot", "deploy", "start", "test"))
+    assert "1 host(s) failed: web03" in err
+
+    code, out, err = run("env_start_worker", "web01")  # the table has the same fields, the host as "name"
+    assert code == 0, out + err
+    assert {"name" if c == "host" else c for c in header(out)} | {"ok"} == set(rows["web01"])
+
+    code, out, err = run("env_status", "--json")
+    assert code == 0, out + err
+    status = json.loads(out)
+    assert [r["name"] for r in status] == ["lb01", "web01", "web02", "web03"]
+    assert all(r["host"] == r["name"] for r in status)  # the deprecated alias stays
+
+    world.dead = {"web02"}
+    code, out, err = run("hello_test", "--json")
+    assert code == 1, out + err
+    tested = {r["name"]: r for r in json.loads(out)}
+    assert set(tested) == {"web01", "web02"} and all(set(r) == RESULT_FIELDS for r in tested.values())
+    assert tested["web01"]["ok"] and not tested["web02"]["ok"] and "No route to host" in tested["web02"]["detail"]
+    assert "host(s) failed: web02" in err
+    code, out, err = run("hello_test")
+    assert code == 1 and header(out) == ["host", "result", "seconds", "detail"]
+
+    code, out, err = run("hosts_run", "echo hi", "--json")
+    assert code == 1, out + err
+    ran = {r["name"]: r for r in json.loads(out)}
+    assert set(ran) == {"lb01", "web01", "web02"}
+    assert ran["web01"]["ok"] and ran["web01"]["detail"] == "ok" and "echo hi" in ran["web01"]["output"]
+    assert not ran["web02"]["ok"] and ran["web02"]["output"] is None
+
+    world.dead = set()
+    for args in (["hosts_filter", "--json"], ["hosts_reset", "--json"], ["image_stop", "web01", "--json"],
+                 ["image_start", "web01", "--json"], ["env_stop", "--json"]):
+        code, out, err = run(*args)
+        assert code == 0, f"{args}: {out}{err}"
+        assert json.loads(out) and all(set(r) == RESULT_FIELDS and r["ok"] for r in json.loads(out)), args
