@@ -43,10 +43,12 @@ curl -s -o /dev/null -m 2 "http://$gw:8470/booted?from=mac"; echo "mac gw $?"
 ip link set eth0 address {own_mac}
 echo "addresses $(ip -4 -o addr show dev eth0 | wc -l)"
 """
-# Run inside web03 (a lab host's own flood, from its leased address): at most 1,500 calls in at most 25 s.
+# Run inside web03 (a lab host's own flood, from its leased address): at most 500 calls in at most 25 s. nginx
+# answers 40 at once and 10 a second (~75 in the ~3.5 s they take; ~33 lines of 1 KB fill the log's half of
+# CAP): enough to be refused (429) and to overflow the log.
 FLOOD = """
 pad=$(head -c 900 /dev/zero | tr '\\0' x)
-timeout 25 sh -c "for i in \\$(seq 1 1500); do curl -s -o /dev/null -m 1 -w 'flood %{{http_code}}\\n' \\
+timeout 25 sh -c "for i in \\$(seq 1 500); do curl -s -o /dev/null -m 1 -w 'flood %{{http_code}}\\n' \\
 \\"http://{gw}:8470/booted?host=junk\\$i&pad=$pad\\"; done" || true  # (timeout ends it)
 """
 READABLE = """
