@@ -25,6 +25,8 @@ def set_pins(inv: Inventory, new: list[Pin]) -> None:
 
 
 def clear_pins(inv: Inventory, hosts: list[str]) -> None:
+    if not hosts:  # the monitor asks every pass: no write transaction for nothing
+        return
     with inv.write() as db:
         db.executemany("DELETE FROM pins WHERE host = ?", [(h,) for h in hosts])
 
