@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from booted.environments.loader import LOAD_TIMEOUT, Lines, run_file
-from booted.environments.model import NAME_RE, Environment, HostSpec, expand_range, packages_of
+from booted.environments.model import Environment, HostSpec, expand_range, packages_of
 from booted.environments.validate import environment
 from booted.errors import ConfigError
 
-__all__ = ["LOAD_TIMEOUT", "NAME_RE", "Environment", "HostSpec", "expand_range", "load_environments", "packages_of",
+__all__ = ["LOAD_TIMEOUT", "Environment", "HostSpec", "expand_range", "load_environments", "packages_of",
            "select_environment"]
 
 

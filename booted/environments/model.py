@@ -11,6 +11,7 @@ from typing import Any
 from booted.errors import ConfigError
 from booted.monitor.spec import MonitorSpec
 from booted.providers.hypervisors import Hypervisor
+from booted.rules import DEBIAN_PACKAGE
 
 HOST_KEYS = {"role", "service", "version", "memory", "cpus", "hypervisor"}
 ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor", "boot",
@@ -19,10 +20,7 @@ BOOTS = {"kernel": "QEMU boots the kernel and hands in the identity (fast)",
          "disk": "the bootable golden disk (extlinux) with the identity on a seed disk, as other hypervisors boot",
          "installed": "each host's own disk from an installer (fab image_build --installer), with the seed disk"}
 INITS = ("busybox", "systemd")
-PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}\Z")
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
 RANGE_RE = re.compile(r"^([a-z][a-z0-9-]*)\[(\d+):(\d+)\]([a-z0-9-]*)\Z")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,7 @@ def packages_of(raw: Any, where: str) -> tuple[str, ...]:
     """A list of Debian package names, checked (they reach debootstrap's and apt's command lines)."""
     if not isinstance(raw, list | tuple) or not all(isinstance(p, str) for p in raw):
         raise ConfigError(f"{where}: 'packages' must be a list of Debian package names, e.g. ['redis-server']")
-    bad = [p for p in raw if not PACKAGE_RE.match(p)]
+    bad = [p for p in raw if not DEBIAN_PACKAGE.match(p)]
     if bad:
         raise ConfigError(f"{where}: package name {bad[0]!r}: Debian package names are lowercase letters, digits "
                           "and + . -")

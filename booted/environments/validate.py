@@ -12,8 +12,6 @@ from booted.environments.model import (
     ENV_KEYS,
     HOST_KEYS,
     INITS,
-    NAME_RE,
-    VERSION_RE,
     Environment,
     HostSpec,
     expand_range,
@@ -23,13 +21,14 @@ from booted.errors import ConfigError
 from booted.monitor.spec import parse_monitor
 from booted.providers import NAMES as PROVIDERS
 from booted.providers.hypervisors import BRIDGE_RE, Hypervisor, parse_hypervisors
+from booted.rules import HOST_NAME, VERSION
 
 PRIVATE = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))  # RFC 1918
 
 
 def environment(name: Any, value: Any, lines: Lines) -> Environment:
     """One environment's dict, checked, as an Environment."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not HOST_NAME.match(name):
         raise ConfigError(f"{lines.where()}: environment name {name!r}: use lowercase letters, digits and -")
     where = lines.where(name)
     if not isinstance(value, dict):
@@ -130,7 +129,7 @@ def _hosts(env: str, key: Any, spec: Any, lines: Lines) -> list[HostSpec]:
     except ValueError as exc:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: {exc}") from None
     for host in names:
-        if not NAME_RE.match(host):
+        if not HOST_NAME.match(host):
             raise ConfigError(f"{where}: environment {env!r}: host name {host!r}: use lowercase letters, digits "
                               "and -, starting with a letter, at most 31 characters")
     if not isinstance(spec, dict):
@@ -144,17 +143,17 @@ def _hosts(env: str, key: Any, spec: Any, lines: Lines) -> list[HostSpec]:
     service = spec.get("service")
     version = spec.get("version")
     for label, val in (("role", role), ("service", service)):
-        if val is not None and (not isinstance(val, str) or not NAME_RE.match(val)):
+        if val is not None and (not isinstance(val, str) or not HOST_NAME.match(val)):
             raise ConfigError(f"{where}: environment {env!r}: host {key!r}: {label} {val!r}: use lowercase "
                               "letters, digits and -")
-    if version is not None and (not isinstance(version, str) or not VERSION_RE.match(version)):
+    if version is not None and (not isinstance(version, str) or not VERSION.match(version)):
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: version {version!r}: a tag or commit "
                           "(letters, digits, . _ -)")
     if version is not None and service is None:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: 'version' needs a 'service'")
     memory, cpus = spec.get("memory", 256), spec.get("cpus", 1)
     pin = spec.get("hypervisor", "")
-    if not isinstance(pin, str) or (pin and not NAME_RE.match(pin)):
+    if not isinstance(pin, str) or (pin and not HOST_NAME.match(pin)):
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: hypervisor {pin!r}: a hypervisor's name")
     if not _whole(memory) or not 64 <= memory <= 65536:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: memory {memory!r}: MB, 64..65536")

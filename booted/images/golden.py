@@ -22,6 +22,7 @@ from pathlib import Path
 
 from booted.config import Settings
 from booted.errors import ImageError, NeedsRoot, ToolMissing
+from booted.rules import DEBIAN_PACKAGE
 from booted.state.locks import hold
 
 SUITE = "bookworm"
@@ -33,7 +34,6 @@ STRIP = (
 )  # apt's package lists stay: apt-get install works in the lab (through booted's apt proxy) right away
 PHASES = {"Retrieving": "downloading", "Validating": "downloading", "Extracting": "extracting",
           "Unpacking": "unpacking", "Configuring": "configuring", "Installing": "installing"}
-PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}\Z")
 # Units a systemd image never starts: the package's sshd (all addresses, no host key; booted.service runs
 # sshd on the lab IP), e2scrub (needs LVM), gettys (no udev in the image: they would wait 90 s for the tty),
 # Debian's haproxy (the lb service runs its own HAProxy, supervised by booted, with its own config).
@@ -110,7 +110,7 @@ def build_golden(settings: Settings, progress: Callable[[str], None], mirror: st
     """Build whatever part of the golden image is missing (idempotent; a crashed build is redone)."""
     mirror = mirror or settings.mirror or default_mirror()
     extra = tuple(sorted(set(extra)))
-    bad = [p for p in extra if not PACKAGE_RE.match(p)]
+    bad = [p for p in extra if not DEBIAN_PACKAGE.match(p)]
     if bad:
         raise ImageError(f"package name(s) {', '.join(map(repr, bad))}: Debian package names are lowercase "
                          "letters, digits and + . -")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from booted.config import Settings
 from booted.discovery.netcheck import ssh_banner
 from booted.discovery.wait import Expected, wait_booted
-from booted.environments import NAME_RE, Environment, HostSpec
+from booted.environments import Environment, HostSpec
 from booted.errors import ConfigError, ProviderError, StateError
 from booted.hosts.identity import Identity, fingerprint, hash_password
 from booted.hosts.images import ensure_image, identity
@@ -33,6 +33,7 @@ from booted.lab.status import status_rows
 from booted.providers.base import InstallMedia, Lab, Provider
 from booted.remote import deploy, firstboot
 from booted.results import HostResult
+from booted.rules import HOST_NAME
 from booted.state import pins
 from booted.state.inventory import Image
 
@@ -219,7 +220,7 @@ class LabHandle:
     @_locked("cloning a host in")
     def clone(self, src: str, new: str) -> Image:
         """A new host image like `src` (role, service, version, disk contents) with a fresh identity."""
-        if not NAME_RE.match(new):
+        if not HOST_NAME.match(new):
             raise ConfigError(f"image name {new!r}: use lowercase letters, digits and -, starting with a letter, "
                               "at most 31 characters")
         image = self.ctx.inventory.image(src)

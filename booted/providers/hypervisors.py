@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from booted.rules import HOST_NAME
+
 URI_RE = re.compile(r"^qemu(\+(ssh|libssh|libssh2|tcp|tls|unix|ext))?://[A-Za-z0-9@._:\[\]-]*/system(\?[A-Za-z0-9=&/._,-]*)?\Z")
 BRIDGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")
 POOL_DIR_RE = re.compile(r"^/[A-Za-z0-9/._-]{1,200}\Z")
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
 DEFAULT_URI = "qemu:///system"
 DEFAULT_POOL_DIR = "/var/lib/libvirt/booted"
 CPU_RATIO = 16  # vCPUs per physical CPU (Nova's default cpu_allocation_ratio)
@@ -60,7 +61,7 @@ def parse_hypervisors(raw: Any) -> tuple[Hypervisor, ...]:
                              "qemu+ssh://root@hv2.example/system")
         host = urlsplit(uri).hostname or ""
         name = spec.get("name", host.split(".")[0] if host else "local")
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not HOST_NAME.match(name):
             raise ValueError(f"hypervisor {uri}: name {name!r}: lowercase letters, digits and -, starting with a "
                              "letter (give 'name' when the host name does not make one)")
         bridge = spec.get("bridge", "")

@@ -22,7 +22,7 @@ ERROR_RE = re.compile(r"^VBoxManage[.a-z]*: error: ")
 HINTS = {"E_ACCESSDENIED": "VirtualBox (6.1.28+) allows host-only addresses only in 192.168.56.0/21 unless "
                            "/etc/vbox/networks.conf lists the lab network, e.g. a line `* 10.0.0.0/8`"}
 LIST_RE = re.compile(r'^"(?P<name>.*)" \{(?P<uuid>[0-9a-fA-F-]{36})\}$')
-VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
+VBOX_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 ENV = {"LANG": "C", "LC_ALL": "C", "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
 
 
@@ -68,7 +68,7 @@ class VBoxManage:
 
     def version(self) -> tuple[int, int, int]:
         out = self.run("--version", retry=False).strip()
-        match = VERSION_RE.match(out)
+        match = VBOX_VERSION.match(out)
         if not match:
             raise VBoxError(f"VBoxManage --version said {out!r}: not a VirtualBox version")
         return int(match.group(1)), int(match.group(2)), int(match.group(3))

@@ -17,13 +17,12 @@ from pathlib import Path
 from booted.environments import packages_of
 from booted.errors import ConfigError, DeployError
 from booted.remote.packing import Release, check_folder, tar_folder, tar_repo
+from booted.rules import SERVICE_NAME, VERSION
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}\Z")
 HEALTH_RE = re.compile(r"^/[A-Za-z0-9/._~?=&-]{0,200}\Z")
 KEYS = {"port", "start", "health", "description", "upstream", "packages", "setup", "on_backends", "stats",
         "reuse_port"}
 PLACEHOLDERS = {"ip", "port", "host", "version", "backends"}
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,8 @@ def folders(services_dir: Path) -> list[str]:
     """Names of the service folders (those with a service.toml), without parsing them."""
     if not services_dir.is_dir():
         return []
-    return sorted(p.name for p in services_dir.iterdir() if (p / "service.toml").is_file() and NAME_RE.match(p.name))
+    return sorted(p.name for p in services_dir.iterdir()
+                  if (p / "service.toml").is_file() and SERVICE_NAME.match(p.name))
 
 
 def discover(services_dir: Path) -> dict[str, Service]:
@@ -71,7 +71,7 @@ def discover(services_dir: Path) -> dict[str, Service]:
 
 def load_service(folder: Path) -> Service:
     path = folder / "service.toml"
-    if not NAME_RE.match(folder.name):
+    if not SERVICE_NAME.match(folder.name):
         raise ConfigError(f"{folder}: service folder names are lowercase letters and digits (they become task "
                           "names like <name>_deploy)")
     try:
@@ -91,7 +91,7 @@ def load_service(folder: Path) -> Service:
     if not isinstance(health, str) or not HEALTH_RE.match(health):
         raise ConfigError(f"{path}: 'health' must be a URL path like /health (letters, digits, / . _ - ~ ? = &)")
     upstream = data.get("upstream")
-    if upstream is not None and (not isinstance(upstream, str) or not NAME_RE.match(upstream)):
+    if upstream is not None and (not isinstance(upstream, str) or not SERVICE_NAME.match(upstream)):
         raise ConfigError(f"{path}: 'upstream' must name another service (a folder under service/)")
     commands = {key: _command(path, key, data.get(key)) for key in ("setup", "on_backends", "stats")}
     if upstream is None and (commands["on_backends"] or commands["stats"]):
@@ -151,7 +151,7 @@ def in_tree_version(service: Service) -> str:
 def check_release(service: Service, version: str | None, repo: str | None = None) -> None:
     """What package() would refuse, found without packing: a bad or missing version, a folder a release
     cannot hold (check_folder). Run before any host is touched."""
-    if version is not None and not VERSION_RE.match(version):
+    if version is not None and not VERSION.match(version):
         raise ConfigError(f"version {version!r}: a tag or commit (letters, digits, . _ -)")
     if repo:
         try:
@@ -169,7 +169,7 @@ def check_release(service: Service, version: str | None, repo: str | None = None
 def package(service: Service, version: str | None, repo: str | None = None) -> Release:
     """The release of `service` at `version` (None: the in-tree version, or the repo's HEAD); `repo` is
     the value of <NAME>_REPO (Settings.repo), if set."""
-    if version is not None and not VERSION_RE.match(version):
+    if version is not None and not VERSION.match(version):
         raise ConfigError(f"version {version!r}: a tag or commit (letters, digits, . _ -)")
     if repo:
         return _from_repo(service, Path(repo), version or "HEAD")
