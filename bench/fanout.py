@@ -132,7 +132,7 @@ class Bench:
         os.environ.pop("BOOTED_ENV", None)
         self.ctx = Booted(Settings.from_env(self.env), say=lambda line: say(f"booted: {line}"))
         start = time.perf_counter()
-        report = self.ctx.lab().start_all()
+        report = self.ctx.runs().start_all()
         self.bringup = time.perf_counter() - start
         bad = [f"{h}: {[s[h].detail for s in report.steps.values() if h in s]}" for h in report.failed()]
         if bad:

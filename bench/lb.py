@@ -144,7 +144,7 @@ def kill_and_restart(ctx: Booted, ip: str, smoke: bool) -> tuple[int, int]:
         time.sleep(1.0)
         os.kill(ctx.lab().running()["web03"], signal.SIGKILL)
         time.sleep(1.0 if smoke else 3.0)
-        report = ctx.lab().start_worker("web03")
+        report = ctx.runs().start_worker("web03")
         if report.failed():
             raise BenchError(f"web03 did not come back: {report.failed()}")
         time.sleep(1.0 if smoke else 3.0)  # the proxy takes it back

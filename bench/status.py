@@ -47,8 +47,9 @@ def fill(ctx: Booted, hosts: int) -> None:
     ctx.inventory.record_boots(str(ctx.settings.boot_log), events, (1, 0, len(events), 0))
     ctx.inventory.set_reachable({i.name: True for i in images})
     dep = ctx.inventory.open_deployment("hello", "1.0", "deploy", [i.name for i in images])
-    ctx.inventory.finish_deployment(dep, [HostResult(i.name, True, "switched to 1.0", 0.1, "1.0") for i in images],
-                                    "hello", True)
+    ctx.inventory.finish_deployment(dep, [HostResult(i.name, True, "switched to 1.0", 0.1, "1.0") for i in images])
+    for i in images:
+        ctx.inventory.record_release(i.name, "hello", "1.0")
     if len(ctx.inventory.hosts()) != hosts or len(ctx.inventory.images()) != hosts:
         raise BenchError(f"inventory holds {len(ctx.inventory.images())} images / "
                          f"{len(ctx.inventory.hosts())} listed hosts, expected {hosts}")

@@ -1,59 +1,72 @@
-"""The run's context: settings, state, keys, the environments and services, and one lab handle per
-environment. Made by the task layer (or a test, with stand-in providers and remote) and passed down."""
+"""The run's context: the kit (settings, state, keys, locks, output), the environments and services, one
+lab handle per environment, and what is handed down to the layers below (the runs, remote work with its
+target resolver, booted's gateway work). Made by the task layer and the monitor only (or a test, with
+stand-in providers and fleet) and never passed below them: lower layers get the parts they need."""
 
 from __future__ import annotations
 
 import shutil
-import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 
 from booted.config import Settings
-from booted.discovery import bootlog, nginx, watch
-from booted.discovery.aptproxy import AptProxy
+from booted.discovery.gateways import Gateways
 from booted.environments import Environment, load_environments, select_environment
-from booted.errors import ConfigError, ProviderError
+from booted.errors import ConfigError
 from booted.hosts.access import Credentials, Entry
 from booted.hosts.identity import Keys
 from booted.images.golden import GoldenImage, ensure_golden
+from booted.kit import Kit, to_stderr
 from booted.lab.handle import LabHandle
+from booted.lab.status import status
 from booted.providers import Provider, provider_class
-from booted.remote import releases
 from booted.remote.fanout import Fleet, Target
+from booted.remote.reach import Remote
 from booted.remote.services import Service, discover, get_service
 from booted.results import HostResult
+from booted.runs import Runs
 from booted.state.inventory import Image, Inventory
 from booted.state.locks import Locks
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-@dataclass
 class Booted:
-    """One run's context; no globals. `providers` (name -> factory) and `remote` let a test stand in for
+    """One run's context; no globals. `providers` (name -> factory) and `fleets` let a test stand in for
     the process boundaries (a provider that makes no hosts, a Fleet that opens no SSH connection)."""
 
-    settings: Settings
-    say: Callable[[str], None] = field(default=_stderr)
-    providers: Mapping[str, Callable[[Settings], Provider]] | None = None
-    remote: Callable[[Booted], Fleet] | None = None
-    _labs: dict[str, LabHandle] = field(default_factory=dict, repr=False)
+    def __init__(self, settings: Settings, say: Callable[[str], None] = to_stderr,
+                 providers: Mapping[str, Callable[[Settings], Provider]] | None = None,
+                 fleets: Callable[[Booted], Fleet] | None = None) -> None:
+        self.kit = Kit(settings, say)
+        self.providers, self.fleets = providers, fleets
+        self._labs: dict[str, LabHandle] = {}
+        self.gateways = Gateways(self.kit, self.labs)
+        self.remote = Remote(self.kit, self.services_view(), self, self.fleet)
 
-    @cached_property
+    # the kit, as the tasks and the monitor read it ------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self.kit.settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        self.kit.settings = value
+
+    @property
+    def say(self) -> Callable[[str], None]:
+        return self.kit.say
+
+    @property
     def inventory(self) -> Inventory:
-        return Inventory(self.settings.db_path)
+        return self.kit.inventory
 
-    @cached_property
+    @property
     def keys(self) -> Keys:
-        return Keys(self.settings.state_dir / "keys", self.settings.path)
+        return self.kit.keys
 
-    @cached_property
+    @property
     def locks(self) -> Locks:
-        return Locks(self.settings.state_dir / "locks", self.say, self.settings.lock_wait)
+        return self.kit.locks
 
     @cached_property
     def environments(self) -> dict[str, Environment]:
@@ -64,6 +77,9 @@ class Booted:
         """Every service folder, each service.toml parsed once per run."""
         return discover(self.settings.services_dir)
 
+    def services_view(self) -> Mapping[str, Service]:
+        """The service definitions, read on first use (a task that needs none never parses service.toml)."""
+        return _Lazy(lambda: self.services)
     def environment(self, name: str | None = None) -> Environment:
         """--env NAME, else BOOTED_ENV, else the file's only environment."""
         return select_environment(self.environments, name or self.settings.env_name,
@@ -78,11 +94,24 @@ class Booted:
         environment = self.environment(env)
         if environment.name not in self._labs:
             cls = (self.providers or {}).get(environment.provider) or provider_class(environment.provider)
-            self._labs[environment.name] = LabHandle(self, environment, cls)
+            self._labs[environment.name] = LabHandle(self.kit, environment, cls, self.services_view(),
+                                                     self.gateways)
         return self._labs[environment.name]
 
     def labs(self) -> list[LabHandle]:
         return [self.lab(name) for name in self.environments]
+
+    def runs(self, env: str | None = None) -> Runs:
+        """Start runs of an environment: boot its hosts, then make them serve (booted/runs.py)."""
+        return Runs(self.lab(env), self.remote)
+
+    def runs_of(self, host: str, env: str | None = None) -> Runs:
+        return Runs(self.lab_of(host, env), self.remote)
+
+    def status(self, env: str | None = None) -> list[dict[str, object]]:
+        """Desired (environments.py) vs actual (provider, host list, deployments), one dict per host."""
+        with self.fleet() as fleet:
+            return status(self.lab(env), self.inventory, fleet)
 
     def lab_of(self, host: str, env: str | None = None) -> LabHandle:
         """The lab a host belongs to: its image's environment, else the one environments.py defines it in."""
@@ -124,11 +153,10 @@ class Booted:
                  "hypervisor": i.hypervisor or None}
                 for i in images]
 
-    # across labs -----------------------------------------------------------------------------------
+    # across labs: the target resolver remote work is handed ------------------------------------------
     def target(self, image: Image) -> Target:
         """A fan-out target for a host image, with its forwarded ports if it has any."""
-        fwd = self.lab(image.env).endpoints(image.name) if image.env in self.environments else {}
-        return Target(image.name, image.ip, tuple((g, a, p) for g, (a, p) in sorted(fwd.items())))
+        return self.lab(image.env).target(image) if image.env in self.environments else Target(image.name, image.ip)
 
     def targets(self, names: list[str] | None = None, env: str | None = None) -> list[Target]:
         """Targets for listed hosts (all, or `names`; only `env`'s with env), in host-list order."""
@@ -140,6 +168,13 @@ class Booted:
                 image = images.get(host.name)
                 out.append(self.target(image) if image and image.ip == host.ip else Target(host.name, host.ip))
         return out
+
+    def gateway(self, host: str) -> str:
+        """The lab gateway a host reaches booted's nginx on."""
+        image = self.inventory.image(host)
+        if image is None:
+            raise ConfigError(f"{host!r} has no host image (fab image_list)")
+        return str(self.environment(image.env).gateway)
 
     def listed_targets(self, names: list[str] | None, env: str | None) -> list[Target]:
         """hosts_run's selection: listed hosts, narrowed; a name that is not listed is a mistake."""
@@ -163,29 +198,15 @@ class Booted:
         self.keys.ensure_lab_key()
         return entries, Credentials(self.settings.user, self.keys.lab_key, self.keys.known_hosts)
 
+    # booted's gateway work (discovery/gateways.py), as the tasks and the monitor call it -------------------
     def serve_gateways(self, keep: bool = False) -> str:
-        """booted's nginx and apt proxy on the gateways of every lab that is up; both stop when none is
-        (nginx stays on loopback with `keep`). Returns what nginx did."""
-        with self.locks.nginx():
-            addresses = {a for h in self.labs() for a in h.listen_addresses()}
-            state = nginx.serve(self.settings, addresses, keep)
-            listen = sorted(addresses & (nginx.local_addresses() | {"127.0.0.1"}))
-            apt = AptProxy(self.settings)
-            if listen:
-                try:  # optional: without it the lab still boots and serves, it just cannot install packages
-                    said = apt.ensure(listen)
-                except ProviderError as exc:
-                    said = f"failed: {exc}"
-                if not said.startswith(("running", "started")):
-                    self.say(f"apt proxy {said}")
-            else:
-                apt.stop()
-                releases.discard(self.settings)
-            return state
+        return self.gateways.serve(keep)
 
     def gateways_down(self) -> list[str]:
-        """Warnings for booted's parts (nginx, apt proxy) that are down while a lab is up."""
-        return watch.down(self.settings, {a for h in self.labs() for a in h.listen_addresses()})
+        return self.gateways.down()
+
+    def restart_nginx(self) -> tuple[str, Path | None]:
+        return self.gateways.restart_nginx()
 
     def reload_environments(self) -> None:
         """Read environments.py again (the monitor follows the user's edits); raises ConfigError and keeps
@@ -194,38 +215,13 @@ class Booted:
         self.__dict__["environments"] = environments  # replaces the cached_property's value
         self._labs.clear()
 
-    def restart_nginx(self) -> tuple[str, Path | None]:
-        """Take in what the boot log has, restart nginx with a new boot log; the old one is kept."""
-        bootlog.read_new(self.inventory, self.settings.boot_log)
-        with self.locks.nginx():
-            server = nginx.Nginx(self.settings)
-            server.stop()
-            kept = server.rotate_log()
-            return nginx.serve(self.settings, {a for h in self.labs() for a in h.listen_addresses()}, True), kept
-
-    def pin_host_keys(self) -> None:
-        """known_hosts: every host key at its lab IP, and at [addr]:port where a host's SSH is forwarded."""
-        pins = []
-        for image in self.inventory.images():
-            pins.append((image.ip, image.hostkey))
-            addr, port = self.target(image).endpoint(22)
-            if (addr, port) != (image.ip, 22):
-                pins.append((f"[{addr}]:{port}", image.hostkey))
-        self.keys.write_known_hosts(pins)
-
-    def forget_image(self, name: str) -> None:
-        """Drop a deleted image's record, host key and pins: its IP and MAC go back to the pool."""
-        self.inventory.release_image(name)
-        self.keys.drop_host_key(name)
-        self.pin_host_keys()
-
     def delete_image(self, name: str, env: str | None = None) -> HostResult:
         """Stop and delete a host image (also one whose environment left environments.py: then only its
         state and files go)."""
         image = self.inventory.image(name)
         if image is not None and image.env not in self.environments:
             shutil.rmtree(self.settings.state_dir / "labs" / image.env / "hosts" / name, ignore_errors=True)
-            self.forget_image(name)
+            self.gateways.forget_image(name)
             return HostResult(name, True, f"deleted; {image.ip} and {image.mac} released")
         return self.lab_of(name, env).delete(name)
 
@@ -233,12 +229,27 @@ class Booted:
         return ensure_golden(self.settings, self.say)
 
     def fleet(self) -> Fleet:
-        if self.remote is not None:
-            return self.remote(self)
+        if self.fleets is not None:
+            return self.fleets(self)
         self.keys.ensure_lab_key()
         return Fleet(self.keys.lab_key, self.keys.known_hosts, self.settings.user, self.settings.parallel)
 
     def close(self) -> None:
-        if "inventory" in self.__dict__:
-            self.inventory.close()
+        self.kit.close()
+
+
+class _Lazy(Mapping[str, Service]):
+    """A mapping read from `load` on first use."""
+
+    def __init__(self, load: Callable[[], Mapping[str, Service]]) -> None:
+        self._load = load
+
+    def __getitem__(self, key: str) -> Service:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
 

@@ -30,7 +30,9 @@ def _make(service: str, op: str) -> Any:
              json_: bool = False) -> None:
         chosen = names(hosts)
         lost = _relist(ctx, service, chosen, env)
-        results = lost + deploy.run_op(ctx, op, deploy.plan(ctx, service, chosen, env, version))
+        if env is not None:
+            ctx.environment(env)  # --env names an environment of environments.py
+        results = lost + deploy.run_op(ctx.remote, op, deploy.plan(ctx.remote, service, chosen, env, version))
         done = [r.host for r in results if r.ok]
         if op in ("deploy", "rollback") and done:  # the monitor keeps what a user deployed by hand
             for handle, group in ctx.group(done, env):

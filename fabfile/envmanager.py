@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 from booted.context import Booted
-from booted.lab.handle import STEPS, StartReport
 from booted.monitor import process
 from booted.report import table
+from booted.runs import STEPS, StartReport
 from booted.state.records import Image
 from fabfile._task import JSON_HELP, booted_task, emit_json, err, failed, finish
 
@@ -52,25 +52,25 @@ def _summary(title: str, report: StartReport, started: float, as_json: bool) -> 
 @booted_task(help={**ENV_HELP, **JSON_HELP})
 def env_start_all(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
     """Build the image if needed, boot all hosts, deploy, test."""
-    started, lab = time.monotonic(), ctx.lab(env)
-    report = lab.start_all()
-    _summary(f"environment {lab.env.name}: {len(report.images)} host(s)", report, started, json_)
+    started, runs = time.monotonic(), ctx.runs(env)
+    report = runs.start_all()
+    _summary(f"environment {runs.env.name}: {len(report.images)} host(s)", report, started, json_)
 
 
 @booted_task(help={**ENV_HELP, **JSON_HELP})
 def env_start_min(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
     """Start the 'min' hosts of each role, deploy and test them."""
-    started, lab = time.monotonic(), ctx.lab(env)
-    report = lab.start_min()
-    _summary(f"environment {lab.env.name} (minimum): {len(report.images)} host(s)", report, started, json_)
+    started, runs = time.monotonic(), ctx.runs(env)
+    report = runs.start_min()
+    _summary(f"environment {runs.env.name} (minimum): {len(report.images)} host(s)", report, started, json_)
 
 
 @booted_task(help={"name": "host to (re)start", **ENV_HELP, **JSON_HELP})
 def env_start_worker(ctx: Booted, name: str, env: str | None = None, json_: bool = False) -> None:
     """(Re)start one host: stop, boot, deploy, start, test."""
-    started, lab = time.monotonic(), ctx.lab_of(name, env)
-    report = lab.start_worker(name)
-    _summary(f"environment {lab.env.name}: worker {name}", report, started, json_)
+    started, runs = time.monotonic(), ctx.runs_of(name, env)
+    report = runs.start_worker(name)
+    _summary(f"environment {runs.env.name}: worker {name}", report, started, json_)
 
 
 @booted_task(help={**ENV_HELP, **JSON_HELP})
@@ -87,7 +87,7 @@ def env_stop(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
 def env_status(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
     """Desired (environments.py) vs actual state of each host."""
     lab = ctx.lab(env)
-    rows = lab.status()
+    rows = ctx.status(lab.env.name)
     for line in ctx.gateways_down():  # on stderr: --json's output stays the list of hosts
         err(f"WARNING: {line}")
     if json_:  # "host" stays beside "name" for the scripts written before every task said "name" (deprecated)

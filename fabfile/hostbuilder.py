@@ -6,6 +6,7 @@ from pathlib import Path
 
 from booted.context import Booted
 from booted.errors import ConfigError
+from booted.lab import install
 from booted.report import table, when
 from booted.results import HostResult
 from fabfile._task import JSON_HELP, booted_task, emit_json, finish, names
@@ -31,7 +32,8 @@ def image_build(ctx: Booted, name: str | None = None, env: str | None = None, in
         if not name:
             raise ConfigError("--installer needs the host(s) to install: fab image_build NAME --installer preseed")
         media = Path(iso).resolve() if iso else None
-        finish("installs", [ctx.lab_of(n, env).install(n, installer, timeout, media) for n in names(name)], json_)
+        finish("installs", [install.install(ctx.lab_of(n, env), n, installer, timeout, media)
+                           for n in names(name)], json_)
         return
     if iso is not None:
         raise ConfigError("--iso goes with --installer: fab image_build NAME --installer kickstart --iso PATH")
@@ -45,7 +47,7 @@ def image_build(ctx: Booted, name: str | None = None, env: str | None = None, in
                    "env": NAME_HELP["env"]})
 def image_installer(ctx: Booted, name: str, kind: str = "preseed", env: str | None = None) -> None:
     """Serve a host's checked kickstart or preseed; show its URL."""
-    rendered = ctx.lab_of(name, env).installer(name, kind)
+    rendered = install.installer(ctx.lab_of(name, env), name, kind)
     arg = "inst.ks" if kind == "kickstart" else "auto=true priority=critical url"
     print(f"{kind} for {name}: {rendered.url} (checked; setup script {rendered.setup_url})\n"
           f"installer command line: {arg}={rendered.url}\n"

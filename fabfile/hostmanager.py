@@ -18,7 +18,7 @@ from fabfile._task import JSON_HELP, booted_task, emit_json, err, failed, finish
 @booted_task()
 def hosts_logged(ctx: Booted) -> None:
     """Read new boot-log lines into the current host list."""
-    result = hostlist.logged(ctx)
+    result = hostlist.logged(ctx.kit)
     print(f"read {result.lines} new line(s) of {ctx.settings.boot_log}: {len(result.new_events)} boot(s), "
           f"{result.skipped} malformed line(s) skipped, {result.rejected} rejected (not matching what booted "
           f"made); {result.listed} host(s) listed")
@@ -30,13 +30,13 @@ def hosts_logged(ctx: Booted) -> None:
 @booted_task(help=JSON_HELP)
 def hosts_filter(ctx: Booted, json_: bool = False) -> None:
     """Keep the listed hosts that answer ping and SSH."""
-    finish("host check", hostlist.filter_hosts(ctx), json_)
+    finish("host check", hostlist.filter_hosts(ctx.kit, ctx.targets), json_)
 
 
 @booted_task(help=JSON_HELP)
 def hosts_list(ctx: Booted, json_: bool = False) -> None:
     """Show the host list: IP, role, service, boot, reachable."""
-    rows = hostlist.rows(ctx)
+    rows = hostlist.rows(ctx.kit)
     if json_:
         emit_json(rows)
         return
@@ -55,13 +55,13 @@ def hosts_list(ctx: Booted, json_: bool = False) -> None:
 @booted_task()
 def hosts_clear(ctx: Booted) -> None:
     """Empty the current host list (hosts keep running)."""
-    print(f"cleared {hostlist.clear(ctx)} host(s) from the list")
+    print(f"cleared {hostlist.clear(ctx.kit)} host(s) from the list")
 
 
 @booted_task(help=JSON_HELP)
 def hosts_reset(ctx: Booted, json_: bool = False) -> None:
     """Rebuild the host list: clear, re-read boot log, filter."""
-    result, checked = hostlist.reset(ctx)
+    result, checked = hostlist.reset(ctx.kit, ctx.targets)
     (err if json_ else print)(f"read {result.lines} boot-log line(s): {len(result.new_events)} boot(s), "
                               f"{result.skipped} skipped, {result.rejected} rejected")
     finish("host check", checked, json_)

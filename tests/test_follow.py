@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from booted.discovery.netcheck import banners
 from booted.environments import load_environments
 from booted.errors import ConfigError, StorageError, storage_error
 from booted.lab.status import status_rows
 from booted.monitor.follow import take
 from booted.monitor.reconcile import Observed, decide
+from booted.netcheck import banners
 from booted.state import pins
 from booted.state.inventory import Host, Inventory
 from booted.state.records import Pin

@@ -73,8 +73,10 @@ def test_deployments_record_per_host(tmp_path: Path) -> None:
     dep = inv.open_deployment("hello", "1.1", "deploy", ["a", "b"])
     assert inv.deployment_hosts(dep) == {"a": ("open", ""), "b": ("open", "")}
     inv.finish_deployment(dep, [HostResult("a", True, "switched", 0.1, "1.1"),
-                                HostResult("b", False, "unreachable", 0.2)], "hello", True)
+                                HostResult("b", False, "unreachable", 0.2)])
     assert inv.deployment_hosts(dep) == {"a": ("done", "switched"), "b": ("failed", "unreachable")}
-    assert inv.releases() == {("a", "hello"): "1.1"}  # only where it succeeded
+    assert inv.releases() == {}  # what a host runs is recorded only once it proved it (record_release)
+    inv.record_release("a", "hello", "1.1")
+    assert inv.releases() == {("a", "hello"): "1.1"}
     status = inv.db.execute("SELECT status FROM deployments WHERE id = ?", (dep,)).fetchone()[0]
     assert status == "failed"

@@ -41,7 +41,7 @@ def make_ctx(settings_env: dict[str, str], tmp_path: Path, world: World, web: st
     settings = Settings.from_env({**settings_env, "BOOTED_SERVICES": str(REPO / "service"),
                                   "BOOTED_BOOT_TIMEOUT": "2", **extra})
     return Booted(settings, say=lambda line: None, providers={"netns": lambda s: FakeProvider(s, world)},
-                  remote=lambda ctx: FakeFleet(world, tmp_path))
+                  fleets=lambda ctx: FakeFleet(world, tmp_path))
 
 
 def ops(world: World, host: str) -> list[str]:
@@ -50,7 +50,7 @@ def ops(world: World, host: str) -> list[str]:
 
 def test_start_all_boots_discovers_and_delivers(settings_env: dict[str, str], tmp_path: Path, world: World) -> None:
     ctx = make_ctx(settings_env, tmp_path, world)
-    report = ctx.lab().start_all()
+    report = ctx.runs().start_all()
     assert report.failed() == []
     assert set(report.steps) == {"boot", "deploy", "start", "test"}
     assert all(len(step) == 4 and all(r.ok for r in step.values()) for step in report.steps.values())
@@ -75,7 +75,7 @@ def test_start_all_boots_discovers_and_delivers(settings_env: dict[str, str], tm
     assert served["web01"]["tgz"] == ""  # nothing pushed over SFTP
     # re-running converges: nothing is booted again, healthy hosts are not restarted
     world.scripts.clear()
-    again = ctx.lab().start_all()
+    again = ctx.runs().start_all()
     assert again.failed() == [] and report.steps["boot"]["web01"].detail.startswith("booted in")
     assert again.steps["boot"]["web01"].detail == "already running"
     assert {op for _, op, _ in world.scripts} == {"deploy"}
@@ -86,7 +86,7 @@ def test_a_host_that_could_not_serve_at_boot_is_deployed_over_ssh(settings_env: 
                                                                   world: World) -> None:
     world.no_serve.add("web02")  # its serve.sh failed: its boot-log line names no release
     ctx = make_ctx(settings_env, tmp_path, world)
-    report = ctx.lab().start_all()
+    report = ctx.runs().start_all()
     assert report.failed() == []
     assert [h for h, op, _ in world.scripts if op == "deploy"] == ["web02"]
     deployed = next(v for h, op, v in world.scripts if op == "deploy")
@@ -100,7 +100,7 @@ def test_a_host_that_fails_to_boot_is_one_failed_row(settings_env: dict[str, str
                                                      world: World) -> None:
     world.fail_start, world.silent = {"web02"}, {"web03"}
     ctx = make_ctx(settings_env, tmp_path, world)
-    report = ctx.lab().start_all()
+    report = ctx.runs().start_all()
     assert sorted(report.failed()) == ["web02", "web03"]
     assert report.steps["boot"]["web02"].detail == "could not start: fake failure"
     assert report.steps["boot"]["web03"].detail.startswith("no boot-log line within 2s")
@@ -112,7 +112,7 @@ def test_deliver_skips_later_steps_of_a_host_that_failed(settings_env: dict[str,
                                                          world: World) -> None:
     ctx = make_ctx(settings_env, tmp_path, world)
     world.dead = {"web02"}
-    report = ctx.lab().start_all()
+    report = ctx.runs().start_all()
     assert report.failed() == ["web02"]
     assert "No route to host" in report.steps["deploy"]["web02"].detail
     assert "web02" not in report.steps["start"] and "web02" not in report.steps["test"]
@@ -123,15 +123,15 @@ def test_unknown_service_is_found_before_any_host_boots(settings_env: dict[str, 
                                                         world: World) -> None:
     ctx = make_ctx(settings_env, tmp_path, world, web="nosuch")
     with pytest.raises(ConfigError, match="unknown service 'nosuch'"):
-        ctx.lab().start_all()
+        ctx.runs().start_all()
     assert world.calls == [] and ctx.inventory.images() == []
 
 
 def test_start_min_and_worker(settings_env: dict[str, str], tmp_path: Path, world: World) -> None:
     ctx = make_ctx(settings_env, tmp_path, world)
-    assert [i.name for i in ctx.lab().start_min().images] == ["lb01", "web01"]
+    assert [i.name for i in ctx.runs().start_min().images] == ["lb01", "web01"]
     assert sorted(world.running) == ["lb01", "web01"]
-    report = ctx.lab().start_worker("web01")  # stopped, booted again, delivered
+    report = ctx.runs().start_worker("web01")  # stopped, booted again, delivered
     assert report.failed() == [] and world.calls.count("stop") == 1
     assert report.steps["boot"]["web01"].detail.startswith("booted in")
 
@@ -148,19 +148,19 @@ def test_start_worker_validates_before_it_stops_the_host(settings_env: dict[str,
     services = tmp_path / "service"
     shutil.copytree(REPO / "service", services, ignore=shutil.ignore_patterns("__pycache__"))
     ctx = make_ctx(settings_env, tmp_path, world, BOOTED_SERVICES=str(services))
-    ctx.lab().start_min()
+    ctx.runs().start_min()
     stops = world.calls.count("stop")
     break_it(services / "hello")  # type: ignore[operator]
     again = make_ctx(settings_env, tmp_path, world, BOOTED_SERVICES=str(services))  # reads the service anew
     with pytest.raises(ConfigError, match=re.escape(words)):
-        again.lab().start_worker("web01")
+        again.runs().start_worker("web01")
     assert world.calls.count("stop") == stops and "web01" in world.running  # never stopped, not left down
 
 
 def test_stop_all_stops_destroys_and_tears_down_once(settings_env: dict[str, str], tmp_path: Path,
                                                      world: World) -> None:
     ctx = make_ctx(settings_env, tmp_path, world)
-    ctx.lab().start_all()
+    ctx.runs().start_all()
     world.calls.clear()
     results = ctx.lab().stop_all()
     assert [(r.host, r.ok, r.detail) for r in results] == [(h, True, "stopped") for h in
@@ -188,24 +188,25 @@ def make_repo(tmp: Path) -> Path:
 
 def test_deploy_test_rollback_record_what_runs(settings_env: dict[str, str], tmp_path: Path, world: World) -> None:
     ctx = make_ctx(settings_env, tmp_path, world, HELLO_REPO=str(make_repo(tmp_path)))
-    ctx.lab().start_all()
-    plan = deploy.plan(ctx, "hello", version="1.1")
+    ctx.runs().start_all()
+    plan = deploy.plan(ctx.remote, "hello", version="1.1")
     assert [t.name for t in plan.targets] == ["web01", "web02", "web03"]
-    results = deploy.run_op(ctx, "deploy", plan)
+    results = deploy.run_op(ctx.remote, "deploy", plan)
     assert {r.detail for r in results} == {"switched to 1.1, restarted"} and {r.version for r in results} == {"1.1"}
     assert version_of(world.hosts["web02"].current) == "1.1"
-    assert all(r.ok for r in deploy.run_op(ctx, "test", deploy.plan(ctx, "hello")))  # expects the last deployed
-    wrong = deploy.run_op(ctx, "test", deploy.plan(ctx, "hello", version="1.0"))
+    # expects the last deployed version
+    assert all(r.ok for r in deploy.run_op(ctx.remote, "test", deploy.plan(ctx.remote, "hello")))
+    wrong = deploy.run_op(ctx.remote, "test", deploy.plan(ctx.remote, "hello", version="1.0"))
     assert not any(r.ok for r in wrong) and "expected '1.0'" in wrong[0].detail
 
-    back = deploy.run_op(ctx, "rollback", deploy.plan(ctx, "hello", hosts=["web01"]))
+    back = deploy.run_op(ctx.remote, "rollback", deploy.plan(ctx.remote, "hello", hosts=["web01"]))
     assert [(r.host, r.ok, r.version) for r in back] == [("web01", True, "1.0")]
     assert ctx.inventory.releases()[("web01", "hello")] == "1.0"
     assert ctx.inventory.releases()[("web02", "hello")] == "1.1"
 
-    stopped = deploy.run_op(ctx, "stop", deploy.plan(ctx, "hello", hosts=["web02"]))
+    stopped = deploy.run_op(ctx.remote, "stop", deploy.plan(ctx.remote, "hello", hosts=["web02"]))
     assert stopped[0].detail == "stopped"
-    started = deploy.run_op(ctx, "start", deploy.plan(ctx, "hello"))
+    started = deploy.run_op(ctx.remote, "start", deploy.plan(ctx.remote, "hello"))
     assert {r.host: r.detail.split(",")[0] for r in started} == {"web01": "already running", "web02": "started",
                                                                  "web03": "already running"}
 
@@ -214,26 +215,26 @@ def test_plan_refuses_hosts_that_are_not_listed_or_run_another_service(settings_
                                                                       tmp_path: Path, world: World) -> None:
     ctx = make_ctx(settings_env, tmp_path, world)
     with pytest.raises(Exception, match="no host in the current host list runs hello"):
-        deploy.plan(ctx, "hello")
-    ctx.lab().start_min()
+        deploy.plan(ctx.remote, "hello")
+    ctx.runs().start_min()
     with pytest.raises(ConfigError, match="not in the current host list: web02"):
-        deploy.plan(ctx, "hello", hosts=["web02"])
+        deploy.plan(ctx.remote, "hello", hosts=["web02"])
     with pytest.raises(ConfigError, match="lb01 do\\(es\\) not run hello"):
-        deploy.plan(ctx, "hello", hosts=["lb01"])
+        deploy.plan(ctx.remote, "hello", hosts=["lb01"])
     with pytest.raises(ConfigError, match="unknown operation"):
-        deploy.run_op(ctx, "reboot", deploy.plan(ctx, "hello"))
+        deploy.run_op(ctx.remote, "reboot", deploy.plan(ctx.remote, "hello"))
 
 
 def test_status_compares_desired_and_observed(settings_env: dict[str, str], tmp_path: Path, world: World) -> None:
     ctx = make_ctx(settings_env, tmp_path, world)
     lab = ctx.lab()
-    lab.start_min()
-    rows = {r["host"]: r for r in lab.status()}
+    ctx.runs().start_min()
+    rows = {r["host"]: r for r in ctx.status()}
     assert rows["web01"]["state"] == "ok" and rows["web02"]["state"] == "stopped"
     assert rows["lb01"]["deployed"] == "lb 1.0" and rows["web01"]["reachable"] is True
     clone = lab.clone("web01", "web09")
     assert clone.service == "hello" and "clone" in world.calls
-    assert {r["host"]: r["state"] for r in lab.status()}["web09"] == "extra, stopped"
+    assert {r["host"]: r["state"] for r in ctx.status()}["web09"] == "extra, stopped"
 
 
 def test_status_verdicts() -> None:

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 from booted.discovery import bootlog
-from booted.discovery.netcheck import ssh_banner
+from booted.kit import Kit
+from booted.netcheck import ssh_banner
 from booted.remote.fanout import Target
 from booted.results import HostResult
 
-if TYPE_CHECKING:
-    from booted.context import Booted
+Targets = Callable[[], list[Target]]  # every listed host, reached as its lab's provider says
 
 
-def logged(ctx: Booted) -> bootlog.ReadResult:
+def logged(kit: Kit) -> bootlog.ReadResult:
     """Read new boot-log lines into the host list (incremental: from where the last read stopped)."""
-    return bootlog.read_new(ctx.inventory, ctx.settings.boot_log)
+    return bootlog.read_new(kit.inventory, kit.settings.boot_log)
 
 
 def _ping(ip: str) -> bool:
@@ -39,35 +39,35 @@ def probe(target: Target) -> tuple[bool, str]:
     return True, "answers SSH" if (addr, port) != (target.ip, 22) else "answers ping and SSH"
 
 
-def filter_hosts(ctx: Booted) -> list[HostResult]:
+def filter_hosts(kit: Kit, listed: Targets) -> list[HostResult]:
     """Probe every listed host; keep the ones that answer, drop the others (and say so)."""
-    targets = ctx.targets()
-    with ThreadPoolExecutor(max_workers=max(1, min(ctx.settings.parallel, len(targets) or 1))) as pool:
+    targets = listed()
+    with ThreadPoolExecutor(max_workers=max(1, min(kit.settings.parallel, len(targets) or 1))) as pool:
         probes = list(pool.map(probe, targets))
-    ctx.inventory.set_reachable({t.name: ok for t, (ok, _) in zip(targets, probes)})
-    ctx.inventory.remove_hosts([t.name for t, (ok, _) in zip(targets, probes) if not ok])
+    kit.inventory.set_reachable({t.name: ok for t, (ok, _) in zip(targets, probes)})
+    kit.inventory.remove_hosts([t.name for t, (ok, _) in zip(targets, probes) if not ok])
     return [HostResult(t.name, ok, why if ok else f"{why}: removed from the host list")
             for t, (ok, why) in zip(targets, probes)]
 
 
-def clear(ctx: Booted) -> int:
+def clear(kit: Kit) -> int:
     """Empty the host list (hosts keep running); returns how many were listed."""
-    return ctx.inventory.remove_hosts()
+    return kit.inventory.remove_hosts()
 
 
-def reset(ctx: Booted) -> tuple[bootlog.ReadResult, list[HostResult]]:
+def reset(kit: Kit, listed: Targets) -> tuple[bootlog.ReadResult, list[HostResult]]:
     """Clear the list, re-read the whole boot log, keep who answers."""
-    ctx.inventory.remove_hosts()
-    ctx.inventory.bootlog_reset(str(ctx.settings.boot_log))
-    return logged(ctx), filter_hosts(ctx)
+    kit.inventory.remove_hosts()
+    kit.inventory.bootlog_reset(str(kit.settings.boot_log))
+    return logged(kit), filter_hosts(kit, listed)
 
 
-def rows(ctx: Booted) -> list[dict[str, object]]:
+def rows(kit: Kit) -> list[dict[str, object]]:
     """One dict per listed host: what hosts_list prints (table or JSON)."""
-    images = {i.name: i for i in ctx.inventory.images()}
-    deployed = ctx.inventory.releases()
+    images = {i.name: i for i in kit.inventory.images()}
+    deployed = kit.inventory.releases()
     out: list[dict[str, object]] = []
-    for h in ctx.inventory.hosts():
+    for h in kit.inventory.hosts():
         img = images.get(h.name)
         service = img.service if img else None
         out.append({

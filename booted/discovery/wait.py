@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from booted.discovery import bootlog
-from booted.discovery.netcheck import ssh_banner
+from booted.netcheck import ssh_banner
 from booted.results import HostResult
 from booted.state.inventory import Inventory
 

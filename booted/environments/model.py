@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from booted.environments.monitor import MonitorSpec
 from booted.errors import ConfigError
-from booted.monitor.spec import MonitorSpec
 from booted.providers.hypervisors import Hypervisor
 from booted.rules import DEBIAN_PACKAGE
 

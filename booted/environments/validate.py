@@ -17,8 +17,8 @@ from booted.environments.model import (
     expand_range,
     packages_of,
 )
+from booted.environments.monitor import parse_monitor
 from booted.errors import ConfigError
-from booted.monitor.spec import parse_monitor
 from booted.providers import NAMES as PROVIDERS
 from booted.providers.hypervisors import BRIDGE_RE, Hypervisor, parse_hypervisors
 from booted.rules import HOST_NAME, VERSION

@@ -5,29 +5,28 @@ this machine's networks. Bad input is a ConfigError (exit 2) here, never a host 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
 
 from booted.environments import Environment, HostSpec
 from booted.environments.machine import check_machine, claims
 from booted.errors import ConfigError
-from booted.remote.services import check_release
+from booted.kit import Kit
+from booted.remote.services import Service, check_release, get_service
 from booted.state.inventory import Image
 
-if TYPE_CHECKING:
-    from booted.context import Booted
 
-
-def preflight(ctx: Booted, env: Environment, bridge: str, specs: Iterable[HostSpec]) -> None:
+def preflight(kit: Kit, services: Mapping[str, Service], env: Environment, bridge: str,
+              specs: Iterable[HostSpec]) -> None:
     """Raise for the first mistake in what starting `specs` of `env` (on its bridge) needs."""
+    settings = kit.settings
     checked: set[tuple[str, str | None]] = set()
     for spec in specs:
         if spec.service and (spec.service, spec.version) not in checked:
             checked.add((spec.service, spec.version))
-            service = ctx.service(spec.service)
-            check_release(service, spec.version, ctx.settings.repo(service.repo_var))
-    check_images(env, ctx.inventory.images(env.name))
-    check_machine(env, [bridge], claims(env, ctx.settings.which("ip")))
+            service = get_service(settings.services_dir, spec.service, dict(services))
+            check_release(service, spec.version, settings.repo(service.repo_var))
+    check_images(env, kit.inventory.images(env.name))
+    check_machine(env, [bridge], claims(env, settings.which("ip")))
 
 
 def check_images(env: Environment, images: list[Image]) -> None:

@@ -1,11 +1,22 @@
 """An environment's status: desired (environments.py) against observed (what runs, what is listed, what
-was deployed), one row per host. Pure: the lab handle gathers the observations."""
+was deployed, whose SSH answers now), one row per host. `status_rows` is pure; `status` gathers."""
 
 from __future__ import annotations
 
 from booted.environments import Environment
-from booted.state.inventory import Host, Image
+from booted.lab.handle import LabHandle
+from booted.remote.fanout import Fleet
+from booted.state import pins as user_pins
+from booted.state.inventory import Host, Image, Inventory
 from booted.state.records import Pin
+
+
+def status(handle: LabHandle, inventory: Inventory, fleet: Fleet) -> list[dict[str, object]]:
+    """The lab's rows: what its provider runs, its images, the host list, deployments, pins, SSH banners."""
+    running, images = handle.running(), inventory.images(handle.env.name)
+    answers = fleet.answers([handle.target(i) for i in images if i.name in running])
+    return status_rows(handle.env, running, images, inventory.hosts(), inventory.releases(),
+                       user_pins.pins(inventory), answers)
 
 
 def status_rows(env: Environment, running: dict[str, int], images: list[Image], listed: list[Host],

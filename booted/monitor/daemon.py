@@ -10,18 +10,20 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from booted.environments import Environment
 from booted.errors import BootedError, storage_error
-from booted.lab.handle import StartReport
 from booted.monitor.api import Api, Control
 from booted.monitor.follow import Watch, stamp, take
-from booted.monitor.reconcile import Action, Observed, decide, managed, wanted_version
+from booted.monitor.reconcile import Action, Kind, Observed, Shortage, decide, managed, wanted_version
 from booted.monitor.scaling import Scaler
 from booted.monitor.statusfile import status_file, write_status
 from booted.remote import deploy
 from booted.remote.fanout import Target
+from booted.remote.services import backend_addresses
+from booted.runs import StartReport
 from booted.state import pins
 
 if TYPE_CHECKING:
@@ -91,7 +93,7 @@ class Monitor:
         targets = {t.name: t for t in self.ctx.targets(env=self.env.name)}
         unlisted = {n for n in running - set(targets) if n in images}
         for name in unlisted:  # runs but is not listed (booted before this boot log, a killed run): checked
-            targets[name] = self.ctx.target(images[name])
+            targets[name] = self.lab.target(images[name])
         health = self._health([targets[n] for n in sorted(running) if n in targets])
         for name in sorted(unlisted & set(health)):  # it serves: list it again (its pinned key still checked)
             self.ctx.say(f"monitor: {name} runs and serves but was not listed: {self.lab.relist(images[name]).detail}")
@@ -171,7 +173,7 @@ class Monitor:
     def pool(self, role: str) -> int:
         return sum(1 for h in self.env.hosts if h.role == role)
 
-    def pass_once(self) -> list[tuple[Action, bool, str]]:
+    def pass_once(self) -> list[tuple[Action | Shortage, bool, str]]:
         self.follow()
         busy = self.ctx.locks.lab_busy(self.env.name)
         if busy:  # a user's start/stop is under way: what runs is changing under it; look again next pass
@@ -182,64 +184,77 @@ class Monitor:
         seen, health = self.observe()
         self.load = self.measure(health, now)
         wanted = self.wanted(seen, self.load, now)
-        actions = decide(self.env, seen, wanted)
+        decided = decide(self.env, seen, wanted)
         # a failing host leaves the lb at once, before it is healed; a host about to be stopped leaves it
         # before it stops (its requests in flight finish), so scaling down drops no request
-        leaving = {a.host for a in actions if a.kind == "stop"}
+        leaving = {a.host for a in decided if isinstance(a, Action) and a.kind is Kind.STOP}
         healthy = {n for n in seen.running if seen.failures.get(n, 0) == 0 and n in health} - leaving
         self.sync_backends(healthy, health)
-        asked = [Action("heal", host, "reprovision requested through the API") for host, _ in self.control.take()]
-        done = [(a, *self.act(a)) for a in asked + [a for a in actions if a.host not in {b.host for b in asked}]]
-        if any(ok and a.kind != "deploy" for a, ok, _ in done):
+        asked: list[Action | Shortage] = [Action(Kind.HEAL, host, "reprovision requested through the API")
+                                          for host, _ in self.control.take()]
+        chosen = {a.host for a in asked if isinstance(a, Action)}
+        todo = asked + [a for a in decided if not isinstance(a, Action) or a.host not in chosen]
+        done = [(a, *self.act(a)) for a in todo]
+        if any(ok and isinstance(a, Action) and a.kind is not Kind.DEPLOY for a, ok, _ in done):
             seen, health = self.observe()
             self.sync_backends({n for n in seen.running if n in health}, health)
         self.control.record(self.write_status(seen, wanted, health))
         return done
 
-    def act(self, action: Action) -> tuple[bool, str]:
-        if action.kind == "short":
+    def act(self, action: Action | Shortage) -> tuple[bool, str]:
+        """Do one action (recorded with its reason and outcome); a shortage is only said."""
+        if isinstance(action, Shortage):
             self.ctx.say(f"monitor: {action.reason}")
             return False, action.reason
-        record = self.ctx.inventory.open_action(self.env.name, action.kind, action.host, action.reason)
-        self.ctx.say(f"monitor: {action.kind} {action.host}: {action.reason}")
+        record = self.ctx.inventory.open_action(self.env.name, action.kind.value, action.host, action.reason)
+        self.ctx.say(f"monitor: {action.kind.value} {action.host}: {action.reason}")
         self.control.set_busy(action.host)
+        doers: dict[Kind, Callable[[str], tuple[bool, str]]] = {
+            Kind.HEAL: self.heal, Kind.START: self.start, Kind.STOP: self.stop, Kind.DEPLOY: self.redeploy}
         try:
-            if action.kind == "heal":
-                ok, detail = _report(self.lab.start_worker(action.host, by_user=False))
-            elif action.kind == "start":
-                ok, detail = _report(self.lab.start_hosts([self.env.host(action.host)]))
-            elif action.kind == "stop":
-                r = self.lab.stop([action.host], by_user=False)[0]
-                ok, detail = r.ok, r.detail
-            else:
-                spec = self.env.host(action.host)
-                assert spec.service is not None
-                known = pins.pins(self.ctx.inventory)
-                version = wanted_version(spec.name, spec.version, known)
-                p = deploy.plan(self.ctx, spec.service, [action.host], self.env.name, version)
-                results = deploy.run_op(self.ctx, "deploy", p) + deploy.run_op(self.ctx, "start", p)
-                ok, detail = all(r.ok for r in results), "; ".join(r.detail for r in results)
-                if ok and spec.name in known and version == spec.version:  # the file changed: its pin is over
-                    pins.clear_pins(self.ctx.inventory, [spec.name])
+            ok, detail = doers[action.kind](action.host)
         except Exception as exc:  # one failed action is recorded and retried next pass, never the end
             ok, detail = False, str(exc) or type(exc).__name__
         finally:
             self.control.set_busy(None)
         self.ctx.inventory.finish_action(record, ok, detail)
-        self.ctx.say(f"monitor: {action.kind} {action.host}: {'done' if ok else 'FAILED'}: {detail}")
+        self.ctx.say(f"monitor: {action.kind.value} {action.host}: {'done' if ok else 'FAILED'}: {detail}")
         return ok, detail
+
+    def heal(self, host: str) -> tuple[bool, str]:
+        return _report(self.ctx.runs(self.env.name).start_worker(host, by_user=False))
+
+    def start(self, host: str) -> tuple[bool, str]:
+        return _report(self.ctx.runs(self.env.name).start_hosts([self.env.host(host)]))
+
+    def stop(self, host: str) -> tuple[bool, str]:
+        r = self.lab.stop([host], by_user=False)[0]
+        return r.ok, r.detail
+
+    def redeploy(self, host: str) -> tuple[bool, str]:
+        """Deploy and start the version the host should run (its pin, else environments.py's)."""
+        spec = self.env.host(host)
+        assert spec.service is not None
+        known = pins.pins(self.ctx.inventory)
+        version = wanted_version(spec.name, spec.version, known)
+        p = deploy.plan(self.ctx.remote, spec.service, [host], self.env.name, version)
+        results = deploy.run_op(self.ctx.remote, "deploy", p) + deploy.run_op(self.ctx.remote, "start", p)
+        ok = all(r.ok for r in results)
+        if ok and spec.name in known and version == spec.version:  # the file changed: its pin is over
+            pins.clear_pins(self.ctx.inventory, [spec.name])
+        return ok, "; ".join(r.detail for r in results)
 
     def sync_backends(self, healthy: set[str], health: dict[str, dict[str, object]]) -> None:
         """Every lb of the environment sends to exactly its upstream's healthy hosts (live, no restart)."""
         services = self.ctx.services
-        ips = {i.name: i.ip for i in self.ctx.inventory.images(self.env.name)}
+        images = self.ctx.inventory.images(self.env.name)
+        ips = {i.name: i.ip for i in images}
         lbs = [h for h in self.env.hosts if h.service in services and services[h.service].upstream
                and h.name in health]
+        members = healthy & {h.name for h in self.env.hosts}  # a clone's health is not checked: not sent to
         for lb in lbs:
             svc = services[lb.service or ""]
-            upstream = services[svc.upstream or ""]
-            want = [f"{ips[h.name]}:{upstream.port}" for h in self.env.hosts
-                    if h.service == upstream.name and h.name in healthy and h.name in ips]
+            want = backend_addresses(services[svc.upstream or ""], images, members)
             have = health[lb.name].get("backends")
             if sorted(want) == sorted(str(b) for b in (have if isinstance(have, list) else [])):
                 continue

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from booted.config import Settings
-from booted.discovery.netcheck import ssh_banner
 from booted.errors import ProviderError
 from booted.hosts.identity import Identity
 from booted.hosts.seed import write_seed
 from booted.images.bootdisk import ensure_bootdisk
 from booted.images.golden import ensure_golden
 from booted.images.vm_assets import ensure_assets
+from booted.netcheck import ssh_banner
 from booted.providers.base import Lab, Progress, Provider, Started
 from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove_bridge
 from booted.providers.hypervisors import Capacity, Hypervisor, place

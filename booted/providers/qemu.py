@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from booted.config import CHILD_ENV
-from booted.discovery.netcheck import ssh_banner
 from booted.hosts.identity import Identity
 from booted.hosts.seed import write_seed
 from booted.images.bootdisk import ensure_bootdisk
 from booted.images.golden import ensure_golden
 from booted.images.vm_assets import Assets, ensure_assets
+from booted.netcheck import ssh_banner
 from booted.providers.base import InstallMedia, Lab, Progress, Provider, Started
 from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove_bridge
 from booted.providers.portfilter import guard

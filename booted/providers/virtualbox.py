@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from booted.config import CHILD_ENV, Settings
-from booted.discovery.netcheck import ssh_banner
 from booted.errors import ProviderError, ToolMissing
 from booted.hosts.identity import Identity
 from booted.hosts.seed import write_seed
@@ -28,6 +27,7 @@ from booted.images.bootdisk import ensure_bootdisk
 from booted.images.golden import ensure_golden
 from booted.images.isoboot import LDLINUX, PXELINUX, pxe_tree
 from booted.images.vm_assets import ensure_assets
+from booted.netcheck import ssh_banner
 from booted.providers.base import InstallMedia, Lab, Progress, Provider, Started
 from booted.providers.vboxmanage import VBoxError, VBoxManage
 from booted.state.locks import hold

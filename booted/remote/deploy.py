@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from invoke.exceptions import UnexpectedExit
 
@@ -22,12 +21,10 @@ from booted.errors import BootedError, ConfigError
 from booted.remote import commands
 from booted.remote.commands import FETCH_FAILED, ROOT, RUNNING, deploy_script, start_script, stop_script
 from booted.remote.fanout import Fleet, StepFailed, Target, describe
+from booted.remote.reach import Remote
 from booted.remote.releases import publish
-from booted.remote.services import Service, package
+from booted.remote.services import Service, backend_addresses, package
 from booted.results import Done, HostResult
-
-if TYPE_CHECKING:
-    from booted.context import Booted
 
 # what the steps send to hosts, also used by the callers of this module (firstboot, the monitor, benches)
 backends_script, stats_script = commands.backends_script, commands.stats_script
@@ -51,12 +48,14 @@ class Plan:
         return replace(self, targets=[t for t in self.targets if t.name in hosts])
 
 
-def plan(ctx: Booted, service_name: str, hosts: list[str] | None = None, env: str | None = None,
+def plan(remote: Remote, service_name: str, hosts: list[str] | None = None, env: str | None = None,
          version: str | None = None) -> Plan:
-    """The current host list, narrowed to hosts whose image runs this service (and to --hosts / --env)."""
-    service = ctx.service(service_name)
-    images = {i.name: i for i in ctx.inventory.images()}
-    current = {h.name: h for h in ctx.inventory.hosts()}
+    """The current host list, narrowed to hosts whose image runs this service (and to --hosts / --env,
+    whose name the caller checked)."""
+    service = remote.service(service_name)
+    inventory = remote.kit.inventory
+    images = {i.name: i for i in inventory.images()}
+    current = {h.name: h for h in inventory.hosts()}
     if hosts:
         unknown = [h for h in hosts if h not in current]
         if unknown:
@@ -65,27 +64,25 @@ def plan(ctx: Booted, service_name: str, hosts: list[str] | None = None, env: st
         wrong = [h for h in hosts if h not in images or images[h].service != service.name]
         if wrong:
             raise ConfigError(f"{', '.join(wrong)} do(es) not run {service.name} in environments.py")
-    if env is not None:
-        ctx.environment(env)  # validates the name
     chosen = [h.name for h in current.values() if h.name in images and images[h.name].service == service.name
               and (not hosts or h.name in hosts) and (env is None or images[h.name].env == env)]
     if not chosen:
         raise BootedError(f"no host in the current host list runs {service.name}: start the environment "
                           "(fab env_start_all) or rebuild the list (fab hosts_reset)")
-    targets = ctx.targets(chosen)
+    targets = remote.resolver.targets(chosen)
     return Plan(service, targets, {h: version or images[h].version for h in chosen}, version,
-                backends(ctx, service, targets), tuple(sorted({images[h].env for h in chosen})))
+                backends(remote, service, targets), tuple(sorted({images[h].env for h in chosen})))
 
 
-def backends(ctx: Booted, service: Service, targets: list[Target]) -> dict[str, str]:
+def backends(remote: Remote, service: Service, targets: list[Target]) -> dict[str, str]:
     """host -> 'ip:port,...' of the listed hosts of its environment that run the service's upstream."""
     if service.upstream is None:
         return {t.name: "" for t in targets}
-    upstream = ctx.service(service.upstream)
-    images = {i.name: i for i in ctx.inventory.images()}
-    listed = [h for h in ctx.inventory.hosts() if h.name in images and images[h.name].service == upstream.name]
-    return {t.name: ",".join(f"{h.ip}:{upstream.port}" for h in listed
-                             if images[h.name].env == images[t.name].env) for t in targets}
+    upstream = remote.service(service.upstream)
+    images = {i.name: i for i in remote.kit.inventory.images()}
+    listed = {h.name for h in remote.kit.inventory.hosts()}
+    return {t.name: ",".join(backend_addresses(upstream, [i for i in images.values() if i.env == images[t.name].env],
+                                               listed)) for t in targets}
 
 
 # the operations ---------------------------------------------------------------------------------------
@@ -104,11 +101,11 @@ def proven(fleet: Fleet, service: Service, target: Target, timeout: float = 5.0)
     return url, version if isinstance(version, str) else None
 
 
-def _deploy(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
-    repo = ctx.settings.repo(p.service.repo_var)
+def _deploy(remote: Remote, p: Plan, fleet: Fleet) -> tuple[Step, str]:
+    settings = remote.kit.settings
+    repo = settings.repo(p.service.repo_var)
     releases = {v: package(p.service, v, repo) for v in set(p.versions.values())}
-    published = {v: publish(ctx.settings, r) for v, r in releases.items()}
-    gateways = gateways_of(ctx, [t.name for t in p.targets])
+    published = {v: publish(settings, r) for v, r in releases.items()}
     backends = p.backends or {}
 
     def step(target: Target) -> Done:
@@ -116,7 +113,7 @@ def _deploy(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
         # unpacks, switches and restarts; only when it cannot fetch it is the release pushed over SFTP
         release, pub = releases[p.versions[target.name]], published[p.versions[target.name]]
         lst = backends.get(target.name, "")
-        fetch = (pub.url(gateways[target.name], ctx.settings.http_port), pub.sha256)
+        fetch = (pub.url(remote.resolver.gateway(target.name), settings.http_port), pub.sha256)
         how = ""
         try:
             out = fleet.sh(target, deploy_script(p.service, target, release, "", lst, fetch=fetch))
@@ -140,14 +137,8 @@ def _deploy(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     return step, ",".join(sorted({r.version for r in releases.values()}))
 
 
-def gateways_of(ctx: Booted, hosts: list[str]) -> dict[str, str]:
-    """host -> the lab gateway it reaches booted's nginx on."""
-    images = {i.name: i for i in ctx.inventory.images()}
-    return {h: str(ctx.environment(images[h].env).gateway) for h in hosts}
-
-
-def _start(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
-    healthy, _ = _test(ctx, p, fleet)
+def _start(remote: Remote, p: Plan, fleet: Fleet) -> tuple[Step, str]:
+    healthy, _ = _test(remote, p, fleet)
 
     def step(t: Target) -> str | Done:
         # Converge: a host already serving the version deployed there (deploy restarts a running
@@ -160,7 +151,7 @@ def _start(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     return step, "-"
 
 
-def _stop(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
+def _stop(remote: Remote, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     def step(t: Target) -> str:
         # stop.sh fails (exit 6, naming what is left) unless no supervisor is left and nothing listens
         lines = fleet.sh(t, stop_script(p.service, t)).splitlines()
@@ -169,17 +160,18 @@ def _stop(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     return step, "-"
 
 
-def _test(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
+def _test(remote: Remote, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     """GET the health URL: the host must say its own name and the version expected there (--version,
     else what booted deployed there last, else the version in environments.py). What it proves to serve
     is recorded."""
-    deployed = ctx.inventory.releases()
+    inventory = remote.kit.inventory
+    deployed = inventory.releases()
     expected = {h: p.requested or deployed.get((h, p.service.name)) or v for h, v in p.versions.items()}
 
     def step(target: Target) -> str:
         _, serves = proven(fleet, p.service, target)
         if serves is not None and deployed.get((target.name, p.service.name)) != serves:
-            ctx.inventory.record_release(target.name, p.service.name, serves)
+            inventory.record_release(target.name, p.service.name, serves)
         want = expected.get(target.name)
         if want is not None and serves != want:
             raise StepFailed(f"serves version {serves!r}, expected {want!r}")
@@ -187,7 +179,7 @@ def _test(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     return step, "-"
 
 
-def _rollback(ctx: Booted, p: Plan, fleet: Fleet) -> tuple[Step, str]:
+def _rollback(remote: Remote, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     def step(target: Target) -> Done:
         out = fleet.sh(target, commands.rollback_script(p.service, target))
         version = next(line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("version "))
@@ -204,7 +196,7 @@ class Op:
     host's success records the version it left running, and whether it changes what runs (then runs of it
     for one service and environment are serialized)."""
 
-    make: Callable[[Booted, Plan, Fleet], tuple[Step, str]]
+    make: Callable[[Remote, Plan, Fleet], tuple[Step, str]]
     timeout: float  # seconds a host may take (BOOTED_TIMEOUT overrides)
     records_version: bool = False
     serialized: bool = True
@@ -221,76 +213,77 @@ DELIVER = ("deploy", "start", "test")
 
 
 @contextmanager
-def serialize(ctx: Booted, p: Plan, what: str) -> Iterator[None]:
+def serialize(remote: Remote, p: Plan, what: str) -> Iterator[None]:
     """Hold the lock of the plan's service in each of its environments: a second deploy (or start, stop,
     rollback) of it waits until this one has finished, and says whom it waits for."""
     with ExitStack() as stack:
         for env in p.envs:
-            stack.enter_context(ctx.locks.service(env, p.service.name, what))
+            stack.enter_context(remote.kit.locks.service(env, p.service.name, what))
         yield
 
 
-def run_op(ctx: Booted, op: str, p: Plan, fleet: Fleet | None = None) -> list[HostResult]:
+def run_op(remote: Remote, op: str, p: Plan, fleet: Fleet | None = None) -> list[HostResult]:
     """Run one operation of a plan on its hosts (one at a time per service and environment when it changes
     what runs); record it as a deployment (open -> done / failed)."""
     if op not in OPS:
         raise ConfigError(f"unknown operation {op!r} (one of {', '.join(OPS)})")
     if not OPS[op].serialized:
-        return _run(ctx, op, p, fleet)
-    with serialize(ctx, p, f"running {p.service.name}_{op}" + (f" {p.requested}" if p.requested else "")):
-        return _run(ctx, op, p, fleet)
+        return _run(remote, op, p, fleet)
+    with serialize(remote, p, f"running {p.service.name}_{op}" + (f" {p.requested}" if p.requested else "")):
+        return _run(remote, op, p, fleet)
 
 
-def _run(ctx: Booted, op: str, p: Plan, fleet: Fleet | None) -> list[HostResult]:
+def _run(remote: Remote, op: str, p: Plan, fleet: Fleet | None) -> list[HostResult]:
     if fleet is None:
-        with ctx.fleet() as own:
-            return _run(ctx, op, p, own)
-    step, label = OPS[op].make(ctx, p, fleet)
-    timeout = ctx.settings.timeout or OPS[op].timeout
+        with remote.fleet() as own:
+            return _run(remote, op, p, own)
+    step, label = OPS[op].make(remote, p, fleet)
+    timeout = remote.kit.settings.timeout or OPS[op].timeout
+    inventory = remote.kit.inventory
     task = f"{p.service.name}_{op}"
 
     def locked(target: Target) -> str | Done:
         # one service operation per host at a time (other runs, the monitor). An operation that changes the
         # version makes it unknown until the host proves what it serves: a run that fails or is killed
         # half-way never leaves the database naming the version the host ran before
-        with ctx.locks.host(target.name, task, wait=timeout / 2):
+        with remote.kit.locks.host(target.name, task, wait=timeout / 2):
             if not OPS[op].records_version:
                 return step(target)
-            ctx.inventory.forget_releases(target.name)
+            inventory.forget_releases(target.name)
             try:
                 out = step(target)
             except BaseException:
-                _observe(ctx, fleet, p.service, target)
+                _observe(remote, fleet, p.service, target)
                 raise
             if isinstance(out, Done):
-                ctx.inventory.record_release(target.name, p.service.name, out.version)
+                inventory.record_release(target.name, p.service.name, out.version)
             return out
 
-    dep = ctx.inventory.open_deployment(p.service.name, label, op, [t.name for t in p.targets])
+    dep = inventory.open_deployment(p.service.name, label, op, [t.name for t in p.targets])
     results = fleet.run(p.targets, locked, task, timeout=timeout)
-    ctx.inventory.finish_deployment(dep, results, p.service.name, False)
+    inventory.finish_deployment(dep, results)
     return results
 
 
-def _observe(ctx: Booted, fleet: Fleet, service: Service, target: Target) -> None:
+def _observe(remote: Remote, fleet: Fleet, service: Service, target: Target) -> None:
     """After a failed step: record the version the host proves it serves, if it answers at once."""
     try:
         serves = proven(fleet, service, target, timeout=2.0)[1]
     except StepFailed:  # no answer: the version stays unknown until a deploy or test proves one
         return
     if serves is not None:
-        ctx.inventory.record_release(target.name, service.name, serves)
+        remote.kit.inventory.record_release(target.name, service.name, serves)
 
 
-def deliver(ctx: Booted, fleet: Fleet, service: str, hosts: list[str], env: str) -> dict[str, list[HostResult]]:
+def deliver(remote: Remote, fleet: Fleet, service: str, hosts: list[str], env: str) -> dict[str, list[HostResult]]:
     """deploy -> start -> test `service` on `hosts` (serialized as one run); a host that fails a step skips
     the later ones. Returns each step's results."""
-    p = plan(ctx, service, hosts=hosts, env=env)
+    p = plan(remote, service, hosts=hosts, env=env)
     out: dict[str, list[HostResult]] = {}
-    with serialize(ctx, p, f"delivering {service}"):
+    with serialize(remote, p, f"delivering {service}"):
         for op in DELIVER:
             if not p.targets:
                 break
-            out[op] = _run(ctx, op, p, fleet)
+            out[op] = _run(remote, op, p, fleet)
             p = p.only({r.host for r in out[op] if r.ok})
     return out

@@ -21,8 +21,8 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import UnexpectedExit
 
-from booted.discovery.netcheck import banners
 from booted.errors import BootedError
+from booted.netcheck import banners
 from booted.results import Done, HostResult
 
 

@@ -8,19 +8,16 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from booted.environments import Environment
 from booted.errors import BootedError
 from booted.remote import deploy
 from booted.remote.fanout import Fleet, Target
+from booted.remote.reach import Remote
 from booted.remote.releases import Published, publish
-from booted.remote.services import Release, package
+from booted.remote.services import Release, backend_addresses, package
 from booted.results import HostResult
 from booted.state.inventory import Image
-
-if TYPE_CHECKING:
-    from booted.context import Booted
-    from booted.environments import Environment
 
 
 @dataclass(frozen=True)
@@ -33,25 +30,25 @@ class Serve:
     backends: str  # a proxy's backend list at boot ('' for others)
 
 
-def prepare(ctx: Booted, env: Environment, images: list[Image], alive: set[str]) -> dict[str, Serve]:
+def prepare(remote: Remote, env: Environment, images: list[Image], alive: set[str]) -> dict[str, Serve]:
     """serve.sh for each of `images` that runs a service (`alive`: the hosts of the environment running or
     about to boot: a proxy's backends). A release that cannot be built is left to the deploy after boot,
     which reports why."""
-    services = ctx.services
-    everyone = ctx.inventory.images(env.name)
+    services, settings = remote.services, remote.kit.settings
+    everyone = remote.kit.inventory.images(env.name)
     built: dict[tuple[str, str | None], tuple[Release, Published] | None] = {}
     out: dict[str, Serve] = {}
     for img in images:
-        if img.service not in services or services[img.service].setup:
+        svc = services.get(img.service or "")
+        if svc is None or svc.setup:
             continue  # a setup command may take minutes: that service is deployed after boot, as before
-        svc = services[img.service]
         key = (svc.name, img.version)
         if key not in built:
             try:
-                release = package(svc, img.version, ctx.settings.repo(svc.repo_var))
-                built[key] = (release, publish(ctx.settings, release))
+                release = package(svc, img.version, settings.repo(svc.repo_var))
+                built[key] = (release, publish(settings, release))
             except BootedError as exc:
-                ctx.say(f"{svc.name} {img.version or ''}: deployed after boot ({exc})")
+                remote.kit.say(f"{svc.name} {img.version or ''}: deployed after boot ({exc})")
                 built[key] = None
         made = built[key]
         if made is None:
@@ -59,30 +56,30 @@ def prepare(ctx: Booted, env: Environment, images: list[Image], alive: set[str])
         release, pub = made
         backends = ""
         if svc.upstream and svc.upstream in services:
-            port = services[svc.upstream].port
-            backends = ",".join(f"{i.ip}:{port}" for i in everyone if i.service == svc.upstream and i.name in alive)
+            backends = ",".join(backend_addresses(services[svc.upstream], everyone, alive))
         target = Target(img.name, img.ip)
-        fetch = (pub.url(str(env.gateway), ctx.settings.http_port), pub.sha256)
+        fetch = (pub.url(str(env.gateway), settings.http_port), pub.sha256)
         script = deploy.deploy_script(svc, target, release, "", backends, fetch=fetch, start=True)
         out[img.name] = Serve(script, release.id, release.version, backends)
     return out
 
 
-def verify(ctx: Booted, fleet: Fleet, service: str, hosts: list[str], env: str, served: dict[str, Serve]
+def verify(remote: Remote, fleet: Fleet, service: str, hosts: list[str], env: str, served: dict[str, Serve]
            ) -> tuple[dict[str, list[HostResult]], list[str]]:
     """Test the hosts whose boot-log line says they serve the release they were given; record what they run.
     Returns (their step results, the hosts that still need a deploy over SSH)."""
-    listed = {h.name: h for h in ctx.inventory.hosts()}
+    inventory = remote.kit.inventory
+    listed = {h.name: h for h in inventory.hosts()}
     claimed = [h for h in hosts if h in served and h in listed and listed[h].serving == served[h].release]
     if not claimed:
         return {}, hosts
     for h in claimed:  # what the host says it runs; the test below checks it serves exactly that
-        ctx.inventory.record_release(h, service, served[h].version)
-    p = deploy.plan(ctx, service, hosts=claimed, env=env)
-    tested = deploy.run_op(ctx, "test", p, fleet)
+        inventory.record_release(h, service, served[h].version)
+    p = deploy.plan(remote, service, hosts=claimed, env=env)
+    tested = deploy.run_op(remote, "test", p, fleet)
     ok = {r.host for r in tested if r.ok}
     for h in set(claimed) - ok:  # not verified: what it runs is not known until the deploy below
-        ctx.inventory.forget_releases(h)
+        inventory.forget_releases(h)
     results = {
         "deploy": [HostResult(h, True, f"served at boot: {served[h].version}") for h in claimed if h in ok],
         "start": [HostResult(h, True, "started at boot") for h in claimed if h in ok],
@@ -91,16 +88,16 @@ def verify(ctx: Booted, fleet: Fleet, service: str, hosts: list[str], env: str, 
     return results, [h for h in hosts if h not in ok]
 
 
-def settle_proxies(ctx: Booted, fleet: Fleet, service: str, hosts: list[str], served: dict[str, Serve]
+def settle_proxies(remote: Remote, fleet: Fleet, service: str, hosts: list[str], served: dict[str, Serve]
                    ) -> list[HostResult]:
     """A proxy that started at boot, beside the hosts it fronts, gets the list of those actually up now
     (live, where it differs), and booted waits (up to PROXY_SETTLE s) until its own health checks have
     taken them in: so the lab serves through it when env_start_all returns."""
-    svc = ctx.service(service)
+    svc = remote.service(service)
     if svc.upstream is None or not hosts:
         return []
-    targets = ctx.targets(hosts)
-    wanted = deploy.backends(ctx, svc, targets)
+    targets = remote.resolver.targets(hosts)
+    wanted = deploy.backends(remote, svc, targets)
 
     def step(t: Target) -> str:
         want = sorted(b for b in wanted[t.name].split(",") if b)

@@ -11,6 +11,7 @@ import re
 import string
 import subprocess
 import tomllib
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from booted.environments import packages_of
 from booted.errors import ConfigError, DeployError
 from booted.remote.packing import Release, check_folder, tar_folder, tar_repo
 from booted.rules import SERVICE_NAME, VERSION
+from booted.state.records import Image
 
 HEALTH_RE = re.compile(r"^/[A-Za-z0-9/._~?=&-]{0,200}\Z")
 KEYS = {"port", "start", "health", "description", "upstream", "packages", "setup", "on_backends", "stats",
@@ -141,6 +143,13 @@ def get_service(services_dir: Path, name: str, services: dict[str, Service] | No
     if name not in services:
         raise ConfigError(f"unknown service {name!r}: {services_dir} has {', '.join(services) or 'no services'}")
     return services[name]
+
+
+def backend_addresses(upstream: Service, images: Iterable[Image], among: Collection[str]) -> list[str]:
+    """What an lb sends to: 'ip:port' of each host image that runs its upstream and is `among` the hosts
+    given (listed, about to boot, or healthy: the caller says which), in the images' order. The one home of
+    that rule."""
+    return [f"{i.ip}:{upstream.port}" for i in images if i.service == upstream.name and i.name in among]
 
 
 def in_tree_version(service: Service) -> str:

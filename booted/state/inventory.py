@@ -265,18 +265,13 @@ class Inventory:
                            [(dep, h) for h in hosts])
         return dep
 
-    def finish_deployment(self, dep: int, results: list[HostResult], service: str, records_version: bool) -> None:
-        """Record each host's outcome; with `records_version`, a host's success with a version marks what
-        now runs there."""
+    def finish_deployment(self, dep: int, results: list[HostResult]) -> None:
+        """Record each host's outcome (what a host runs is recorded once it proved it: record_release)."""
         now = time.time()
         with self.write() as db:
             for r in results:
                 db.execute("UPDATE deployment_hosts SET status=?, detail=?, seconds=? WHERE deployment=? AND host=?",
                            ("done" if r.ok else "failed", r.detail, r.seconds, dep, r.host))
-                if r.ok and records_version and r.version:
-                    db.execute("INSERT INTO releases (host, service, version, at) VALUES (?,?,?,?)"
-                               " ON CONFLICT(host, service) DO UPDATE SET version=excluded.version, at=excluded.at",
-                               (r.host, service, r.version, now))
             status = "done" if all(r.ok for r in results) else "failed"
             db.execute("UPDATE deployments SET status=?, finished=? WHERE id=?", (status, now, dep))
 

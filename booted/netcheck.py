@@ -1,4 +1,4 @@
-"""Cheap reachability checks used by discovery, hosts_filter and providers."""
+"""Cheap reachability checks (an SSH banner, many at once) used by discovery, the fan-out and providers."""
 
 from __future__ import annotations
 
