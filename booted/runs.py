@@ -33,6 +33,15 @@ class StartReport:
     def failed(self) -> list[str]:
         return [i.name for i in self.images if any(not s[i.name].ok for s in self.steps.values() if i.name in s)]
 
+    def outcome(self) -> tuple[bool, str]:
+        """(all served, one line): the failures' reasons, or "serving; booted in 4.2s" (what a heal's time is
+        made of: the monitor records it)."""
+        if self.failed():
+            reasons = [r.detail for s in self.steps.values() for r in s.values() if not r.ok]
+            return False, "; ".join(reasons)[:300]
+        booted = [r.detail for r in self.steps.get("boot", {}).values() if r.detail.startswith("booted in")]
+        return True, "; ".join(["serving", *booted])
+
 
 class Runs:
     """The runs of one environment: its lab handle below, remote work beside it."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from booted.discovery import bootlog
+from booted.hosts.identity import fingerprint
 from booted.kit import Kit
 from booted.netcheck import ssh_banner
 from booted.remote.fanout import Target
 from booted.results import HostResult
+from booted.state.inventory import Image, Inventory
 
 Targets = Callable[[], list[Target]]  # every listed host, reached as its lab's provider says
 
@@ -77,3 +80,13 @@ def rows(kit: Kit) -> list[dict[str, object]]:
             "hypervisor": (img.hypervisor or None) if img else None,
         })
     return out
+
+
+def relist(inventory: Inventory, img: Image, ssh: tuple[str, int]) -> HostResult:
+    """A host that runs but is not in the host list (cleared, or booted before the current boot log):
+    list it again from its pinned identity if it answers SSH at `ssh` (connections still verify its host key)."""
+    addr, port = ssh
+    if not ssh_banner(addr, port=port):
+        return HostResult(img.name, False, "running but SSH does not answer: fab env_start_worker " + img.name)
+    inventory.list_host(img.name, img.ip, img.mac, fingerprint(img.hostkey), img.started or time.time())
+    return HostResult(img.name, True, "already running (listed again)")

@@ -33,12 +33,12 @@ def load_environments(path: Path, timeout: float = LOAD_TIMEOUT) -> dict[str, En
         env = environment(name, value, lines)
         for other in envs.values():
             if env.network.overlaps(other.network):
-                raise ConfigError(f"{lines.where(name, 'network')}: environment {name!r}: network {env.network} "
+                raise ConfigError(f"{lines.at(name, 'network')}: environment {name!r}: network {env.network} "
                                   f"overlaps environment {other.name!r}'s {other.network}: give each environment "
                                   "its own network")
         for host in env.hosts:
             if host.name in owner:
-                raise ConfigError(f"{lines.where(name, 'hosts')}: environment {name!r}: host {host.name!r} is "
+                raise ConfigError(f"{lines.at(name, 'hosts')}: environment {name!r}: host {host.name!r} is "
                                   f"also defined in environment {owner[host.name]!r}: host names are unique "
                                   "across environments (each names one host image)")
             owner[host.name] = name

@@ -43,7 +43,7 @@ class Lines:
                         return k.lineno, v
         return None
 
-    def where(self, *keys: str) -> str:
+    def at(self, *keys: str) -> str:
         node, line = self.root, None
         for key in keys:
             found = self._find(node, key) if node is not None else None

@@ -39,37 +39,37 @@ def _number(value: Any) -> bool:
 
 
 def parse_monitor(env: str, value: dict[str, Any], roles: dict[str, int], minimum: dict[str, int],
-                  where: Callable[..., str]) -> MonitorSpec:
+                  at: Callable[..., str]) -> MonitorSpec:
     """The environment's `max`, `target` and `monitor` keys; every mistake names file:line and the fix."""
     maximum: dict[str, int] = {}
     raw = value.get("max", {})
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where(env, 'max')}: environment {env!r}: 'max' must be a dict ROLE -> COUNT")
+        raise ConfigError(f"{at(env, 'max')}: environment {env!r}: 'max' must be a dict ROLE -> COUNT")
     for role, count in raw.items():
         if role not in roles:
-            raise ConfigError(f"{where(env, 'max', str(role))}: environment {env!r}: max: no host has role {role!r}"
+            raise ConfigError(f"{at(env, 'max', str(role))}: environment {env!r}: max: no host has role {role!r}"
                               f" (roles: {', '.join(sorted(roles))})")
         low = minimum.get(role, 0)
         if not _number(count) or count != int(count) or not low <= count <= roles[role]:
-            raise ConfigError(f"{where(env, 'max', str(role))}: environment {env!r}: max[{role!r}] = {count!r}: a "
+            raise ConfigError(f"{at(env, 'max', str(role))}: environment {env!r}: max[{role!r}] = {count!r}: a "
                               f"whole number from min ({low}) to {roles[role]} (the hosts with that role are its pool)")
         maximum[role] = int(count)
     target: dict[str, float] = {}
     raw = value.get("target", {})
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where(env, 'target')}: environment {env!r}: 'target' must be a dict ROLE -> requests "
+        raise ConfigError(f"{at(env, 'target')}: environment {env!r}: 'target' must be a dict ROLE -> requests "
                           "per second per host")
     for role, rate in raw.items():
         if role not in roles:
-            raise ConfigError(f"{where(env, 'target', str(role))}: environment {env!r}: target: no host has role "
+            raise ConfigError(f"{at(env, 'target', str(role))}: environment {env!r}: target: no host has role "
                               f"{role!r} (roles: {', '.join(sorted(roles))})")
         if not _number(rate) or rate <= 0:
-            raise ConfigError(f"{where(env, 'target', str(role))}: environment {env!r}: target[{role!r}] = "
+            raise ConfigError(f"{at(env, 'target', str(role))}: environment {env!r}: target[{role!r}] = "
                               f"{rate!r}: requests per second per host, a number above 0")
         target[role] = float(rate)
     settings = value.get("monitor", {})
     if not isinstance(settings, dict) or set(settings) - MONITOR_KEYS:
-        raise ConfigError(f"{where(env, 'monitor')}: environment {env!r}: 'monitor' takes "
+        raise ConfigError(f"{at(env, 'monitor')}: environment {env!r}: 'monitor' takes "
                           f"{', '.join(sorted(MONITOR_KEYS))}")
     checks: dict[str, tuple[float, float]] = {"interval": (0.2, 3600.0), "window": (0.0, 86400.0),
                                               "failures": (1, 100), "tolerance": (0.0, 0.9)}
@@ -77,7 +77,7 @@ def parse_monitor(env: str, value: dict[str, Any], roles: dict[str, int], minimu
         got = settings.get(key)
         if got is not None and (not _number(got) or not lo <= got <= hi
                                 or (key == "failures" and got != int(got))):
-            raise ConfigError(f"{where(env, 'monitor', key)}: environment {env!r}: monitor {key} = {got!r}: "
+            raise ConfigError(f"{at(env, 'monitor', key)}: environment {env!r}: monitor {key} = {got!r}: "
                               f"{lo:g}..{hi:g}")
     defaults = MonitorSpec()
     return MonitorSpec(maximum, target, float(settings.get("interval", defaults.interval)),

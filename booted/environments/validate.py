@@ -29,52 +29,52 @@ PRIVATE = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12"
 def environment(name: Any, value: Any, lines: Lines) -> Environment:
     """One environment's dict, checked, as an Environment."""
     if not isinstance(name, str) or not HOST_NAME.match(name):
-        raise ConfigError(f"{lines.where()}: environment name {name!r}: use lowercase letters, digits and -")
-    where = lines.where(name)
+        raise ConfigError(f"{lines.at()}: environment name {name!r}: use lowercase letters, digits and -")
+    where = lines.at(name)
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: environment {name!r} must be a dict with keys {sorted(ENV_KEYS)}")
     unknown = set(value) - ENV_KEYS
     if unknown:
-        raise ConfigError(f"{lines.where(name, *map(str, unknown))}: environment {name!r}: unknown key(s) "
+        raise ConfigError(f"{lines.at(name, *map(str, unknown))}: environment {name!r}: unknown key(s) "
                           f"{sorted(map(str, unknown))} (allowed: {sorted(ENV_KEYS)})")
     provider = value.get("provider", "netns")
     if provider not in PROVIDERS:
-        raise ConfigError(f"{lines.where(name, 'provider')}: environment {name!r}: provider {provider!r} "
+        raise ConfigError(f"{lines.at(name, 'provider')}: environment {name!r}: provider {provider!r} "
                           f"is not one of {', '.join(PROVIDERS)} (the providers this version of booted has)")
     network = _network(name, value.get("network"), lines)
     hosts_raw = value.get("hosts")
     if not isinstance(hosts_raw, dict) or not hosts_raw:
-        raise ConfigError(f"{lines.where(name, 'hosts')}: environment {name!r}: 'hosts' must be a non-empty "
+        raise ConfigError(f"{lines.at(name, 'hosts')}: environment {name!r}: 'hosts' must be a non-empty "
                           "dict of NAME_OR_RANGE -> {'role': ..., 'service': ..., 'version': ...}")
     hosts: list[HostSpec] = []
     seen: set[str] = set()
     for key, spec in hosts_raw.items():
         for host in _hosts(name, key, spec, lines):
             if host.name in seen:
-                raise ConfigError(f"{lines.where(name, str(key))}: environment {name!r}: host {host.name!r} "
+                raise ConfigError(f"{lines.at(name, str(key))}: environment {name!r}: host {host.name!r} "
                                   "is defined twice (check overlapping ranges)")
             seen.add(host.name)
             hosts.append(host)
     if len(hosts) > network.num_addresses - 3:
-        raise ConfigError(f"{lines.where(name, 'network')}: environment {name!r}: network {network} has room "
+        raise ConfigError(f"{lines.at(name, 'network')}: environment {name!r}: network {network} has room "
                           f"for {network.num_addresses - 3} hosts, {len(hosts)} are defined: use a larger network")
     minimum = _minimum(name, value.get("min", {}), hosts, lines)
-    packages = packages_of(value.get("packages", []), f"{lines.where(name, 'packages')}: environment {name!r}")
+    packages = packages_of(value.get("packages", []), f"{lines.at(name, 'packages')}: environment {name!r}")
     init = value.get("init", "busybox")
     if init not in INITS:
-        raise ConfigError(f"{lines.where(name, 'init')}: environment {name!r}: init {init!r} is not one of "
+        raise ConfigError(f"{lines.at(name, 'init')}: environment {name!r}: init {init!r} is not one of "
                           f"{', '.join(INITS)}")
     boot = value.get("boot", "kernel")
     if boot not in BOOTS or (boot != "kernel" and provider != "qemu"):
-        raise ConfigError(f"{lines.where(name, 'boot')}: environment {name!r}: boot {boot!r}: for provider qemu, one "
+        raise ConfigError(f"{lines.at(name, 'boot')}: environment {name!r}: boot {boot!r}: for provider qemu, one "
                           f"of {', '.join(BOOTS)} (other providers boot their own way)")
     hypervisors, uplink = _hypervisors(name, provider, value, hosts, lines)
     roles: dict[str, int] = {}
     for host in hosts:
         roles[host.role] = roles.get(host.role, 0) + 1
-    monitor = parse_monitor(name, value, roles, minimum, lines.where)
+    monitor = parse_monitor(name, value, roles, minimum, lines.at)
     return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path), packages, init, monitor,
-                       boot, hypervisors, uplink, lines.where(name, "network"))
+                       boot, hypervisors, uplink, lines.at(name, "network"))
 
 
 def _hypervisors(env: str, provider: str, value: dict[str, Any], hosts: list[HostSpec], lines: Lines
@@ -84,30 +84,30 @@ def _hypervisors(env: str, provider: str, value: dict[str, Any], hosts: list[Hos
     if provider != "libvirt":
         for key in ("hypervisors", "uplink"):
             if key in value:
-                raise ConfigError(f"{lines.where(env, key)}: environment {env!r}: {key!r} is for provider libvirt "
+                raise ConfigError(f"{lines.at(env, key)}: environment {env!r}: {key!r} is for provider libvirt "
                                   f"(this environment uses {provider})")
         if pinned:
-            raise ConfigError(f"{lines.where(env, pinned[0].name, 'hypervisor')}: environment {env!r}: host "
+            raise ConfigError(f"{lines.at(env, pinned[0].name, 'hypervisor')}: environment {env!r}: host "
                               f"{pinned[0].name!r}: 'hypervisor' is for provider libvirt")
         return (), ""
     try:
         hypervisors = parse_hypervisors(value.get("hypervisors"))
     except ValueError as exc:
-        raise ConfigError(f"{lines.where(env, 'hypervisors')}: environment {env!r}: {exc}") from None
+        raise ConfigError(f"{lines.at(env, 'hypervisors')}: environment {env!r}: {exc}") from None
     names = [hv.name for hv in hypervisors]
     for host in pinned:
         if host.hypervisor not in names:
-            raise ConfigError(f"{lines.where(env, host.name, 'hypervisor')}: environment {env!r}: host "
+            raise ConfigError(f"{lines.at(env, host.name, 'hypervisor')}: environment {env!r}: host "
                               f"{host.name!r}: hypervisor {host.hypervisor!r} is not one of {', '.join(names)}")
     uplink = value.get("uplink", "")
     if not isinstance(uplink, str) or (uplink and not BRIDGE_RE.match(uplink)):
-        raise ConfigError(f"{lines.where(env, 'uplink')}: environment {env!r}: uplink {uplink!r}: the name of an "
+        raise ConfigError(f"{lines.at(env, 'uplink')}: environment {env!r}: uplink {uplink!r}: the name of an "
                           "interface of this machine (letters, digits, _ . -, at most 15)")
     return hypervisors, uplink
 
 
 def _network(env: str, raw: Any, lines: Lines) -> ipaddress.IPv4Network:
-    where = lines.where(env, "network")
+    where = lines.at(env, "network")
     if not isinstance(raw, str):
         raise ConfigError(f"{where}: environment {env!r}: 'network' must be a CIDR string like '10.77.0.0/24'")
     try:
@@ -121,7 +121,7 @@ def _network(env: str, raw: Any, lines: Lines) -> ipaddress.IPv4Network:
 
 
 def _hosts(env: str, key: Any, spec: Any, lines: Lines) -> list[HostSpec]:
-    where = lines.where(env, str(key))
+    where = lines.at(env, str(key))
     if not isinstance(key, str):
         raise ConfigError(f"{where}: environment {env!r}: host key {key!r} must be a string")
     try:
@@ -137,7 +137,7 @@ def _hosts(env: str, key: Any, spec: Any, lines: Lines) -> list[HostSpec]:
                           f"{sorted(HOST_KEYS)}")
     unknown = set(spec) - HOST_KEYS
     if unknown:
-        raise ConfigError(f"{lines.where(env, key, *map(str, unknown))}: environment {env!r}: host {key!r}: "
+        raise ConfigError(f"{lines.at(env, key, *map(str, unknown))}: environment {env!r}: host {key!r}: "
                           f"unknown key(s) {sorted(map(str, unknown))} (allowed: {sorted(HOST_KEYS)})")
     role = spec.get("role", "worker")
     service = spec.get("service")
@@ -168,7 +168,7 @@ def _whole(value: Any) -> bool:
 
 
 def _minimum(env: str, raw: Any, hosts: list[HostSpec], lines: Lines) -> dict[str, int]:
-    where = lines.where(env, "min")
+    where = lines.at(env, "min")
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: environment {env!r}: 'min' must be a dict ROLE -> COUNT")
     roles: dict[str, int] = {}
@@ -177,10 +177,10 @@ def _minimum(env: str, raw: Any, hosts: list[HostSpec], lines: Lines) -> dict[st
     result: dict[str, int] = {}
     for role, count in raw.items():
         if role not in roles:
-            raise ConfigError(f"{lines.where(env, 'min', str(role))}: environment {env!r}: min: no host has role "
+            raise ConfigError(f"{lines.at(env, 'min', str(role))}: environment {env!r}: min: no host has role "
                               f"{role!r} (roles: {', '.join(sorted(roles))})")
         if not _whole(count) or not 0 <= count <= roles[role]:
-            raise ConfigError(f"{lines.where(env, 'min', str(role))}: environment {env!r}: min[{role!r}] = "
+            raise ConfigError(f"{lines.at(env, 'min', str(role))}: environment {env!r}: min[{role!r}] = "
                               f"{count!r}: a whole number from 0 to {roles[role]} (hosts with that role)")
         result[role] = count
     return result

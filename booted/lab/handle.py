@@ -8,25 +8,24 @@ reaches back up for more. Nothing else reaches a provider.
 
 from __future__ import annotations
 
-import functools
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
 
 from booted.config import Settings
 from booted.discovery.gateways import Gateways
+from booted.discovery.hostlist import relist
 from booted.discovery.wait import Expected, wait_booted
 from booted.environments import Environment, HostSpec
 from booted.errors import ConfigError, ProviderError, StateError
-from booted.hosts.identity import Identity, fingerprint, hash_password
+from booted.hosts.identity import Identity, hash_password
 from booted.kit import Kit
 from booted.lab.hostimages import ensure_image, identity
+from booted.lab.lock import LabLock, under_lab_lock
 from booted.lab.preflight import preflight
-from booted.netcheck import ssh_banner
 from booted.providers.base import Lab, Provider
 from booted.remote.fanout import Target
 from booted.remote.firstboot import Serve
@@ -40,20 +39,6 @@ SYSTEMD_PACKAGES = ("systemd-sysv", "dbus")  # what "init": "systemd" adds to th
 Serving = Callable[[list[Image], set[str]], Mapping[str, Serve]]
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _locked(what: str) -> Callable[[F], F]:
-    """Run the method under the lab's lifecycle lock ("another booted run (pid N) is starting lab 'x'")."""
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def inner(self: LabHandle, *args: Any, **kwargs: Any) -> Any:
-            with self.locked(what):
-                return fn(self, *args, **kwargs)
-        return cast(F, inner)
-    return wrap
-
-
 class LabHandle:
     def __init__(self, kit: Kit, env: Environment, provider: Callable[[Settings], Provider],
                  services: Mapping[str, Service], gateways: Gateways) -> None:
@@ -63,28 +48,15 @@ class LabHandle:
                        boot=env.boot, hypervisors=env.hypervisors, uplink=env.uplink)
         self.provider = provider(s)
         self._checked = False
-        self._held = 0  # depth of this handle's lab lock (start_worker -> stop + start_hosts -> start)
+        self._lock = LabLock(kit.locks, env.name)
 
     @property
     def name(self) -> str:
         return self.env.name
 
-    @contextmanager
-    def locked(self, what: str) -> Iterator[None]:
-        """One lifecycle operation per lab at a time, across runs and the monitor (re-entrant here)."""
-        if self._held:
-            self._held += 1
-            try:
-                yield
-            finally:
-                self._held -= 1
-            return
-        with self.kit.locks.lab(self.env.name, what):
-            self._held = 1
-            try:
-                yield
-            finally:
-                self._held = 0
+    def locked(self, what: str) -> AbstractContextManager[None]:
+        """The lab's lifecycle lock (lab/lock.py), re-entrant within this handle."""
+        return self._lock.held(what)
 
     def check(self) -> None:
         """Can this machine run the lab (tools, root)? Asked once per handle, before anything is made."""
@@ -146,7 +118,7 @@ class LabHandle:
             out.append(image)
         return out
 
-    @_locked("cloning a host in")
+    @under_lab_lock("cloning a host in")
     def clone(self, src: str, new: str) -> Image:
         """A new host image like `src` (role, service, version, disk contents) with a fresh identity."""
         if not HOST_NAME.match(new):
@@ -166,7 +138,7 @@ class LabHandle:
             inventory.set_hypervisors({new: image.hypervisor})
         return clone
 
-    @_locked("deleting a host of")
+    @under_lab_lock("deleting a host of")
     def delete(self, name: str) -> HostResult:
         """Stop and delete a host image; its IP and MAC go back to the pool."""
         image = self.kit.inventory.image(name)
@@ -180,7 +152,7 @@ class LabHandle:
         return HostResult(name, True, f"deleted; {image.ip} and {image.mac} released")
 
     # lifecycle -------------------------------------------------------------------------------------
-    @_locked("starting hosts of")
+    @under_lab_lock("starting hosts of")
     def start(self, images: list[Image], serving: Serving | None = None) -> list[HostResult]:
         """Start host images (running ones are left as they are) and wait until each has booted: phoned
         home in the boot log with its pinned host key, and answers SSH. `serving` (fresh hosts, the hosts
@@ -256,15 +228,10 @@ class LabHandle:
                 if i.service == service and i.name in running and i.name not in listed]
 
     def relist(self, img: Image) -> HostResult:
-        """A host that runs but is not in the host list (cleared, or booted before the current boot log):
-        list it again from its pinned identity if it answers SSH (connections still verify its host key)."""
-        addr, port = self.ssh_endpoint(img)
-        if not ssh_banner(addr, port=port):
-            return HostResult(img.name, False, "running but SSH does not answer: fab env_start_worker " + img.name)
-        self.kit.inventory.list_host(img.name, img.ip, img.mac, fingerprint(img.hostkey), img.started or time.time())
-        return HostResult(img.name, True, "already running (listed again)")
+        """A host that runs but is not in the host list: listed again if it answers SSH (discovery/hostlist.py)."""
+        return relist(self.kit.inventory, img, self.ssh_endpoint(img))
 
-    @_locked("stopping hosts of")
+    @under_lab_lock("stopping hosts of")
     def stop(self, names: list[str], by_user: bool = True) -> list[HostResult]:
         """Stop hosts; stopped hosts leave the host list. Removes the lab network when none runs. A user's
         stop is remembered: the monitor does not start those hosts again (a start by anyone clears it)."""
@@ -283,7 +250,7 @@ class LabHandle:
         return [HostResult(n, n not in errors, errors.get(n, "stopped" if n in running else "was not running"))
                 for n in names]
 
-    @_locked("stopping")
+    @under_lab_lock("stopping")
     def stop_all(self) -> list[HostResult]:
         """Stop every host (clones included), discard their disks (overlay, qcow2) and remove the network.
         Identities (IP, MAC, host key) stay leased until image_del."""

@@ -23,7 +23,6 @@ from booted.monitor.statusfile import status_file, write_status
 from booted.remote import deploy
 from booted.remote.fanout import Target
 from booted.remote.services import backend_addresses
-from booted.runs import StartReport
 from booted.state import pins
 
 if TYPE_CHECKING:
@@ -222,10 +221,10 @@ class Monitor:
         return ok, detail
 
     def heal(self, host: str) -> tuple[bool, str]:
-        return _report(self.ctx.runs(self.env.name).start_worker(host, by_user=False))
+        return self.ctx.runs(self.env.name).start_worker(host, by_user=False).outcome()
 
     def start(self, host: str) -> tuple[bool, str]:
-        return _report(self.ctx.runs(self.env.name).start_hosts([self.env.host(host)]))
+        return self.ctx.runs(self.env.name).start_hosts([self.env.host(host)]).outcome()
 
     def stop(self, host: str) -> tuple[bool, str]:
         r = self.lab.stop([host], by_user=False)[0]
@@ -289,13 +288,3 @@ class Monitor:
                 stop.wait(max(0.0, self.env.monitor.interval - (time.monotonic() - started)))
         finally:
             api.close()
-
-
-
-def _report(report: StartReport) -> tuple[bool, str]:
-    failed = report.failed()
-    if failed:
-        reasons = [r.detail for s in report.steps.values() for r in s.values() if not r.ok]
-        return False, "; ".join(reasons)[:300]
-    booted = [r.detail for r in report.steps.get("boot", {}).values() if r.detail.startswith("booted in")]
-    return True, "; ".join(["serving", *booted])  # "serving; booted in 4.2s": what a heal's time is made of

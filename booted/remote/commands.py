@@ -18,21 +18,22 @@ FETCH_FAILED = 7  # deploy.sh's exit code when the host cannot fetch the release
 RUNNING = "state=running"  # deploy.sh's last line when the service runs on the host afterwards
 
 
-def base(service: Service) -> str:
+def service_dir(service: Service) -> str:
+    """Where a service lives on a host (its releases, current, previous, run.sh)."""
     return f"{ROOT}/{service.name}"
 
 
 def host_values(service: Service, target: Target) -> dict[str, str]:
     """The values every script of `service` gets on `target` (lib.sh's base, service, url, port, reuse_port,
     on_backends)."""
-    return {"base": base(service), "service": service.name,
+    return {"base": service_dir(service), "service": service.name,
             "url": f"http://{target.ip}:{service.port}{service.health}", "port": str(service.port),
             "port_hex": f"{service.port:04X}",
             "reuse_port": "1" if service.reuse_port else "",
-            "on_backends": fill(service.on_backends, service, target, "", "") if service.on_backends else ""}
+            "on_backends": quoted_command(service.on_backends, service, target, "", "") if service.on_backends else ""}
 
 
-def fill(command: str, service: Service, target: Target, version: str, backends: str) -> str:
+def quoted_command(command: str, service: Service, target: Target, version: str, backends: str) -> str:
     """A service.toml command with its placeholders ({ip} {port} {host} {version} {backends}) quoted."""
     values = {"ip": target.ip, "port": str(service.port), "host": target.name, "version": version,
               "backends": backends}
@@ -41,8 +42,8 @@ def fill(command: str, service: Service, target: Target, version: str, backends:
 
 def run_sh(service: Service, target: Target, version: str, backends: str) -> str:
     """run.sh of a host: the supervisor loop around service.toml's `start`, placeholders quoted."""
-    return scripts.run_sh({"base": base(service), "service": service.name},
-                          fill(service.start, service, target, version, backends))
+    return scripts.run_sh({"base": service_dir(service), "service": service.name},
+                          quoted_command(service.start, service, target, version, backends))
 
 
 def deploy_script(service: Service, target: Target, release: Release, incoming: str, backends: str,
@@ -55,7 +56,7 @@ def deploy_script(service: Service, target: Target, release: Release, incoming: 
                                      "run_sh": run_sh(service, target, release.version, backends),
                                      "restart": "1" if restart else "", "start": "1" if start else "",
                                      "upstream": service.upstream or "", "list": backends,
-                                     "setup": fill(service.setup, service, target, release.version, backends)
+                                     "setup": quoted_command(service.setup, service, target, release.version, backends)
                                      if service.setup else ""})
 
 
@@ -68,7 +69,7 @@ def stats_script(service: Service, target: Target) -> str:
     """Print a proxy's counters as JSON (service.toml's `stats`)."""
     assert service.stats is not None
     return scripts.render("stats", {**host_values(service, target),
-                                    "stats": fill(service.stats, service, target, "", "")})
+                                    "stats": quoted_command(service.stats, service, target, "", "")})
 
 
 def start_script(service: Service, target: Target) -> str:
