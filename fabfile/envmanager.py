@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from booted.context import Booted
+from booted.errors import StateError
 from booted.monitor import process
-from booted.report import table
+from booted.report import table, when
+from booted.report_svg import waterfall
 from booted.runs import STEPS, StartReport
-from booted.state.records import Image
+from booted.state.records import Image, Timeline
+from booted.state.timelines import NO_KERNEL, PHASES, as_json, phases, total
 from fabfile._task import JSON_HELP, booted_task, emit_json, err, failed, finish
 
 ENV_HELP = {"env": "environment name (default: BOOTED_ENV, or the only one in environments.py)"}
@@ -100,4 +104,38 @@ def env_status(ctx: Booted, env: str | None = None, json_: bool = False) -> None
                  for r in rows]))
 
 
-TASKS = [env_start_all, env_start_min, env_start_worker, env_stop, env_status]
+def timeline_table(starts: list[Timeline]) -> str:
+    """env_timeline's table: a row per host, the seconds of each phase, the total and the guest's clock."""
+    def clock(t: Timeline) -> str:
+        return {"machine": "machine's", "": "-"}.get(t.clock, f"{t.offset or 0.0:+.2f}s")
+
+    rows = [(t.host, *(p.why if p.seconds is None else f"{p.seconds:.2f}" for p in phases(t)), f"{total(t):.2f}",
+             clock(t)) for t in starts]
+    notes = [f"{NO_KERNEL}: a netns host runs on the machine's kernel: it has no firmware or kernel phase"
+             if any(NO_KERNEL in r for r in rows) else "",
+             "clock: the guest's wall clock against the controller's at the phone-home (its moments are placed "
+             "by the boot-log line)" if any(t.clock == "guest" for t in starts) else "",
+             *(f"{t.host}: {t.note}" for t in starts if t.note)]
+    return "\n".join([table(["host", *(name for name, _, _ in PHASES), "total", "clock"], rows), *filter(None, notes)])
+
+
+@booted_task(help={**ENV_HELP, "svg": "also draw the last start as a waterfall picture (SVG) into this file",
+                   **JSON_HELP})
+def env_timeline(ctx: Booted, env: str | None = None, svg: str | None = None, json_: bool = False) -> None:
+    """Where the time of the last start went: each host's phases, seconds each (--svg FILE: a waterfall)."""
+    lab = ctx.lab(env)
+    starts = lab.last_start()
+    if not starts:
+        raise StateError(f"no start of environment {lab.env.name} recorded yet (fab env_start_all starts it)")
+    title = f"{lab.env.name}: start at {when(starts[0].start)}, {len(starts)} host(s), {max(map(total, starts)):.2f} s"
+    if svg:
+        Path(svg).write_text(waterfall(title, [(t.host, phases(t)) for t in starts]))
+        err(f"wrote {svg}")
+    if json_:
+        emit_json([as_json(t) for t in starts])
+        return
+    print(f"environment {title}")
+    print(timeline_table(starts))
+
+
+TASKS = [env_start_all, env_start_min, env_start_worker, env_stop, env_status, env_timeline]

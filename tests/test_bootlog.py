@@ -147,3 +147,33 @@ def test_fast_path_agrees_with_general_path(case: str, monkeypatch: pytest.Monke
     fast = parse_file(DATA / f"{case}.log")
     monkeypatch.setattr(bootlog, "FAST_RE", re.compile(r"(?!x)x"))  # never matches: general path only
     assert parse_file(DATA / f"{case}.log") == fast
+
+
+def test_times_field_for_the_timeline_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optional `times` field (the guest's clocks, shown by env_timeline): strictly parsed on both paths
+    (garbage in it makes the line malformed), and never part of the boot event vet() and the host list see."""
+    import re
+
+    from booted.discovery import bootlog
+
+    expected = json.loads((DATA / "times.json").read_text())
+
+    def entries() -> list[tuple[dict[str, object], dict[str, object] | None]]:
+        out = []
+        for raw in (DATA / "times.log").read_text().splitlines():
+            try:
+                event, times = bootlog.parse_entry(raw)
+            except BadLine:
+                continue
+            out.append((asdict(event), None if times is None else asdict(times)))
+        return out
+
+    fast = entries()
+    assert fast == list(zip(expected["events"], expected["times"]))
+    assert [t for _, t in fast] == [
+        {"wall": 1763712101.25, "uptime": 6.2, "init": 1.05, "boot": 1.31, "sshd": 2.4, "serving": 5.9},
+        {"wall": 1763712101.998877, "uptime": 9876.54, "init": None, "boot": 9876.1, "sshd": 9876.3, "serving": None},
+        {"wall": 1763712101.25, "uptime": 6.2, "init": 1.05, "boot": 1.31, "sshd": 2.4, "serving": None},
+        None]
+    monkeypatch.setattr(bootlog, "FAST_RE", re.compile(r"(?!x)x"))  # the general path decodes the same
+    assert entries() == fast

@@ -25,6 +25,7 @@ OPTIONS: dict[str, set[str]] = {
     "env_start_worker": {"--name", "--env", "--json"},
     "env_status": {"--env", "--json"},
     "env_stop": {"--env", "--json"},
+    "env_timeline": {"--env", "--svg", "--json"},
     "host_ssh": {"--name", "--command", "--env"},
     "hosts_clear": set(),
     "hosts_filter": {"--json"},

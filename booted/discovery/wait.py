@@ -25,8 +25,9 @@ class Expected:
 
 def wait_booted(inventory: Inventory, boot_log: Path, hosts: list[Expected], since: float, timeout: float,
                 say: Callable[[str], None], why: Callable[[str], str]) -> dict[str, HostResult]:
-    """Poll the boot log until every host phoned home after `since`, then wait for its SSH banner.
-    `why(name)` adds a hint (the console's last lines) to a host that did not make it."""
+    """Poll the boot log until every host phoned home after `since`, then wait for its SSH banner. A host
+    that made it has its seconds from `since` to its banner (verified); `why(name)` adds a hint (the
+    console's last lines) to one that did not."""
     pending = {h.name: h for h in hosts}
     result: dict[str, HostResult] = {}
     deadline = time.monotonic() + timeout
@@ -46,12 +47,19 @@ def wait_booted(inventory: Inventory, boot_log: Path, hosts: list[Expected], sin
         result[name] = HostResult(name, False, f"no boot-log line within {timeout:.0f}s{why(name)}")
     ok = [h for h in hosts if result[h.name].ok]
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(ok)))) as pool:
-        banners = dict(zip([h.name for h in ok], pool.map(lambda h: wait_banner(h.ssh[0], h.ssh[1], deadline), ok)))
-    for name, up in banners.items():
-        if not up:
+        banners = dict(zip([h.name for h in ok], pool.map(lambda h: verified(h.ssh, deadline), ok)))
+    for name, at in banners.items():
+        if at is None:
             result[name] = HostResult(name, False, f"phoned home but SSH does not answer{why(name)}")
+        else:
+            result[name] = HostResult(name, True, result[name].detail, seconds=at - since)
     inventory.set_reachable({n: r.ok for n, r in result.items() if n in banners})
     return result
+
+
+def verified(ssh: tuple[str, int], deadline: float) -> float | None:
+    """When (epoch seconds) the host's SSH banner answered; None: not before the deadline."""
+    return time.time() if wait_banner(ssh[0], ssh[1], deadline) else None
 
 
 def wait_banner(addr: str, port: int, deadline: float) -> bool:

@@ -23,6 +23,7 @@ from booted.environments import Environment, HostSpec
 from booted.errors import ConfigError, ProviderError, StateError
 from booted.hosts.identity import Identity, hash_password
 from booted.kit import Kit
+from booted.lab import timeline
 from booted.lab.hostimages import ensure_image, identity
 from booted.lab.lock import LabLock, under_lab_lock
 from booted.lab.preflight import preflight
@@ -32,7 +33,9 @@ from booted.remote.firstboot import Serve
 from booted.remote.services import Service
 from booted.results import HostResult
 from booted.rules import HOST_NAME
+from booted.state import timelines
 from booted.state.inventory import Image
+from booted.state.records import Timeline
 
 SYSTEMD_PACKAGES = ("systemd-sysv", "dbus")  # what "init": "systemd" adds to the golden image
 # (fresh hosts, every host running or about to) -> what each fresh host serves at boot (remote/firstboot.py)
@@ -95,6 +98,10 @@ class LabHandle:
         except OSError:
             return ""
         return " | console: " + " / ".join(tail) if tail else ""
+
+    def last_start(self) -> list[Timeline]:
+        """Where the time of this lab's last start went, one timeline per host it started (lab/timeline.py)."""
+        return timelines.last_start(self.kit.inventory, self.env.name)
 
     def packages(self) -> tuple[str, ...]:
         """The extra Debian packages of this lab's golden image: the environment's and its services'."""
@@ -191,6 +198,9 @@ class LabHandle:
         expected = [Expected(i.name, self.ssh_endpoint(i)) for i in fresh]
         waited = wait_booted(kit.inventory, settings.boot_log, expected, since, settings.boot_timeout, kit.say,
                              self.console_tail)
+        pids = {s.name: s.pid for s in started}  # where each phase of each fresh host's start went (env_timeline)
+        timeline.record(kit.inventory, self.env.name, since, {n: pids.get(n) for n in sorted(fresh_names)},
+                        {**waited, **{n: HostResult(n, False, e) for n, e in errors.items()}})
         listed = {h.name for h in kit.inventory.hosts()}
         out = []
         for img in images:

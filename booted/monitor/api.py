@@ -5,6 +5,8 @@ state directory (0600), so neither the lab network nor another user reaches it.
                                  hosts over time with the monitor's actions marked
   GET  /api/status               the last pass (JSON), and its history
   GET  /api/events               recent actions with reason and outcome
+  GET  /api/timeline             the last heal or start of a host, and where that boot's time went (phases,
+                                 a waterfall SVG)
   GET  /metrics                  Prometheus text format
   POST /api/hosts/NAME/reprovision   restart, redeploy and test a host at the next pass
   POST /api/hosts/NAME/dismiss       drop a reprovision that has not started
@@ -23,6 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
+
+from booted.report import when
+from booted.report_svg import waterfall
+from booted.state import timelines
 
 if TYPE_CHECKING:
     from booted.state.inventory import Inventory
@@ -127,6 +133,21 @@ class Server(ThreadingHTTPServer):
         print(f"monitor api: request from {host} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
+def action_timeline(inventory: Inventory, env: str, actions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last finished heal or start (of `actions`, newest first: the monitor booted a host) with that
+    boot's timeline as env_timeline shows it: phases and a waterfall picture. {} before the first one."""
+    act = next((a for a in actions if a["kind"] in ("heal", "start") and a["finished"] is not None), None)
+    if act is None:
+        return {}
+    starts = timelines.during(inventory, env, act["host"], act["started"], act["finished"])
+    last = max(starts, key=lambda t: t.start, default=None)
+    if last is None:
+        return {"action": act, "hosts": [], "svg": ""}
+    title = f"{act['kind']} of {last.host} at {when(last.start)}: {timelines.total(last):.2f} s to verified"
+    return {"action": act, "hosts": [timelines.as_json(last)],
+            "svg": waterfall(title, [(last.host, timelines.phases(last))])}
+
+
 def authorized(given: str, token: str) -> bool:
     """Whether a request's token is the API's: compared in constant time, as UTF-8 bytes (any text a client
     sends, non-ASCII included, is a yes or a no, never an error)."""
@@ -194,6 +215,8 @@ class Api:
                 actions = api.inventory.actions(c.env, 200)
                 if path == "/api/events":
                     return self.reply(200, actions)
+                if path == "/api/timeline":
+                    return self.reply(200, action_timeline(api.inventory, c.env, actions))
                 if path == "/metrics":
                     counts, took = api.inventory.action_totals(c.env)
                     with c.lock:

@@ -12,7 +12,7 @@ import ipaddress
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -193,7 +193,7 @@ class Inventory:
     def release_image(self, name: str) -> None:
         """Delete the image record: its IP and MAC go back to the pool."""
         with self.write() as db:
-            for table in ("images", "hosts", "releases", "pins"):
+            for table in ("images", "hosts", "releases", "pins", "guest_times", "timelines"):
                 db.execute(f"DELETE FROM {table} WHERE {'name' if table in ('images', 'hosts') else 'host'} = ?",
                            (name,))
 
@@ -208,8 +208,9 @@ class Inventory:
         with self.write() as db:
             db.execute("DELETE FROM bootlog_cursor WHERE log = ?", (log,))
 
-    def record_boots(self, log: str, events: list[BootEvent], cursor: tuple[int, int, int, int]) -> None:
-        """Store new boot events, move the cursor and update the host list, all in one transaction."""
+    def record_boots(self, log: str, events: list[BootEvent], cursor: tuple[int, int, int, int],
+                     also: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """Store new boot events, move the cursor and update the host list (and `also`), in one transaction."""
         latest: dict[str, BootEvent] = {}  # only a host's latest boot can change its host-list entry
         for ev in events:
             if ev.host not in latest or ev.at >= latest[ev.host].at:
@@ -226,6 +227,8 @@ class Inventory:
             db.execute("INSERT INTO bootlog_cursor (log, inode, offset, lines, skipped) VALUES (?,?,?,?,?)"
                        " ON CONFLICT(log) DO UPDATE SET inode=excluded.inode, offset=excluded.offset,"
                        " lines=excluded.lines, skipped=excluded.skipped", (log, *cursor))
+            if also is not None:  # what the same lines said beside (state/timelines.py: the guest's times)
+                also(db)
 
     def list_host(self, name: str, ip: str, mac: str, hostkey: str, booted_at: float) -> None:
         """Put a host on the current list without a boot event (it booted before this boot log)."""

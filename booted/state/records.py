@@ -47,6 +47,16 @@ CREATE TABLE IF NOT EXISTS releases (
     host TEXT NOT NULL, service TEXT NOT NULL, version TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (host, service)
 );
+CREATE TABLE IF NOT EXISTS guest_times (
+    host TEXT PRIMARY KEY, logged REAL NOT NULL, wall REAL NOT NULL, uptime REAL NOT NULL,
+    init REAL, boot REAL, sshd REAL, serving REAL
+);
+CREATE TABLE IF NOT EXISTS timelines (
+    id INTEGER PRIMARY KEY, env TEXT NOT NULL, host TEXT NOT NULL, start REAL NOT NULL, created REAL,
+    kernel REAL, init REAL, boot REAL, sshd REAL, serving REAL, logged REAL, verified REAL,
+    clock TEXT NOT NULL DEFAULT '', offset REAL, note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS timelines_by_env ON timelines (env, start);
 """
 
 
@@ -120,3 +130,40 @@ def mac_for(ip: ipaddress.IPv4Address) -> str:
     """A locally administered MAC derived from the IP: stable across runs, unique per IP."""
     octets = ip.packed
     return "52:54:" + ":".join(f"{b:02x}" for b in octets)
+
+
+@dataclass(frozen=True)
+class GuestTimes:
+    """What a host's boot script said at its phone-home (the boot-log line's `times`): display only, never
+    trusted. Its wall clock and uptime (seconds since its kernel started) then, and the uptime at which its
+    PID 1, booted's boot script, sshd (listening) and its service (serving) started; None: not known."""
+
+    wall: float
+    uptime: float
+    init: float | None
+    boot: float | None
+    sshd: float | None
+    serving: float | None
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """One host start, as moments on the controller's clock (epoch seconds; None: did not happen or not
+    known): the start began (the controller), the host's process was created (the controller), its kernel
+    and PID 1 started, the boot script ran, sshd listened, its service served (the guest, placed on the
+    controller's clock), its boot-log line was written (nginx) and booted verified it (SSH banner)."""
+
+    env: str
+    host: str
+    start: float
+    created: float | None
+    kernel: float | None
+    init: float | None
+    boot: float | None
+    sshd: float | None
+    serving: float | None
+    logged: float | None
+    verified: float | None
+    clock: str = ""  # "machine": the host runs on the machine's kernel and clock (netns); "guest": its own; "": unknown
+    offset: float | None = None  # the guest's wall clock minus the controller's at the phone-home
+    note: str = ""  # why a start failed, or what was adjusted
