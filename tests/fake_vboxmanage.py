@@ -7,7 +7,8 @@ Installed by tests as an executable `VBoxManage` that runs `python fake_vboxmana
 Failures it can inject (keys in the state file): "locked": {"startvm": N} fails the next N startvm calls
 with VirtualBox's locked-session error; "version": "6.1.50r161033" plays VirtualBox 6.1; "networks_conf":
 true plays a host whose /etc/vbox/networks.conf allows the lab's addresses (without it, a host-only
-address outside 192.168.56.0/21 is refused, as VirtualBox 6.1.28+ does). It plays a Linux host: host-only
+address outside 192.168.56.0/21 is refused, as VirtualBox 6.1.28+ does); "crash": [VM names] start those VMs,
+which power off at once (a guest that dies right away). It plays a Linux host: host-only
 interfaces (`hostonlyif`), never macOS's host-only networks."""
 
 from __future__ import annotations
@@ -171,6 +172,8 @@ def main(state_file: Path, args: list[str]) -> None:
                 v["state"] = "poweroff"  # no boot medium: the real VM would sit at a PXE error; the test sees it
                 fail("VBoxManage: error: fake: nothing to PXE-boot (no NAT NIC 1 or no TFTP boot file)")
             v["installing"] = state.get("install_polls", 2)
+        if args[1] in state.get("crash", []):
+            v["state"] = "poweroff"
         out = f"Waiting for VM \"{args[1]}\" to power on...\nVM \"{args[1]}\" has been successfully started.\n"
     elif cmd == "controlvm":
         v = vm(args[1])

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from booted.config import Settings
 from booted.hosts.identity import Identity, fingerprint
-from booted.providers.base import Lab, Progress, Provider, Started
+from booted.providers.base import Progress, Provider, Started
+from booted.providers.lab import Lab
 from booted.remote.fanout import Fleet, StepFailed, Target
 
 

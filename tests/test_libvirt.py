@@ -12,7 +12,7 @@ import pytest
 from booted.environments import load_environments
 from booted.errors import ConfigError
 from booted.providers.hypervisors import Capacity, parse_hypervisors, place
-from booted.providers.libvirt import vcpus_in_use
+from booted.providers.libvirt_hypervisors import vcpus_in_use
 from booted.providers.virsh import HypervisorDown, Virsh, VirshError
 
 BIG = Capacity(free_mb=8000, cpus=2, vcpus_used=0)

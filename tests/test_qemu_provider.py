@@ -1,27 +1,39 @@
-"""qemu provider without root or VMs: its command line, identity files, names, accel detection, initramfs."""
+"""qemu provider without root or VMs: its command line, identity files, names, accel detection, initramfs;
+and the VM base it shares with libvirt and virtualbox (names, host_of, launch then return, Boot), and the
+parser of this machine's addresses."""
 
 from __future__ import annotations
 
 import gzip
 import ipaddress
+import json
 import os
 import shutil
 import stat
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from booted.config import Settings
 from booted.hosts.identity import Identity
-from booted.images.vm_assets import Assets, Kernel, initramfs_bytes
-from booted.providers import get_provider, qemuctl
-from booted.providers.base import Lab
-from booted.providers.qemu import IDENTITY_FILES, QemuProvider, boot_timeout
+from booted.images.initramfs import initramfs_bytes
+from booted.images.vm_assets import Assets, Kernel
+from booted.providers import links, provider_class, qemuctl
+from booted.providers.base import Progress, Started
+from booted.providers.bridge import address_owner
+from booted.providers.lab import Boot, Lab
+from booted.providers.libvirt import LibvirtProvider
+from booted.providers.qemu import QemuProvider
+from booted.providers.qemu_cmdline import IDENTITY_FILES, tap_name
+from booted.providers.virtualbox import VirtualBoxProvider
+from booted.providers.vm import Launch, VmProvider, boot_timeout, vm_name
 
 
-def lab(tmp_path: Path, net: str = "10.213.60.0/24") -> Lab:
-    return Lab("qt", "a1b2c3", ipaddress.ip_network(net), tmp_path / "labs" / "qt")
+def lab(tmp_path: Path, net: str = "10.213.60.0/24", boot: str = "kernel") -> Lab:
+    return Lab("qt", "a1b2c3", ipaddress.ip_network(net), tmp_path / "labs" / "qt", boot=boot)
 
 
 def qemu(tmp_path: Path, mode: str = "tap") -> QemuProvider:
@@ -49,7 +61,7 @@ def option(cmd: list[str], flag: str) -> list[str]:
 
 
 def test_registry_finds_the_qemu_provider() -> None:
-    provider = get_provider("qemu", Settings.from_env({}))
+    provider = provider_class("qemu")(Settings.from_env({}))
     assert isinstance(provider, QemuProvider) and provider.name == "qemu"
 
 
@@ -135,14 +147,166 @@ def test_identity_defaults_to_a_small_vm(tmp_path: Path) -> None:
 def test_interface_names_fit_in_15_characters(tmp_path: Path, net: str) -> None:
     lb = lab(tmp_path, net)
     last = str(lb.network.broadcast_address - 1)
-    assert len(QemuProvider.tap(lb, last)) <= 15 and len(lb.bridge) <= 15
-    assert QemuProvider.tap(lb, str(lb.network.network_address + 2)) == "bqa1b2c32"
+    assert len(tap_name(lb, last)) <= 15 and len(lb.bridge) <= 15
+    assert tap_name(lb, str(lb.network.network_address + 2)) == "bqa1b2c32"
 
 
 def test_boot_timeout_scales_beyond_two_vms_per_core() -> None:
     assert boot_timeout(60, 4, cores=2) == 60
     assert boot_timeout(60, 8, cores=2) == 120
     assert boot_timeout(60, 1, cores=2) == 60
+
+
+def test_boot_is_an_enum_that_still_takes_the_environments_strings(tmp_path: Path) -> None:
+    assert lab(tmp_path, boot="disk").boot is Boot.DISK and Boot.DISK == "disk"
+    assert lab(tmp_path).boot is Boot.KERNEL and lab(tmp_path, boot=Boot.INSTALLED).boot is Boot.INSTALLED
+    with pytest.raises(ValueError, match="floppy"):
+        lab(tmp_path, boot="floppy")
+
+
+def test_a_disk_boot_has_no_kernel_and_its_identity_on_a_seed_disk(tmp_path: Path) -> None:
+    provider, host = qemu(tmp_path), ident(tmp_path)
+    for boot, disk in (("disk", "disk.qcow2"), ("installed", "installed.qcow2")):
+        lb = lab(tmp_path, boot=boot)
+        hdir = lb.host_dir("web01")
+        cmd = provider.command(lb, host, assets(tmp_path), "tcg")
+        assert not {"-kernel", "-initrd", "-append", "-bios", "-fw_cfg"} & set(cmd)
+        assert option(cmd, "-drive") == [f"file={hdir}/{disk},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
+                                         f"file={hdir}/seed.img,if=virtio,format=raw,readonly=on"]
+
+
+def test_vm_providers_find_their_hosts_vms_by_name(tmp_path: Path) -> None:
+    lb, settings = lab(tmp_path), Settings.from_env({})
+    vm = vm_name(lb, "web01")
+    assert vm == "booted-a1b2c3-web01"
+    assert QemuProvider(settings).host_of(lb, ["/usr/bin/qemu-system-x86_64", "-name", vm, "-m", "256"]) == "web01"
+    libvirt_argv = ["/usr/bin/qemu-system-x86_64", "-name", f"guest={vm},debug-threads=on", "-S"]
+    assert LibvirtProvider(settings).host_of(lb, libvirt_argv) == "web01"
+    vbox_argv = ["/usr/lib/virtualbox/VBoxHeadless", "--comment", vm, "--startvm", "6b1c2f4e"]
+    assert VirtualBoxProvider(settings).host_of(lb, vbox_argv) == "web01"
+    other = lab(tmp_path / "other")
+    other = Lab(other.env, "ffffff", other.network, other.dir)
+    assert QemuProvider(settings).host_of(other, ["qemu-system-x86_64", "-name", vm]) is None  # another lab's
+    assert QemuProvider(settings).host_of(lb, ["/bin/sleep", "-name", vm]) is None
+    assert VirtualBoxProvider(settings).host_of(lb, ["VBoxHeadless", "--comment"]) is None
+
+
+class Launching(VmProvider):
+    """A VM provider whose launches are scripted: what the VM base does around them is the real thing."""
+
+    name = "launching"
+    process = "nothing"
+    name_option = "-name"
+
+    def __init__(self, running: dict[str, int], refused: dict[str, str],
+                 launches: dict[str, tuple[int | None, str | None]]) -> None:
+        super().__init__(Settings.from_env({"BOOTED_BOOT_PARALLEL": "2"}))
+        self.now, self.refused, self.launches = running, refused, launches
+        self.launched: list[str] = []
+
+    def running(self, lab: Lab) -> dict[str, int]:
+        return dict(self.now)
+
+    def launcher(self, lab: Lab, hosts: list[Identity], progress: Progress) -> tuple[Launch, dict[str, str]]:
+        def launch(host: Identity) -> tuple[int | None, str | None]:
+            self.launched.append(host.name)
+            return self.launches[host.name]
+        return launch, {h.name: self.refused[h.name] for h in hosts if h.name in self.refused}
+
+    def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        raise AssertionError("not used")
+
+    def clone(self, lab: Lab, src: str, new: str) -> None:
+        raise AssertionError("not used")
+
+    def teardown(self, lab: Lab) -> None:
+        raise AssertionError("not used")
+
+
+def test_start_launches_each_host_that_does_not_run_and_returns(tmp_path: Path) -> None:
+    """Running hosts are listed as started, not launched again; hosts the launcher refuses, whose launch
+    fails or returns no process are their own rows; one progress line per launch."""
+    provider = Launching({"web01": 11, "other": 12}, {"web03": "no installed disk"},
+                         {"web02": (22, None), "web04": (None, None), "web05": (None, "qemu exited with 1")})
+    hosts = [ident(tmp_path, name, f"10.213.60.{n}") for n, name in enumerate(
+        ("web01", "web02", "web03", "web04", "web05"), 2)]
+    said: list[str] = []
+    started, errors = provider.start(lab(tmp_path), hosts, said.append)
+    assert sorted(started, key=lambda s: s.name) == [Started("web01", 11), Started("web02", 22)]
+    assert errors == {"web03": "no installed disk", "web04": "did not start", "web05": "qemu exited with 1"}
+    assert sorted(provider.launched) == ["web02", "web04", "web05"]
+    rows = [line.split("] ", 1)[1].rsplit(" (", 1) for line in said]  # "[  0.0s] web02: launched (1/3)"
+    assert sorted(row for row, _ in rows) == ["web02: launched", "web04: did not start", "web05: qemu exited with 1"]
+    assert sorted(count for _, count in rows) == ["1/3)", "2/3)", "3/3)"]
+    provider.launched.clear()
+    assert provider.start(lab(tmp_path), hosts[:1], said.append) == ([Started("web01", 11)], {})
+    assert provider.launched == []
+
+
+FAKE_QEMU = textwrap.dedent("""\
+    import json, socket, sys
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(sys.argv[1])
+    sock.listen(1)
+    while True:
+        conn, _ = sock.accept()
+        f = conn.makefile("rwb")
+        f.write(json.dumps({"QMP": {}}).encode() + b"\\n")
+        f.flush()
+        for _line in f:
+            f.write(json.dumps({"return": {}}).encode() + b"\\n")
+            f.flush()
+        conn.close()
+    """)
+
+
+class ScriptedQemu(QemuProvider):
+    """The real qemu provider launching a stand-in for QEMU (`argv`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.argv: list[str] = []
+
+    def command(self, lab: Lab, host: Identity, assets: Assets, accel: str) -> list[str]:
+        return self.argv
+
+
+def test_a_qemu_launch_ends_when_qemu_answers_qmp_and_fails_when_qemu_exits(tmp_path: Path) -> None:
+    lb, host = lab(tmp_path), ident(tmp_path)
+    hdir = lb.host_dir("web01")
+    hdir.mkdir(parents=True)
+    provider = ScriptedQemu(qemu(tmp_path, "user").settings)
+    script = tmp_path / "fake_qemu.py"
+    script.write_text(FAKE_QEMU)
+    provider.argv = [sys.executable, str(script), str(hdir / "qmp.sock")]
+    pid, error = provider._launch(lb, host, assets(tmp_path), "tcg")
+    try:
+        assert error is None and pid is not None and qemuctl.qmp_ok(hdir / "qmp.sock", "query-status")
+        assert (hdir / "console.log").read_text().startswith("--- booted: starting web01 at ")
+    finally:
+        if pid:
+            os.kill(pid, 9)
+    provider.argv = ["sh", "-c", "echo 'qemu-system-x86_64: -netdev user: could not set up host forwarding' >&2; "
+                                 "exit 1"]
+    (hdir / "forwards.json").write_text("{}")
+    pid, error = provider._launch(lb, host, assets(tmp_path), "tcg")
+    assert pid is None and error is not None
+    assert error.startswith("qemu exited with 1: qemu-system-x86_64: -netdev user: could not set up host forwarding")
+    assert not (hdir / "forwards.json").exists()  # a failed host's forwarded ports are given up
+    assert (hdir / "console.log.1").exists()  # the previous boot's console is kept
+    assert provider.why_not_booted(lb, "web01").startswith("the VM stopped while booting: qemu-system-x86_64: ")
+
+
+def test_this_machines_addresses_are_read_once_for_every_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = json.dumps([{"ifname": "lo", "addr_info": [{"local": "127.0.0.1", "prefixlen": 8}]},
+                      {"ifname": "bta1b2c3", "addr_info": [{"local": "10.213.60.1"}, {"family": "inet"}]},
+                      {"ifname": "eth0", "addr_info": []}])
+    answers = iter([out, out, "not json", "[1]"])
+    monkeypatch.setattr(links.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=next(answers), stderr=""))
+    assert links.ipv4_addresses() == {"lo": ["127.0.0.1"], "bta1b2c3": ["10.213.60.1"], "eth0": []}
+    assert address_owner("10.213.60.1") == "bta1b2c3"
+    assert links.ipv4_addresses() == {} and links.ipv4_addresses() == {}  # an answer that cannot be read
 
 
 # accel detection: a fake qemu-system-x86_64 at the process boundary -------------------------------

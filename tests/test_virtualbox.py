@@ -1,9 +1,9 @@
 """The VirtualBox provider against a fake VBoxManage that replays VirtualBox's recorded output
 (tests/fake_vboxmanage.py, tests/data/vboxmanage/): VirtualBox is not packaged for Debian 12, so nothing
-here runs a real VM. Two process boundaries are faked and only those: VBoxManage itself, and the guest's
-sshd greeting (`answers`); the golden disk is a placeholder file (its real build and boot are tested under
-QEMU in tests/integration/test_qemu_lab.py). What is checked: the command sequence of the base image,
-network, start (parallel), stop, clone and destroy; parsing of VirtualBox's formats; lock races retried;
+here runs a real VM. One process boundary is faked and only that: VBoxManage itself; the golden disk is a
+placeholder file (its real build and boot are tested under QEMU in tests/integration/test_qemu_lab.py).
+What is checked: the command sequence of the golden VM, network, start (parallel launches that do not wait
+for the boot: discovery does), stop, clone and destroy; parsing of VirtualBox's formats; lock races retried;
 VirtualBox 6.x host-only interfaces; a clear message without VBoxManage; vbox.sh issues the same commands."""
 
 from __future__ import annotations
@@ -20,9 +20,13 @@ from booted.config import Settings
 from booted.errors import ConfigError, ToolMissing
 from booted.hosts.identity import Identity
 from booted.images.isoboot import LAYOUTS, PXELINUX, boot_files
-from booted.providers.base import InstallMedia, Lab, Progress
+from booted.providers.base import InstallMedia, Progress
+from booted.providers.lab import Lab
+from booted.providers.vbox_commands import host_commands
+from booted.providers.vbox_network import hostonly_name
 from booted.providers.vboxmanage import VBoxError, blocks, machine_readable
-from booted.providers.virtualbox import VirtualBoxProvider, host_commands, vm_name
+from booted.providers.virtualbox import VirtualBoxProvider
+from booted.providers.vm import vm_name
 from tests.conftest import REPO
 
 FAKE = Path(__file__).resolve().parent / "fake_vboxmanage.py"
@@ -53,18 +57,14 @@ class Fake:
 
 
 class Provider(VirtualBoxProvider):
-    """The real provider; only the golden disk (a placeholder VDI) and the guest's sshd are stand-ins."""
+    """The real provider; only the golden disk (a placeholder VDI) is a stand-in."""
 
     def __init__(self, settings: Settings, vdi: Path) -> None:
         super().__init__(settings)
         self.vdi = vdi
-        self.greets = True
 
     def golden_vdi(self, progress: Progress, packages: tuple[str, ...]) -> Path:
         return self.vdi
-
-    def answers(self, host: Identity) -> bool:
-        return self.greets
 
 
 def identity(tmp: Path, name: str, ip: str) -> Identity:
@@ -80,7 +80,7 @@ def identity(tmp: Path, name: str, ip: str) -> Identity:
 def setup(tmp_path: Path) -> tuple[Fake, Provider, Lab]:
     fake = Fake(tmp_path)
     settings = Settings.from_env({"BOOTED_STATE_DIR": str(tmp_path / "state"), "PATH": f"{fake.bin}:/usr/bin:/bin",
-                                  "BOOTED_CACHE_DIR": str(tmp_path / "cache"), "BOOTED_BOOT_TIMEOUT": "5"}, REPO)
+                                  "BOOTED_CACHE_DIR": str(tmp_path / "cache")}, REPO)
     (tmp_path / "cache").mkdir()
     vdi = tmp_path / "cache" / "bootdisk-0123456789ab.vdi"
     vdi.write_bytes(b"placeholder for the bootable golden disk\n")
@@ -104,21 +104,22 @@ def test_formats_recorded_from_virtualbox_parse() -> None:
 def test_start_stop_clone_destroy_in_virtualbox_terms(setup: tuple[Fake, Provider, Lab], tmp_path: Path) -> None:
     fake, provider, lab = setup
     hosts = [identity(tmp_path, "web01", "10.213.90.3"), identity(tmp_path, "web02", "10.213.90.4")]
+    provider.prepare_network(lab)  # the lab handle's call, before every start
     started, errors = provider.start(lab, hosts, lambda line: None)
     assert errors == {} and sorted(s.name for s in started) == ["web01", "web02"]
     calls = fake.calls()
-    base = "booted-base-0123456789ab"
-    # the golden disk registered once, under a base VM with a `base` snapshot
+    golden = "booted-base-0123456789ab"
+    # the golden disk registered once, under a golden VM with a `base` snapshot
     assert [c for c in calls if c[0] in ("createvm", "storagectl", "snapshot")] == [
-        ["createvm", "--name", base, "--ostype", "Debian_64", "--basefolder", str(provider.settings.cache_dir / "vbox"),
-         "--register"],
-        ["storagectl", base, "--name", "SATA", "--add", "sata", "--portcount", "2"],
-        ["snapshot", base, "take", "base"]]
+        ["createvm", "--name", golden, "--ostype", "Debian_64", "--basefolder",
+         str(provider.settings.cache_dir / "vbox"), "--register"],
+        ["storagectl", golden, "--name", "SATA", "--add", "sata", "--portcount", "2"],
+        ["snapshot", golden, "take", "base"]]
     # the lab's host-only interface with the gateway address, then a linked clone per host with its MAC
     assert ["hostonlyif", "create"] in calls
     assert ["hostonlyif", "ipconfig", "vboxnet0", "--ip", "10.213.90.1", "--netmask", "255.255.255.0"] in calls
     vm = vm_name(lab, "web01")
-    assert ["clonevm", base, "--snapshot", "base", "--options", "link", "--name", vm, "--basefolder",
+    assert ["clonevm", golden, "--snapshot", "base", "--options", "link", "--name", vm, "--basefolder",
             str(lab.dir / "hosts"), "--register"] in calls
     modify = next(c for c in calls if c[:2] == ["modifyvm", vm])
     assert "--macaddress1" in modify and modify[modify.index("--macaddress1") + 1] == "52540AD55A03"
@@ -129,14 +130,16 @@ def test_start_stop_clone_destroy_in_virtualbox_terms(setup: tuple[Fake, Provide
                               "hdd", "--medium", str(seed)] in calls
     assert sorted(provider.running(lab)) == ["web01", "web02"]  # from `list runningvms`
 
-    # a second start of a running host does nothing; a stopped one is started again with a fresh seed
+    # a second start of a running host does nothing (it is listed as started, as every VM provider lists the
+    # hosts asked for that run); a stopped one is started again with a fresh seed
     assert provider.stop(lab, ["web02"]) == {}
     assert ["controlvm", vm_name(lab, "web02"), "acpipowerbutton"] in fake.calls()
     assert sorted(provider.running(lab)) == ["web01"]
     before = len(fake.calls())
     started, errors = provider.start(lab, hosts, lambda line: None)
     again = fake.calls()[before:]
-    assert [s.name for s in started] == ["web02"] and not any(c[0] == "clonevm" for c in again)
+    assert sorted(s.name for s in started) == ["web01", "web02"] and not any(c[0] == "clonevm" for c in again)
+    assert [c[1] for c in again if c[0] == "startvm"] == [vm_name(lab, "web02")]
     assert ["closemedium", "disk", str(lab.host_dir("web02") / "seed.vdi"), "--delete"] in again
 
     # clone a stopped host from its current disk; destroy unregisters and deletes
@@ -153,6 +156,7 @@ def test_start_stop_clone_destroy_in_virtualbox_terms(setup: tuple[Fake, Provide
 def test_lock_races_are_retried_and_other_errors_shown(setup: tuple[Fake, Provider, Lab], tmp_path: Path) -> None:
     fake, provider, lab = setup
     fake.set(locked={"startvm": 2})  # VirtualBox's "already locked for a session" twice, then it works
+    provider.prepare_network(lab)
     started, errors = provider.start(lab, [identity(tmp_path, "web01", "10.213.90.3")], lambda line: None)
     assert errors == {} and [s.name for s in started] == ["web01"]
     assert sum(1 for c in fake.calls() if c[0] == "startvm") == 3
@@ -160,11 +164,23 @@ def test_lock_races_are_retried_and_other_errors_shown(setup: tuple[Fake, Provid
         provider.vbox().run("showvminfo", "nope", "--machinereadable")
 
 
-def test_a_host_that_does_not_boot_is_its_own_row(setup: tuple[Fake, Provider, Lab], tmp_path: Path) -> None:
-    _, provider, lab = setup
-    provider.greets = False
-    _, errors = provider.start(lab, [identity(tmp_path, "web01", "10.213.90.3")], lambda line: None)
-    assert "no SSH banner within 5s (still running)" in errors["web01"]
+def test_start_launches_and_a_vm_that_stops_is_its_own_row(setup: tuple[Fake, Provider, Lab], tmp_path: Path
+                                                            ) -> None:
+    """start returns once VirtualBox runs the VMs (their boot is discovery's to wait for): a VM that powers
+    off right after startvm is its host's error, the other starts; why_not_booted says which is which."""
+    fake, provider, lab = setup
+    provider.prepare_network(lab)
+    fake.set(crash=[vm_name(lab, "web02")])
+    said: list[str] = []
+    hosts = [identity(tmp_path, "web01", "10.213.90.3"), identity(tmp_path, "web02", "10.213.90.4")]
+    started, errors = provider.start(lab, hosts, said.append)
+    assert [s.name for s in started] == ["web01"]
+    assert errors == {"web02": "the VM stopped while booting (see its console.log)"}
+    assert said[-3] == "starting 2 VirtualBox VM(s) in parallel (headless)"
+    assert sorted(line.split("] ", 1)[1].rsplit(" (", 1)[0] for line in said[-2:]) == [
+        "web01: launched", "web02: the VM stopped while booting (see its console.log)"]
+    assert provider.why_not_booted(lab, "web01") == ""
+    assert provider.why_not_booted(lab, "web02") == "the VM stopped while booting (see its console.log)"
 
 
 def test_virtualbox_6_and_a_refused_lab_network(tmp_path: Path) -> None:
@@ -178,8 +194,9 @@ def test_virtualbox_6_and_a_refused_lab_network(tmp_path: Path) -> None:
     provider = Provider(settings, vdi)
     fake.set(networks_conf=False)  # VirtualBox 6.1.28+ without /etc/vbox/networks.conf: 192.168.56.0/21 only
     with pytest.raises(VBoxError, match=r"Access denied .*/etc/vbox/networks.conf"):
-        provider.start(lab, [identity(tmp_path, "web01", "10.213.91.3")], lambda line: None)
+        provider.prepare_network(lab)
     fake.set(networks_conf=True)
+    provider.prepare_network(lab)
     _, errors = provider.start(lab, [identity(tmp_path, "web01", "10.213.91.3")], lambda line: None)
     assert errors == {}
     calls = fake.calls()
@@ -201,19 +218,19 @@ def test_vbox_sh_issues_the_provider_commands(setup: tuple[Fake, Provider, Lab],
     hdir = lab.host_dir("web01")
     seed = tmp_path / "seed.vdi"
     seed.write_bytes(b"seed")
-    base = provider.base_vm(lambda line: None, ())
+    golden = provider.golden_vm(lambda line: None, ())
     provider.prepare_network(lab)
-    net = provider.network(lab, False)
-    expected = [*host_commands("vm-by-hand", base, host, net, False, hdir, seed, fresh=True),
+    net = hostonly_name(False, lab)
+    expected = [*host_commands("vm-by-hand", golden, host, net, False, hdir, seed, fresh=True),
                 ["startvm", "vm-by-hand", "--type", "headless"]]
     before = len(fake.calls())
     env = {"PATH": f"{fake.bin}:/usr/bin:/bin"}
-    subprocess.run(["sh", str(REPO / "vbox.sh"), "vm-by-hand", base, host.mac, net, str(hdir), str(seed),
+    subprocess.run(["sh", str(REPO / "vbox.sh"), "vm-by-hand", golden, host.mac, net, str(hdir), str(seed),
                     str(host.memory), str(host.cpus)], env=env, check=True, capture_output=True, text=True)
     assert [c for c in fake.calls()[before:] if c[0] != "--version"] == expected
-    printed = subprocess.run(["sh", str(REPO / "vbox.sh"), "-n", "vm2", base, host.mac, net, str(hdir), str(seed)],
+    printed = subprocess.run(["sh", str(REPO / "vbox.sh"), "-n", "vm2", golden, host.mac, net, str(hdir), str(seed)],
                              env=env, check=True, capture_output=True, text=True).stdout
-    assert printed.splitlines()[0].startswith("VBoxManage clonevm " + base)
+    assert printed.splitlines()[0].startswith("VBoxManage clonevm " + golden)
 
 
 def make_iso(tmp: Path, layout: tuple[str, str]) -> Path:
@@ -243,6 +260,7 @@ def test_a_kickstart_install_pxe_boots_the_isos_installer_over_virtualbox_nat_tf
     assert kernel.read_bytes() == b"KERNEL from the ISO\n" and initrd.name == "initrd.img"
     host = identity(tmp_path, "web01", "10.213.90.2")
     append = "inst.ks=http://10.213.90.1:8470/kickstart/web01.ks inst.repo=cdrom ifname=lab:52:54:0a:d5:5a:02"
+    provider.prepare_network(lab)  # the lab handle's call, before every install
     ok, detail = provider.install(lab, host, InstallMedia(kernel, initrd, append, iso), 60, lambda line: None)
     assert ok, detail
     vm, hdir = vm_name(lab, "web01"), lab.host_dir("web01")
@@ -282,6 +300,7 @@ def test_an_install_that_does_not_finish_leaves_no_vm(setup: tuple[Fake, Provide
     iso = make_iso(tmp_path, LAYOUTS["kickstart"])
     kernel, initrd = boot_files(iso, "kickstart", tmp_path / "x", "/usr/bin:/bin")
     fake.set(install_polls=10 ** 6)
+    provider.prepare_network(lab)
     ok, detail = provider.install(lab, identity(tmp_path, "web01", "10.213.90.2"),
                                   InstallMedia(kernel, initrd, "inst.ks=x", iso), 2, lambda line: None)
     assert not ok and "did not finish within 2s" in detail

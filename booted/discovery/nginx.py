@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 from booted.config import CHILD_ENV, Settings
 from booted.discovery.bootlog import tally_of
 from booted.errors import ProviderError, ToolMissing
+from booted.providers.links import ipv4_addresses
 from booted.providers.procs import alive, from_pidfile, processes
 
 TEMPLATE = "nginx.conf.j2"
@@ -29,11 +29,7 @@ def nginx_binary(settings: Settings) -> str:
 
 def local_addresses() -> set[str]:
     """IPv4 addresses configured on this machine (to listen only on lab gateways that exist)."""
-    out = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True, check=False).stdout
-    try:
-        return {a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", [])}
-    except (ValueError, KeyError, TypeError):
-        return set()
+    return {address for on_link in ipv4_addresses().values() for address in on_link}
 
 
 class Nginx:

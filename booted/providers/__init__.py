@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-from booted.config import Settings
 from booted.errors import ConfigError
-from booted.providers.base import Lab, Provider
+from booted.providers.base import Provider
+from booted.providers.lab import Lab
 
 REGISTRY = {"netns": "booted.providers.netns:NetnsProvider", "qemu": "booted.providers.qemu:QemuProvider",
             "virtualbox": "booted.providers.virtualbox:VirtualBoxProvider",
@@ -23,8 +23,4 @@ def provider_class(name: str) -> type[Provider]:
     return cls
 
 
-def get_provider(name: str, settings: Settings) -> Provider:
-    return provider_class(name)(settings)
-
-
-__all__ = ["NAMES", "Lab", "Provider", "get_provider", "provider_class"]
+__all__ = ["NAMES", "Lab", "Provider", "provider_class"]

@@ -3,13 +3,15 @@
 A provider makes hosts exist. What is really its own: `start`, `stop`, `host_of` (which of its processes
 is which host), `clone` (copy a host's disk) and `teardown`. Shared here: the tool and root check, the
 /proc scan of handle processes, destroy of a host's folder, and the default network (the lab bridge with
-the gateway, where booted's nginx listens). Errors are ProviderError / NeedsRoot / ToolMissing; nothing is
-reported done that was not done.
+the gateway, where booted's nginx listens), made once per start by the lab handle's prepare_network call.
+`start` returns once hosts are launched: the one wait for their boot is discovery's (discovery/wait.py),
+which asks `why_not_booted` about a host that stays silent. The VM providers share more in providers/vm.py.
+Errors are ProviderError / NeedsRoot / ToolMissing; nothing is reported done that was not done. The types
+every provider module shares (Lab, Boot) are in providers/lab.py.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -21,41 +23,11 @@ from booted.config import Settings
 from booted.errors import ConfigError, NeedsRoot, ProviderError, ToolMissing
 from booted.hosts.identity import Identity
 from booted.providers import procs
-from booted.providers.bridge import ensure_bridge, link_exists
-from booted.providers.hypervisors import Hypervisor
+from booted.providers.bridge import ensure_bridge
+from booted.providers.lab import Lab as Lab  # re-exported: booted/lab/handle.py and tests import it from here
+from booted.providers.links import link_exists
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Lab:
-    """One environment's lab on this machine, as a provider sees it: its network and its hosts' folders."""
-
-    env: str
-    lab_id: str
-    network: ipaddress.IPv4Network
-    dir: Path
-    packages: tuple[str, ...] = ()  # extra Debian packages its golden image carries (environment + services)
-    init: str = "busybox"  # busybox | systemd
-    boot: str = "kernel"  # qemu: kernel (QEMU hands in kernel and identity) | disk (bootable disk + seed disk)
-    hypervisors: tuple[Hypervisor, ...] = ()  # libvirt: where its hosts may run
-    uplink: str = ""  # libvirt: an interface of this machine put into the lab bridge (to other hypervisors)
-
-    @property
-    def gateway(self) -> str:
-        return str(next(self.network.hosts()))
-
-    @property
-    def bridge(self) -> str:
-        return f"bt{self.lab_id}"
-
-    def link(self, kind: str, ip: str) -> str:
-        """A host's interface on the bridge: b<kind><lab id><host number>, within Linux's 15 characters."""
-        index = int(ipaddress.IPv4Address(ip)) - int(self.network.network_address)
-        return f"b{kind}{self.lab_id}{index}"
-
-    def host_dir(self, name: str) -> Path:
-        return self.dir / "hosts" / name
 
 
 @dataclass(frozen=True)
@@ -156,6 +128,12 @@ class Provider(ABC):
         before (their disks are there); `pins`: hypervisors named in environments.py."""
         return {}, {}
 
+    def why_not_booted(self, lab: Lab, name: str) -> str:
+        """What the provider sees of a started host that did not phone home in time (its VM is gone, its
+        hypervisor's bridge may not reach the lab network...), for the message of the one wait (discovery/
+        wait.py); "" when it sees nothing."""
+        return ""
+
     def console(self, lab: Lab, name: str) -> Path:
         """The host's console log on this machine (a provider whose hosts run elsewhere fetches it first)."""
         return lab.host_dir(name) / "console.log"
@@ -188,7 +166,8 @@ class Provider(ABC):
 
     @abstractmethod
     def start(self, lab: Lab, hosts: list[Identity], progress: Progress) -> tuple[list[Started], dict[str, str]]:
-        """Start hosts (network first). Returns the started ones and host -> error for the others."""
+        """Start hosts on the network prepare_network made, and return once they are launched: the wait for
+        their boot is discovery's. Returns the started ones and host -> error for the others."""
 
     @abstractmethod
     def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:

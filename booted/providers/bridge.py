@@ -1,30 +1,12 @@
-"""The lab bridge every tap/veth provider plugs its hosts into, and `ip -batch` for bulk link changes."""
+"""The lab bridge every tap/veth provider plugs its hosts into: made with the gateway address before any
+host boots, removed with its port filter (providers/portfilter.py) when the lab goes."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 from booted.errors import ProviderError
+from booted.providers.lab import Lab
+from booted.providers.links import disable_ipv6, ip_batch, ipv4_addresses, link_exists
 from booted.providers.portfilter import unguard
-
-if TYPE_CHECKING:
-    from booted.providers.base import Lab
-
-
-def ip_batch(lines: list[str]) -> str:
-    """Run `ip -force -batch -`; returns stderr (errors of single lines do not stop the others)."""
-    if not lines:
-        return ""
-    proc = subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n",
-                          capture_output=True, text=True, check=False)
-    return proc.stderr
-
-
-def link_exists(name: str) -> bool:
-    return Path(f"/sys/class/net/{name}").exists()
 
 
 def bridge_mac(lab: Lab) -> str:
@@ -34,15 +16,7 @@ def bridge_mac(lab: Lab) -> str:
 
 def address_owner(ip: str) -> str | None:
     """The interface that has this IPv4 address on this machine, if any."""
-    out = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True, check=False).stdout
-    try:
-        links = json.loads(out or "[]")
-    except ValueError:
-        return None
-    for link in links:
-        if any(a.get("local") == ip for a in link.get("addr_info", [])):
-            return str(link.get("ifname"))
-    return None
+    return next((link for link, addresses in ipv4_addresses().items() if ip in addresses), None)
 
 
 def ensure_bridge(lab: Lab) -> None:
@@ -56,10 +30,7 @@ def ensure_bridge(lab: Lab) -> None:
                             "another 'network' for environment " + repr(lab.env))
     err = ip_batch([f"link add {lab.bridge} address {bridge_mac(lab)} type bridge",
                     f"addr add {lab.gateway}/{lab.network.prefixlen} dev {lab.bridge}"])
-    try:
-        Path(f"/proc/sys/net/ipv6/conf/{lab.bridge}/disable_ipv6").write_text("1")
-    except OSError:
-        pass
+    disable_ipv6(lab.bridge)
     err += ip_batch([f"link set {lab.bridge} up"])
     if not link_exists(lab.bridge):
         raise ProviderError(f"could not create bridge {lab.bridge} for {lab.network}: {err.strip()}")

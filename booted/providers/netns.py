@@ -24,9 +24,11 @@ from booted.config import CHILD_ENV
 from booted.errors import ProviderError, ToolMissing
 from booted.hosts.identity import Identity
 from booted.images.golden import ensure_golden
-from booted.providers.base import Lab, Progress, Provider, Started
-from booted.providers.bridge import ensure_bridge, ip_batch, link_exists, remove_bridge
+from booted.providers.base import Progress, Provider, Started
+from booted.providers.bridge import remove_bridge
 from booted.providers.hostroot import SPAN
+from booted.providers.lab import Lab
+from booted.providers.links import ip_batch, link_exists
 from booted.providers.portfilter import guard
 from booted.providers.procs import alive
 
@@ -81,7 +83,6 @@ class NetnsProvider(Provider):
             if ":" in str(path) or "," in str(path):
                 raise ProviderError(f"image path {path} contains ':' or ',': overlayfs cannot use it; "
                                     "set BOOTED_CACHE_DIR to a plain path")
-        ensure_bridge(lab)
         running = self.running(lab)
         todo = [h for h in hosts if h.name not in running]
         errors_text = self._plug(lab, todo, [ns for ns in self._namespaces(lab) if ns.split("-", 1)[1] not in running])
@@ -147,9 +148,10 @@ class NetnsProvider(Provider):
         for ns in stale:
             self._kill_netns_pids(ns)
         veths = [self.veth(lab, h.ip) for h in hosts]
-        err = ip_batch([f"netns del {ns}" for ns in stale] + [f"link del {v}" for v in veths if link_exists(v)])
+        err = ip_batch([f"netns del {ns}" for ns in stale]
+                       + [f"link del {veth}" for veth in veths if link_exists(veth)])
         deadline = time.monotonic() + 5
-        while any(link_exists(v) for v in veths) and time.monotonic() < deadline:
+        while any(link_exists(veth) for veth in veths) and time.monotonic() < deadline:
             time.sleep(0.02)
         lines = []
         for host, veth in zip(hosts, veths):
@@ -157,9 +159,9 @@ class NetnsProvider(Provider):
             lines += [f"netns add {ns}", f"link add {veth} type veth peer name eth0 address {host.mac} netns {ns}",
                       f"link set {veth} master {lab.bridge} up"]
         err += ip_batch(lines)
-        guard(lab, [(v, h.mac, h.ip) for h, v in zip(hosts, veths)])  # before any host process starts
-        unplugged = [v for v in veths if link_exists(v) and not _on_bridge(v, lab.bridge)]
-        return err + ip_batch([f"link set {v} master {lab.bridge} up" for v in unplugged])
+        guard(lab, [(veth, h.mac, h.ip) for h, veth in zip(hosts, veths)])  # before any host process starts
+        unplugged = [veth for veth in veths if link_exists(veth) and not _on_bridge(veth, lab.bridge)]
+        return err + ip_batch([f"link set {veth} master {lab.bridge} up" for veth in unplugged])
 
     def _namespaces(self, lab: Lab) -> list[str]:
         prefix = f"bt{lab.lab_id}-"

@@ -17,13 +17,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from typing import TYPE_CHECKING
 
 from booted.config import CHILD_ENV
 from booted.errors import ProviderError
-
-if TYPE_CHECKING:
-    from booted.providers.base import Lab
+from booted.providers.lab import Lab
 
 MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 IP_RE = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}\Z")
@@ -37,15 +34,15 @@ def table(lab: Lab) -> str:
 def script(lab: Lab, ports: list[tuple[str, str, str]]) -> str:
     """The nft transaction that guards `ports` ((port, MAC, IP) each) and keeps the ports guarded before:
     the table, its base chain and the port map are made if missing; each port's chain is rewritten."""
-    t = f"bridge {table(lab)}"
-    lines = [f"add table {t}", f"add map {t} ports {{ type ifname : verdict; }}"]
-    lines += [f"add chain {t} prerouting {{ type filter hook prerouting priority filter; policy accept; }}",
-              f"flush chain {t} prerouting", f"add rule {t} prerouting iifname vmap @ports"]
+    nft_table = f"bridge {table(lab)}"
+    lines = [f"add table {nft_table}", f"add map {nft_table} ports {{ type ifname : verdict; }}"]
+    lines += [f"add chain {nft_table} prerouting {{ type filter hook prerouting priority filter; policy accept; }}",
+              f"flush chain {nft_table} prerouting", f"add rule {nft_table} prerouting iifname vmap @ports"]
     for port, mac, ip in ports:
         mac = mac.lower()
         if not (PORT_RE.match(port) and MAC_RE.match(mac) and IP_RE.match(ip)):
             raise ProviderError(f"port filter: bad port {port!r}, MAC {mac!r} or IP {ip!r}")
-        chain = f"{t} p_{port}"
+        chain = f"{nft_table} p_{port}"
         lines += [f"add chain {chain}", f"flush chain {chain}",
                   f"add rule {chain} ether saddr != {mac} drop",
                   f"add rule {chain} ether type != {{ ip, arp }} drop",
@@ -54,7 +51,7 @@ def script(lab: Lab, ports: list[tuple[str, str, str]]) -> str:
                   f"add rule {chain} ether type arp arp plen != 4 drop",
                   f"add rule {chain} ether type arp arp saddr ether != {mac} drop",
                   f"add rule {chain} ether type arp arp saddr ip != {ip} drop",
-                  f'add element {t} ports {{ "{port}" : goto p_{port} }}']
+                  f'add element {nft_table} ports {{ "{port}" : goto p_{port} }}']
     return "\n".join(lines) + "\n"
 
 
@@ -67,16 +64,17 @@ def guard(lab: Lab, ports: list[tuple[str, str, str]]) -> None:
 
 def unguard(lab: Lab) -> None:
     """Remove the lab's table (the lab bridge is going). Made first, so a missing table is no error."""
-    t = f"bridge {table(lab)}"
+    nft_table = f"bridge {table(lab)}"
     if shutil.which("nft", path=CHILD_ENV["PATH"]):  # without nft there is no table either
-        _nft(f"add table {t}\ndelete table {t}\n", f"could not remove the port filter of lab {lab.env!r}")
+        _nft(f"add table {nft_table}\ndelete table {nft_table}\n",
+             f"could not remove the port filter of lab {lab.env!r}")
 
 
-def _nft(text: str, what: str) -> None:
+def _nft(text: str, failure: str) -> None:
     try:
         proc = subprocess.run(["nft", "-f", "-"], input=text, capture_output=True, text=True, check=False,
                               env=CHILD_ENV)
     except FileNotFoundError:
-        raise ProviderError(f"{what}: nft not found (apt-get install nftables, or run setup.sh)") from None
+        raise ProviderError(f"{failure}: nft not found (apt-get install nftables, or run setup.sh)") from None
     if proc.returncode != 0:
-        raise ProviderError(f"{what}: nft: {proc.stderr.strip()[-600:]}")
+        raise ProviderError(f"{failure}: nft: {proc.stderr.strip()[-600:]}")

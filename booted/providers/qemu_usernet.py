@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from booted.errors import ProviderError
 from booted.hosts.identity import Identity
-from booted.providers.base import Lab
+from booted.providers.lab import Lab
 from booted.providers.qemuctl import opt
 
 RELAY = Path(__file__).resolve().parent / "relay.py"

@@ -1,18 +1,25 @@
-"""Talking to QEMU: which accelerator really works here (cached), QMP commands, process checks."""
+"""Talking to QEMU: which accelerator really works here (cached), QMP commands, a VM's process (checked
+before every signal: PIDs get reused), stopping it, and what its logs last said."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from booted.providers.procs import alive, cmdline
+
 QEMU = "qemu-system-x86_64"
 QBOOT = "/usr/share/qemu/qboot.rom"
 PROBE_SECONDS = 2.0
+POWERDOWN_SECONDS = 3.0
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|[\x00-\x08\x0e-\x1f]")  # a console's screen codes
 
 
 def opt(path: Path | str) -> str:
@@ -94,13 +101,13 @@ def qmp(sock_path: Path, *commands: str, timeout: float = 2.0) -> list[dict | No
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(timeout)
         sock.connect(str(sock_path))
-        f = sock.makefile("rwb")
-        json.loads(f.readline())  # greeting
+        stream = sock.makefile("rwb")
+        json.loads(stream.readline())  # greeting
         for cmd in ("qmp_capabilities", *commands):
-            f.write(json.dumps({"execute": cmd}).encode() + b"\n")
-            f.flush()
+            stream.write(json.dumps({"execute": cmd}).encode() + b"\n")
+            stream.flush()
             while True:
-                line = f.readline()
+                line = stream.readline()
                 if not line:
                     out.append(None)
                     break
@@ -109,3 +116,57 @@ def qmp(sock_path: Path, *commands: str, timeout: float = 2.0) -> list[dict | No
                     out.append(msg)
                     break
     return out[1:]
+
+
+def qmp_ok(sock_path: Path, command: str) -> bool:
+    """Run one QMP command; whether QEMU answered it with success (False when it cannot be reached)."""
+    try:
+        reply = qmp(sock_path, command)
+    except (OSError, ValueError):
+        return False
+    return bool(reply and reply[0] and "return" in reply[0])
+
+
+def is_vm(pid: int, vm: str) -> bool:
+    """PID still is the live QEMU of the VM named `vm` (`-name vm`)."""
+    argv = cmdline(pid)
+    return alive(pid) and "-name" in argv[:-1] and argv[argv.index("-name") + 1] == vm
+
+
+def signal_vm(vm: str, pid: int, sig: signal.Signals) -> bool:
+    """Send `sig` to the VM's QEMU if PID still is it; whether it was sent."""
+    if not is_vm(pid, vm):
+        return False
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_vm(vm: str, pid: int, sock_path: Path) -> None:
+    """Power button (acpid syncs and powers off), then QMP quit, then SIGTERM, then SIGKILL."""
+    steps = [(lambda: qmp_ok(sock_path, "system_powerdown"), POWERDOWN_SECONDS),
+             (lambda: qmp_ok(sock_path, "quit"), 2.0),
+             (lambda: signal_vm(vm, pid, signal.SIGTERM), 3.0),
+             (lambda: signal_vm(vm, pid, signal.SIGKILL), 3.0)]
+    for action, wait in steps:
+        if not is_vm(pid, vm):
+            return
+        if not action():
+            continue
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and alive(pid):
+            time.sleep(0.02)
+
+
+def last_words(hdir: Path) -> str:
+    """The last lines QEMU (qemu.log) and the guest (console.log) wrote, screen codes removed."""
+    lines: list[str] = []
+    for log in ("qemu.log", "console.log"):
+        try:
+            lines += (hdir / log).read_text(errors="replace").strip().splitlines()[-2:]
+        except OSError:
+            pass
+    text = " / ".join(ANSI.sub("", line).strip() for line in lines if ANSI.sub("", line).strip())
+    return text[-400:]

@@ -7,10 +7,12 @@ Every call has a timeout; stdin is closed (an ssh URI must not wait for a passwo
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from booted.config import CHILD_ENV
 from booted.errors import ProviderError
@@ -18,6 +20,9 @@ from booted.errors import ProviderError
 DOWN = ("failed to connect to the hypervisor", "unable to connect to server", "Cannot recv data",
         "End of file while reading data", "no connection driver available")
 ERROR_RE = re.compile(r"^error: ")
+# what libvirt says of something that is not there (any more): no error for a removal
+MISSING = ("not found", "failed to get", "no storage vol", "no network with matching name", "is not running",
+           "not active")
 
 
 class VirshError(ProviderError):
@@ -66,6 +71,17 @@ class Virsh:
         """Running domains (or every defined one), by name: libvirt's own listing, one call."""
         out = self.run("list", "--name", *(["--all"] if every else []))
         return [n.strip() for n in out.splitlines() if n.strip()]
+
+    def define(self, command: str, text: str, path: Path) -> None:
+        """`virsh <command> FILE` (define, net-define, pool-define), FILE a temporary file beside `path`
+        holding `text` (libvirt keeps its own copy)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(text)
+        try:
+            self.run(command, str(tmp))
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def xml(self, *args: str) -> ET.Element:
         return ET.fromstring(self.run(*args))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from booted.providers.libvirt import vcpus_in_use
+from booted.providers.libvirt_hypervisors import vcpus_in_use
 from tests import libvirtd
 from tests.integration.conftest import LabRun, leftovers
 
