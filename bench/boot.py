@@ -5,10 +5,11 @@
     .venv/bin/python bench/boot.py --inits busybox,systemd   # both images: busybox init and Debian's systemd
 
 Each size gets a private state directory and its own network with N hosts running hello 1.0. The number
-is the wall time of `fab env_start_all` (Python start-up, VM boots at most BOOTED_BOOT_PARALLEL at once,
+is the wall time of `fab env_start_all` (Python start-up, VMs launched BOOTED_BOOT_PARALLEL at a time,
 discovery, deploy, start and test of hello), with the kernel, initramfs, disk image and accelerator verdict
-already cached (prepared first, not timed). "all SSH" is when the last VM answered SSH, from the provider's
-progress lines. Every lab is stopped in `finally` and checked for leftover QEMU processes and taps.
+already cached (prepared first, not timed). "all SSH" is when the last VM's sshd listened, from the
+boot timeline (fab env_timeline --json). Every lab is stopped in `finally` and checked for leftover QEMU
+processes and taps.
 Hosts serve at first boot (they pull hello from booted's nginx before they phone home), so env_start_all
 only tests them. Last lines: `boot4_over_boot1=<ratio>` (nan with --smoke), then
 `serving_over_ssh=<1 VM> serving8_over_ssh8=<8 VMs>` (serving time over the time the last VM answered SSH;
@@ -18,11 +19,12 @@ nan without 8), and with both inits `systemd_over_busybox_ssh1=<ratio>` (1 VM, u
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import re
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import _benchlib as lib
@@ -72,10 +74,14 @@ def run(n: int, init: str, work: Path, logs: Path) -> dict[str, float]:
     lab_id = Settings.from_env(env).lab_id("bench")
     try:
         say(f"{n} VM(s): fab env_start_all")
+        began = time.time()
         seconds, proc = lib.timed([lib.FAB, "env_start_all"], env=env, log=logs / f"start{n}.log")
         if f"{n} ok, 0 failed" not in proc.stdout:
             raise BenchError(f"{n} VM(s): not all hosts served:\n{proc.stdout[-2000:]}")
-        ssh = [float(s) for s in re.findall(r"\[\s*([\d.]+)s\] \S+: answers SSH", proc.stderr)]
+        # when each VM's sshd listened (the boot timeline: its moment on this machine's clock)
+        _, timeline = lib.timed([lib.FAB, "env_timeline", "--json"], env=env, log=logs / f"timeline{n}.log")
+        ssh = [t["start"] + t["moments"]["sshd"] - began for t in json.loads(timeline.stdout)
+               if t["moments"].get("sshd") is not None]
         say(f"{n} VM(s): serving after {seconds:.1f}s")
     finally:
         stop_s, _ = lib.timed([lib.FAB, "env_stop"], env=env, check=False, log=logs / f"stop{n}.log")

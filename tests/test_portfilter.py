@@ -13,7 +13,7 @@ from booted.config import Settings
 from booted.discovery.bootlog import dropped_lines, read_new, tally_of
 from booted.discovery.nginx import file_limit
 from booted.errors import ConfigError, ProviderError
-from booted.providers.base import Lab
+from booted.providers.lab import Lab
 from booted.providers.portfilter import script
 from booted.state.inventory import Inventory
 from booted.state.private import make_private

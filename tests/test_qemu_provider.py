@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from booted.config import Settings
+from booted.discovery.wait import boot_timeout
 from booted.hosts.identity import Identity
 from booted.images.initramfs import initramfs_bytes
 from booted.images.vm_assets import Assets, Kernel
@@ -29,7 +30,7 @@ from booted.providers.libvirt import LibvirtProvider
 from booted.providers.qemu import QemuProvider
 from booted.providers.qemu_cmdline import IDENTITY_FILES, tap_name
 from booted.providers.virtualbox import VirtualBoxProvider
-from booted.providers.vm import Launch, VmProvider, boot_timeout, vm_name
+from booted.providers.vm import Launch, VmProvider, vm_name
 
 
 def lab(tmp_path: Path, net: str = "10.213.60.0/24", boot: str = "kernel") -> Lab:

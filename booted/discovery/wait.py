@@ -3,6 +3,7 @@ bootlog.vet), then the SSH banner."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,13 @@ from booted.discovery import bootlog
 from booted.netcheck import ssh_banner
 from booted.results import HostResult
 from booted.state.inventory import Inventory
+
+
+def boot_timeout(seconds: float, booting: int, cores: int | None = None) -> float:
+    """How long `booting` VMs booting at once may take to answer: BOOTED_BOOT_TIMEOUT (`seconds`), longer
+    when more than 2 VMs per core boot (they share the CPUs: TCG is CPU-bound)."""
+    cores = cores or os.cpu_count() or 1
+    return seconds * max(1.0, booting / (2 * cores))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from booted.errors import ImageError, ToolMissing
-from booted.images.vm_assets import Assets, Progress, digest
+from booted.images.building import Progress, digest
+from booted.images.vm_assets import Assets
 from booted.state.locks import hold
 
 MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")

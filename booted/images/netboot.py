@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from booted.errors import ImageError, ToolMissing
-from booted.images.vm_assets import Progress, unpack_deb
+from booted.images.building import Progress
+from booted.images.kernel import unpack_deb
 
 PACKAGE = "debian-installer-12-netboot-amd64"
 INNER = "usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64"

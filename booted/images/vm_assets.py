@@ -17,11 +17,9 @@ from pathlib import Path
 
 from booted.errors import ImageError
 from booted.images.building import SYSTEM_PATH, Progress, need_tools, tool_path
-from booted.images.building import digest as digest  # re-exported for images/bootdisk.py
 from booted.images.golden import GoldenImage
 from booted.images.initramfs import build_initramfs
 from booted.images.kernel import Kernel, fetch_kernel
-from booted.images.kernel import unpack_deb as unpack_deb  # re-exported for images/netboot.py
 from booted.state.locks import hold
 
 

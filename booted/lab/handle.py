@@ -18,7 +18,7 @@ from pathlib import Path
 from booted.config import Settings
 from booted.discovery.gateways import Gateways
 from booted.discovery.hostlist import relist
-from booted.discovery.wait import Expected, wait_booted
+from booted.discovery.wait import Expected, boot_timeout, wait_booted
 from booted.environments import Environment, HostSpec
 from booted.errors import ConfigError, ProviderError, StateError
 from booted.hosts.identity import Identity, hash_password
@@ -27,7 +27,9 @@ from booted.lab import timeline
 from booted.lab.hostimages import ensure_image, identity
 from booted.lab.lock import LabLock, under_lab_lock
 from booted.lab.preflight import preflight
-from booted.providers.base import Lab, Provider
+from booted.providers.base import Provider
+from booted.providers.lab import Lab
+from booted.providers.vm import VmProvider
 from booted.remote.fanout import Target
 from booted.remote.firstboot import Serve
 from booted.remote.services import Service
@@ -98,6 +100,11 @@ class LabHandle:
         except OSError:
             return ""
         return " | console: " + " / ".join(tail) if tail else ""
+
+    def why_not_booted(self, name: str) -> str:
+        """What the provider sees of a host that did not phone home, and its console's last lines."""
+        hint = self.provider.why_not_booted(self.lab, name)
+        return (f": {hint}" if hint else "") + self.console_tail(name)
 
     def last_start(self) -> list[Timeline]:
         """Where the time of this lab's last start went, one timeline per host it started (lab/timeline.py)."""
@@ -196,8 +203,10 @@ class LabHandle:
         self.gateways.pin_host_keys()  # forwarded SSH ports (user-mode VMs) are known once the VMs run
         fresh = [i for i in images if i.name not in already and i.name not in errors]
         expected = [Expected(i.name, self.ssh_endpoint(i)) for i in fresh]
-        waited = wait_booted(kit.inventory, settings.boot_log, expected, since, settings.boot_timeout, kit.say,
-                             self.console_tail)
+        timeout: float = settings.boot_timeout  # VMs share the cores (TCG is CPU-bound): longer when many boot at once
+        if isinstance(self.provider, VmProvider):
+            timeout = boot_timeout(timeout, len(expected))
+        waited = wait_booted(kit.inventory, settings.boot_log, expected, since, timeout, kit.say, self.why_not_booted)
         pids = {s.name: s.pid for s in started}  # where each phase of each fresh host's start went (env_timeline)
         timeline.record(kit.inventory, self.env.name, since, {n: pids.get(n) for n in sorted(fresh_names)},
                         {**waited, **{n: HostResult(n, False, e) for n, e in errors.items()}})

@@ -24,7 +24,7 @@ from booted.errors import ConfigError, NeedsRoot, ProviderError, ToolMissing
 from booted.hosts.identity import Identity
 from booted.providers import procs
 from booted.providers.bridge import ensure_bridge
-from booted.providers.lab import Lab as Lab  # re-exported: booted/lab/handle.py and tests import it from here
+from booted.providers.lab import Lab
 from booted.providers.links import link_exists
 
 Progress = Callable[[str], None]

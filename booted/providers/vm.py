@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from abc import abstractmethod
 from collections.abc import Callable
@@ -45,13 +44,6 @@ def host_of_vm(lab: Lab, vm: str) -> str | None:
     """The host of this lab a VM name stands for, or None (another lab's VM, or not booted's)."""
     prefix = vm_name(lab, "")
     return vm[len(prefix):] if vm.startswith(prefix) else None
-
-
-def boot_timeout(seconds: float, booting: int, cores: int | None = None) -> float:
-    """How long `booting` VMs booting at once may take to answer: BOOTED_BOOT_TIMEOUT (`seconds`), longer
-    when more than 2 VMs per core boot (they share the CPUs: TCG is CPU-bound)."""
-    cores = cores or os.cpu_count() or 1
-    return seconds * max(1.0, booting / (2 * cores))
 
 
 class VmProvider(Provider):
