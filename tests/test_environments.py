@@ -69,7 +69,7 @@ def test_load_good(tmp_path: Path) -> None:
     ('"lb01"', '"Web_01"', 6, ["host name 'Web_01'"]),
     ('{"worker": 1}', '{"worker": 9}', 9, ["min['worker'] = 9", "0 to 3"]),
     ('{"worker": 1}', '{"db": 1}', 9, ["no host has role 'db'"]),
-    ('"provider": "netns",', '"provider": "netns", "boot": "disk",', 3, ["boot 'disk'", "provider qemu"]),
+    ('"provider": "netns",', '"provider": "netns", "boot": "disk",', 3, ["'boot' is for provider qemu", "netns"]),
     ('"provider": "netns",', '"provider": "qemu", "boot": "usb",', 3, ["boot 'usb'", "kernel, disk"]),
 ])
 def test_errors_name_file_line_and_fix(tmp_path: Path, old: str, new: str, line: int, words: list[str]) -> None:

@@ -13,6 +13,7 @@ from booted.environments import load_environments
 from booted.errors import ConfigError
 from booted.providers.hypervisors import Capacity, parse_hypervisors, place
 from booted.providers.libvirt_hypervisors import vcpus_in_use
+from booted.providers.libvirt_options import LibvirtOptions
 from booted.providers.virsh import HypervisorDown, Virsh, VirshError
 
 BIG = Capacity(free_mb=8000, cpus=2, vcpus_used=0)
@@ -98,8 +99,10 @@ def test_environment_keys_for_libvirt(tmp_path: Path) -> None:
     path = tmp_path / "environments.py"
     path.write_text(ENV)
     env = load_environments(path)["lab"]
-    assert [h.name for h in env.hypervisors] == ["local", "hv2"] and env.uplink == "eth1"
-    assert env.host("web01").hypervisor == "hv2" and env.host("web02").hypervisor == ""
+    options = env.options  # libvirt's own keys, parsed by it (providers/libvirt_options.py)
+    assert isinstance(options, LibvirtOptions)
+    assert [h.name for h in options.hypervisors] == ["local", "hv2"] and options.uplink == "eth1"
+    assert options.pinned() == {"web01": "hv2"}
 
 
 @pytest.mark.parametrize(("old", "new", "line", "words"), [

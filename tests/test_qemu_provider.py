@@ -25,16 +25,17 @@ from booted.images.vm_assets import Assets, Kernel
 from booted.providers import links, provider_class, qemuctl
 from booted.providers.base import Progress, Started
 from booted.providers.bridge import address_owner
-from booted.providers.lab import Boot, Lab
+from booted.providers.lab import Lab
 from booted.providers.libvirt import LibvirtProvider
 from booted.providers.qemu import QemuProvider
 from booted.providers.qemu_cmdline import IDENTITY_FILES, tap_name
+from booted.providers.qemu_options import Boot, QemuOptions, boot_of
 from booted.providers.virtualbox import VirtualBoxProvider
 from booted.providers.vm import Launch, VmProvider, vm_name
 
 
 def lab(tmp_path: Path, net: str = "10.213.60.0/24", boot: str = "kernel") -> Lab:
-    return Lab("qt", "a1b2c3", ipaddress.ip_network(net), tmp_path / "labs" / "qt", boot=boot)
+    return Lab("qt", "a1b2c3", ipaddress.ip_network(net), tmp_path / "labs" / "qt", options=QemuOptions(Boot(boot)))
 
 
 def qemu(tmp_path: Path, mode: str = "tap") -> QemuProvider:
@@ -158,9 +159,10 @@ def test_boot_timeout_scales_beyond_two_vms_per_core() -> None:
     assert boot_timeout(60, 1, cores=2) == 60
 
 
-def test_boot_is_an_enum_that_still_takes_the_environments_strings(tmp_path: Path) -> None:
-    assert lab(tmp_path, boot="disk").boot is Boot.DISK and Boot.DISK == "disk"
-    assert lab(tmp_path).boot is Boot.KERNEL and lab(tmp_path, boot=Boot.INSTALLED).boot is Boot.INSTALLED
+def test_boot_is_qemus_own_option_an_enum(tmp_path: Path) -> None:
+    assert boot_of(lab(tmp_path, boot="disk")) is Boot.DISK and Boot.DISK == "disk"
+    assert boot_of(lab(tmp_path)) is Boot.KERNEL and boot_of(lab(tmp_path, boot=Boot.INSTALLED)) is Boot.INSTALLED
+    assert boot_of(Lab("qt", "a1b2c3", ipaddress.ip_network("10.213.60.0/24"), tmp_path)) is Boot.KERNEL  # not qemu's
     with pytest.raises(ValueError, match="floppy"):
         lab(tmp_path, boot="floppy")
 

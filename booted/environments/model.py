@@ -10,15 +10,13 @@ from typing import Any
 
 from booted.environments.monitor import MonitorSpec
 from booted.errors import ConfigError
-from booted.providers.hypervisors import Hypervisor
+from booted.providers.lab import Options
+from booted.providers.options import env_keys, host_keys
 from booted.rules import DEBIAN_PACKAGE
 
-HOST_KEYS = {"role", "service", "version", "memory", "cpus", "hypervisor"}
-ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor", "boot",
-            "hypervisors", "uplink"}
-BOOTS = {"kernel": "QEMU boots the kernel and hands in the identity (fast)",
-         "disk": "the bootable golden disk (extlinux) with the identity on a seed disk, as other hypervisors boot",
-         "installed": "each host's own disk from an installer (fab image_build --installer), with the seed disk"}
+# the keys every provider reads, and (providers/options.py) those one provider reads and checks itself
+HOST_KEYS = {"role", "service", "version", "memory", "cpus"} | host_keys()
+ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor"} | env_keys()
 INITS = ("busybox", "systemd")
 RANGE_RE = re.compile(r"^([a-z][a-z0-9-]*)\[(\d+):(\d+)\]([a-z0-9-]*)\Z")
 
@@ -33,7 +31,6 @@ class HostSpec:
     version: str | None
     memory: int = 256
     cpus: int = 1
-    hypervisor: str = ""  # libvirt: pinned to this hypervisor (by name)
 
 
 @dataclass(frozen=True)
@@ -49,9 +46,7 @@ class Environment:
     packages: tuple[str, ...] = ()  # extra Debian packages baked into its golden image
     init: str = "busybox"  # what hosts boot: busybox init (fast) or Debian's systemd
     monitor: MonitorSpec = field(default_factory=MonitorSpec)  # max, target and the monitor's settings
-    boot: str = "kernel"  # qemu: how hosts boot (BOOTS)
-    hypervisors: tuple[Hypervisor, ...] = ()  # libvirt: the daemons its hosts run on
-    uplink: str = ""  # libvirt: this machine's interface into the lab bridge, towards other hypervisors
+    options: Options = field(default_factory=Options)  # its provider's own keys (qemu: boot; libvirt: hypervisors...)
     where_network: str = ""  # file:line of its 'network' key, for errors found later (on this machine)
 
     def host(self, name: str) -> HostSpec:

@@ -8,7 +8,6 @@ from typing import Any
 
 from booted.environments.loader import Lines
 from booted.environments.model import (
-    BOOTS,
     ENV_KEYS,
     HOST_KEYS,
     INITS,
@@ -20,7 +19,7 @@ from booted.environments.model import (
 from booted.environments.monitor import parse_monitor
 from booted.errors import ConfigError
 from booted.providers import NAMES as PROVIDERS
-from booted.providers.hypervisors import BRIDGE_RE, Hypervisor, parse_hypervisors
+from booted.providers.options import parse_options
 from booted.rules import HOST_NAME, VERSION
 
 PRIVATE = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))  # RFC 1918
@@ -47,13 +46,13 @@ def environment(name: Any, value: Any, lines: Lines) -> Environment:
         raise ConfigError(f"{lines.at(name, 'hosts')}: environment {name!r}: 'hosts' must be a non-empty "
                           "dict of NAME_OR_RANGE -> {'role': ..., 'service': ..., 'version': ...}")
     hosts: list[HostSpec] = []
-    seen: set[str] = set()
+    defined: dict[str, tuple[str, dict[str, Any]]] = {}  # host -> the key it is defined under, its dict
     for key, spec in hosts_raw.items():
         for host in _hosts(name, key, spec, lines):
-            if host.name in seen:
+            if host.name in defined:
                 raise ConfigError(f"{lines.at(name, str(key))}: environment {name!r}: host {host.name!r} "
                                   "is defined twice (check overlapping ranges)")
-            seen.add(host.name)
+            defined[host.name] = (str(key), spec)
             hosts.append(host)
     if len(hosts) > network.num_addresses - 3:
         raise ConfigError(f"{lines.at(name, 'network')}: environment {name!r}: network {network} has room "
@@ -64,46 +63,13 @@ def environment(name: Any, value: Any, lines: Lines) -> Environment:
     if init not in INITS:
         raise ConfigError(f"{lines.at(name, 'init')}: environment {name!r}: init {init!r} is not one of "
                           f"{', '.join(INITS)}")
-    boot = value.get("boot", "kernel")
-    if boot not in BOOTS or (boot != "kernel" and provider != "qemu"):
-        raise ConfigError(f"{lines.at(name, 'boot')}: environment {name!r}: boot {boot!r}: for provider qemu, one "
-                          f"of {', '.join(BOOTS)} (other providers boot their own way)")
-    hypervisors, uplink = _hypervisors(name, provider, value, hosts, lines)
+    options = parse_options(provider, name, value, defined, lines.at)
     roles: dict[str, int] = {}
     for host in hosts:
         roles[host.role] = roles.get(host.role, 0) + 1
     monitor = parse_monitor(name, value, roles, minimum, lines.at)
     return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path), packages, init, monitor,
-                       boot, hypervisors, uplink, lines.at(name, "network"))
-
-
-def _hypervisors(env: str, provider: str, value: dict[str, Any], hosts: list[HostSpec], lines: Lines
-                 ) -> tuple[tuple[Hypervisor, ...], str]:
-    """`hypervisors`, `uplink` and hosts' `hypervisor` pins: for provider libvirt only, checked."""
-    pinned = [h for h in hosts if h.hypervisor]
-    if provider != "libvirt":
-        for key in ("hypervisors", "uplink"):
-            if key in value:
-                raise ConfigError(f"{lines.at(env, key)}: environment {env!r}: {key!r} is for provider libvirt "
-                                  f"(this environment uses {provider})")
-        if pinned:
-            raise ConfigError(f"{lines.at(env, pinned[0].name, 'hypervisor')}: environment {env!r}: host "
-                              f"{pinned[0].name!r}: 'hypervisor' is for provider libvirt")
-        return (), ""
-    try:
-        hypervisors = parse_hypervisors(value.get("hypervisors"))
-    except ValueError as exc:
-        raise ConfigError(f"{lines.at(env, 'hypervisors')}: environment {env!r}: {exc}") from None
-    names = [hv.name for hv in hypervisors]
-    for host in pinned:
-        if host.hypervisor not in names:
-            raise ConfigError(f"{lines.at(env, host.name, 'hypervisor')}: environment {env!r}: host "
-                              f"{host.name!r}: hypervisor {host.hypervisor!r} is not one of {', '.join(names)}")
-    uplink = value.get("uplink", "")
-    if not isinstance(uplink, str) or (uplink and not BRIDGE_RE.match(uplink)):
-        raise ConfigError(f"{lines.at(env, 'uplink')}: environment {env!r}: uplink {uplink!r}: the name of an "
-                          "interface of this machine (letters, digits, _ . -, at most 15)")
-    return hypervisors, uplink
+                       options, lines.at(name, "network"))
 
 
 def _network(env: str, raw: Any, lines: Lines) -> ipaddress.IPv4Network:
@@ -152,14 +118,11 @@ def _hosts(env: str, key: Any, spec: Any, lines: Lines) -> list[HostSpec]:
     if version is not None and service is None:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: 'version' needs a 'service'")
     memory, cpus = spec.get("memory", 256), spec.get("cpus", 1)
-    pin = spec.get("hypervisor", "")
-    if not isinstance(pin, str) or (pin and not HOST_NAME.match(pin)):
-        raise ConfigError(f"{where}: environment {env!r}: host {key!r}: hypervisor {pin!r}: a hypervisor's name")
     if not _whole(memory) or not 64 <= memory <= 65536:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: memory {memory!r}: MB, 64..65536")
     if not _whole(cpus) or not 1 <= cpus <= 64:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: cpus {cpus!r}: 1..64")
-    return [HostSpec(n, role, service, version, memory, cpus, pin) for n in names]
+    return [HostSpec(n, role, service, version, memory, cpus) for n in names]
 
 
 def _whole(value: Any) -> bool:

@@ -50,7 +50,7 @@ class LabHandle:
         s = kit.settings
         self.kit, self.env, self.services, self.gateways = kit, env, services, gateways
         self.lab = Lab(env.name, s.lab_id(env.name), env.network, s.state_dir / "labs" / env.name, init=env.init,
-                       boot=env.boot, hypervisors=env.hypervisors, uplink=env.uplink)
+                       options=env.options, placed=self.placed)
         self.provider = provider(s)
         self._checked = False
         self._lock = LabLock(kit.locks, env.name)
@@ -228,15 +228,19 @@ class LabHandle:
 
     def _place(self, images: list[Image], idents: list[Identity]) -> tuple[list[Identity], dict[str, str]]:
         """Hosts on hypervisors (libvirt; other providers place nothing): where they were before (their disk
-        is there), their pin in environments.py, or the provider's choice; recorded before they start."""
-        specs = {h.name: h for h in self.env.hosts}
+        is there), their pin in environments.py, or the provider's choice; recorded (once: the database)
+        before they start."""
         recorded = {i.name: i.hypervisor for i in images if i.hypervisor}
-        pins = {i.name: specs[i.name].hypervisor for i in images if i.name in specs and specs[i.name].hypervisor}
-        placement, errors = self.provider.place(self.lab, idents, recorded, pins)
+        placement, errors = self.provider.place(self.lab, idents, recorded)
         if not placement:
             return [i for i in idents if i.name not in errors], errors
         self.kit.inventory.set_hypervisors({n: hv for n, hv in placement.items() if recorded.get(n) != hv})
         return [replace(i, hypervisor=placement[i.name]) for i in idents if i.name in placement], errors
+
+    def placed(self, name: str) -> str:
+        """Where the database says a host was placed ("" : nowhere, or a provider that does not place)."""
+        image = self.kit.inventory.image(name)
+        return image.hypervisor if image is not None else ""
 
     def relist_unlisted(self, service: str) -> list[HostResult]:
         """Hosts of `service` that run but are not in the host list (a run killed between a boot and its

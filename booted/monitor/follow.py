@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from booted.environments import Environment
 from booted.errors import ConfigError
 
-LIVE_FIXED = ("provider", "network", "init", "boot", "hypervisors", "uplink")  # need env_stop + env_start_all
+LIVE_FIXED = ("provider", "network", "init")  # need env_stop + env_start_all (so do the provider's own keys)
 
 
 def stamp(path: Path) -> str:
@@ -48,6 +48,8 @@ def take(old: Environment, load: Callable[[], dict[str, Environment]]) -> tuple[
         return None, f"{old.source} changed and no longer defines {old.name!r}; keeping the last good one " \
                      f"(fab env_stop --env {old.name} stops it)"
     fixed = [k for k in LIVE_FIXED if getattr(new, k) != getattr(old, k)]
+    if type(new.options) is type(old.options):  # qemu's boot, libvirt's hypervisors, uplink, pins
+        fixed += [f.name for f in fields(old.options) if getattr(new.options, f.name) != getattr(old.options, f.name)]
     if fixed:
         return None, f"{old.source} changed {', '.join(fixed)} of {old.name!r}: that needs fab env_stop and " \
                      "fab env_start_all; keeping the last good one"

@@ -121,11 +121,10 @@ class Provider(ABC):
         guest port -> 127.0.0.1:forwarded port); empty when the host answers at its lab IP."""
         return {}
 
-    def place(self, lab: Lab, hosts: list[Identity], recorded: dict[str, str], pins: dict[str, str]
-              ) -> tuple[dict[str, str], dict[str, str]]:
+    def place(self, lab: Lab, hosts: list[Identity], recorded: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """Which hypervisor each host runs on (providers with several; the others place nothing): returns
         (host -> hypervisor name, host -> why it could not be placed). `recorded`: where hosts were placed
-        before (their disks are there); `pins`: hypervisors named in environments.py."""
+        before (their disks are there); pins in environments.py are the provider's own options."""
         return {}, {}
 
     def why_not_booted(self, lab: Lab, name: str) -> str:

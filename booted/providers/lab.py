@@ -1,23 +1,22 @@
-"""One environment's lab as a provider sees it, and how its VMs boot: the types every provider module (and
-the lab handle above them) shares. They import nothing of the providers, so no provider module needs
-another's only for a type."""
+"""One environment's lab as a provider sees it: the type every provider module (and the lab handle above
+them) shares. It imports nothing of the providers, so no provider module needs another's only for a type."""
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from booted.providers.hypervisors import Hypervisor
+
+@dataclass(frozen=True)
+class Options:
+    """A provider's own keys of an environment, parsed by the provider (providers/options.py): the base of
+    each provider's options type (QemuOptions, LibvirtOptions); a provider with no keys of its own has this."""
 
 
-class Boot(StrEnum):
-    """How a qemu host boots (other providers boot their own way). A str: "disk" == Boot.DISK."""
-
-    KERNEL = "kernel"  # QEMU hands in the kernel and the identity (fw_cfg)
-    DISK = "disk"  # the bootable golden disk (its own boot loader), the identity on a seed disk
-    INSTALLED = "installed"  # the host's own disk from an installer, the identity on a seed disk
+def nowhere(name: str) -> str:
+    return ""
 
 
 @dataclass(frozen=True)
@@ -30,13 +29,9 @@ class Lab:
     dir: Path
     packages: tuple[str, ...] = ()  # extra Debian packages its golden image carries (environment + services)
     init: str = "busybox"  # busybox | systemd
-    # qemu: how hosts boot. A Boot; environments.py still hands its value as a string, made a Boot here.
-    boot: Boot | str = Boot.KERNEL
-    hypervisors: tuple[Hypervisor, ...] = ()  # libvirt: where its hosts may run
-    uplink: str = ""  # libvirt: an interface of this machine put into the lab bridge (to other hypervisors)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "boot", Boot(self.boot))  # ValueError for a value that is not a Boot
+    options: Options = field(default_factory=Options)  # the provider's own keys (its options type)
+    # where a host was placed (libvirt: a hypervisor's name), as the database records it; "" not placed
+    placed: Callable[[str], str] = nowhere
 
     @property
     def gateway(self) -> str:

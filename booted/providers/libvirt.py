@@ -29,8 +29,9 @@ from booted.providers.bridge import remove_bridge
 from booted.providers.hypervisors import Hypervisor, place
 from booted.providers.lab import Lab
 from booted.providers.libvirt_domain import KvmRecord, domain_type, host_domain, shut_down, start_domain
-from booted.providers.libvirt_hypervisors import Hypervisors, placed_on, record_placement
+from booted.providers.libvirt_hypervisors import Hypervisors, placed_on
 from booted.providers.libvirt_net import ensure_lab_bridge, ensure_lab_network, remove_lab_network
+from booted.providers.libvirt_options import libvirt_of
 from booted.providers.qemuctl import QEMU
 from booted.providers.virsh import MISSING, HypervisorDown, Virsh, VirshError
 from booted.providers.vm import INITS, Launch, VmProvider, vm_name
@@ -69,10 +70,9 @@ class LibvirtProvider(VmProvider):
     def virsh(self, hv: Hypervisor) -> Virsh:
         return self.hypervisors.virsh(hv)
 
-    def place(self, lab: Lab, hosts: list[Identity], recorded: dict[str, str], pins: dict[str, str]
-              ) -> tuple[dict[str, str], dict[str, str]]:
+    def place(self, lab: Lab, hosts: list[Identity], recorded: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         caps, down = self.hypervisors.capacity(lab)
-        return place([(h.name, h.memory, h.cpus) for h in hosts], caps, recorded, pins, down)
+        return place([(h.name, h.memory, h.cpus) for h in hosts], caps, recorded, libvirt_of(lab).pinned(), down)
 
     def _state_file(self, hv: Hypervisor, suffix: str) -> Path:
         """A file of this state dir about one hypervisor (its upload lock; what KVM did there)."""
@@ -141,14 +141,14 @@ class LibvirtProvider(VmProvider):
         errors: dict[str, str] = {}
         counts: dict[str, int] = {}
         for host in hosts:
-            if any(hv.name == host.hypervisor for hv in lab.hypervisors):
+            if any(hv.name == host.hypervisor for hv in libvirt_of(lab).hypervisors):
                 counts[host.hypervisor] = counts.get(host.hypervisor, 0) + 1
             else:
                 errors[host.name] = f"not placed on a hypervisor of the lab (got {host.hypervisor!r})"
         if counts:
             on = ", ".join(f"{name} ({count})" for name, count in counts.items())
             progress(f"starting {sum(counts.values())} libvirt domain(s) on {on}")
-        used = [hv for hv in lab.hypervisors if hv.name in counts]
+        used = [hv for hv in libvirt_of(lab).hypervisors if hv.name in counts]
         with ThreadPoolExecutor(max_workers=max(1, len(used))) as pool:
             prepared = dict(zip((hv.name for hv in used), pool.map(lambda hv: self._ready(lab, hv, disk, progress),
                                                                      used)))
@@ -181,7 +181,6 @@ class LibvirtProvider(VmProvider):
         vm, hdir = vm_name(lab, host.name), lab.host_dir(host.name)
         try:
             hdir.mkdir(parents=True, exist_ok=True)
-            record_placement(lab, host.name, hv)
             host.write_dir(hdir / "identity")
             seed = write_seed(hdir / "identity", hdir / "seed.img", self.settings.path)
             fresh = store.volume_names(vm)[0] not in ready.volumes
@@ -233,5 +232,4 @@ class LibvirtProvider(VmProvider):
         if store.volume_names(target)[0] in store.volumes(virsh):
             raise ProviderError(f"host {new} already has a volume on {hv.name}")
         store.copy_disk(virsh, source, target, lab.host_dir(new) / f".clone.{os.getpid()}", source in virsh.names())
-        record_placement(lab, new, hv)
 

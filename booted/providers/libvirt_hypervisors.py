@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from booted.providers.hypervisors import Capacity, Hypervisor
 from booted.providers.lab import Lab
+from booted.providers.libvirt_options import libvirt_of
 from booted.providers.virsh import Virsh, VirshError
 from booted.providers.vm import host_of_vm
 
@@ -35,15 +36,16 @@ class Hypervisors:
                 return fn(hv)
             except VirshError as exc:
                 return exc
-        with ThreadPoolExecutor(max_workers=max(1, len(lab.hypervisors))) as pool:
-            return dict(zip((hv.name for hv in lab.hypervisors), pool.map(call, lab.hypervisors)))
+        hypervisors = libvirt_of(lab).hypervisors
+        with ThreadPoolExecutor(max_workers=max(1, len(hypervisors))) as pool:
+            return dict(zip((hv.name for hv in hypervisors), pool.map(call, hypervisors)))
 
     def domains(self, lab: Lab, every: bool = False) -> tuple[dict[str, Hypervisor], dict[str, str]]:
         """The lab's domains (running, or every defined one): host -> its hypervisor; and hypervisor -> why it
         could not be asked."""
         found: dict[str, Hypervisor] = {}
         down: dict[str, str] = {}
-        by_name = {hv.name: hv for hv in lab.hypervisors}
+        by_name = {hv.name: hv for hv in libvirt_of(lab).hypervisors}
         for hv_name, result in self.each(lab, lambda hv: self.virsh(hv).names(every)).items():
             if isinstance(result, Exception):
                 down[hv_name] = str(result)
@@ -71,16 +73,9 @@ class Hypervisors:
 
 
 def placed_on(lab: Lab, name: str) -> Hypervisor | None:
-    """The hypervisor a host was placed on (recorded in its folder when it was started)."""
-    try:
-        wanted = (lab.host_dir(name) / "hypervisor").read_text().strip()
-    except OSError:
-        return None
-    return next((hv for hv in lab.hypervisors if hv.name == wanted), None)
-
-
-def record_placement(lab: Lab, name: str, hv: Hypervisor) -> None:
-    (lab.host_dir(name) / "hypervisor").write_text(hv.name + "\n")
+    """The hypervisor a host was placed on (the database's record, handed in as `lab.placed`)."""
+    wanted = lab.placed(name)
+    return next((hv for hv in libvirt_of(lab).hypervisors if hv.name == wanted), None) if wanted else None
 
 
 def vcpus_in_use(domstats: str) -> int:

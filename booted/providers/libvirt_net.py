@@ -11,6 +11,7 @@ from booted.errors import ProviderError
 from booted.providers.bridge import ensure_bridge
 from booted.providers.hypervisors import Hypervisor
 from booted.providers.lab import Lab
+from booted.providers.libvirt_options import libvirt_of
 from booted.providers.libvirt_xml import network_xml
 from booted.providers.links import ip_batch, link_exists
 from booted.providers.virsh import MISSING, Virsh
@@ -20,14 +21,15 @@ from booted.providers.vm import lab_net_name
 def ensure_lab_bridge(lab: Lab) -> None:
     """The lab bridge with the gateway, and the environment's uplink (to the other hypervisors) in it."""
     ensure_bridge(lab)
-    if not lab.uplink:
+    uplink = libvirt_of(lab).uplink
+    if not uplink:
         return
-    if not link_exists(lab.uplink):
-        raise ProviderError(f"environment {lab.env!r}: uplink {lab.uplink!r} is not an interface on this "
+    if not link_exists(uplink):
+        raise ProviderError(f"environment {lab.env!r}: uplink {uplink!r} is not an interface on this "
                             "machine (it connects the lab bridge to the other hypervisors' bridges)")
-    err = ip_batch([f"link set {lab.uplink} master {lab.bridge}", f"link set {lab.uplink} up"])
+    err = ip_batch([f"link set {uplink} master {lab.bridge}", f"link set {uplink} up"])
     if err.strip():
-        raise ProviderError(f"could not put uplink {lab.uplink} into {lab.bridge}: {err.strip()}")
+        raise ProviderError(f"could not put uplink {uplink} into {lab.bridge}: {err.strip()}")
 
 
 def ensure_lab_network(virsh: Virsh, lab: Lab, hypervisor: Hypervisor, definition: Path) -> None:

@@ -26,9 +26,10 @@ from booted.images.vm_assets import Assets
 from booted.providers import qemu_install
 from booted.providers.base import InstallMedia, Progress
 from booted.providers.bridge import ensure_bridge, remove_bridge
-from booted.providers.lab import Boot, Lab
+from booted.providers.lab import Lab
 from booted.providers.links import link_exists
 from booted.providers.qemu_cmdline import disk_name, host_command, tap_name, tap_netdev
+from booted.providers.qemu_options import Boot, boot_of
 from booted.providers.qemu_tap import make_taps, record_tap, recorded_tap, remove_stale_taps, remove_taps
 from booted.providers.qemu_usernet import FORWARDS, USERNET_MARK, free_ports, read_forwards, user_netdev, write_forwards
 from booted.providers.qemuctl import QBOOT, QEMU, detect_accel, is_vm, last_words, qmp_ok, stop_vm
@@ -84,7 +85,7 @@ class QemuProvider(VmProvider):
     # launching -----------------------------------------------------------------------------------
     def launcher(self, lab: Lab, hosts: list[Identity], progress: Progress) -> tuple[Launch, dict[str, str]]:
         assets = self.golden_assets(lab.packages, progress)
-        if lab.boot is Boot.DISK:  # the same disk, partitioned and bootable: overlays are made on it instead
+        if boot_of(lab) is Boot.DISK:  # the same disk, partitioned and bootable: overlays are made on it instead
             assets = replace(assets, disk=self.bootable_disk(assets, INITS[lab.init], progress, "raw"))
         accel, why = detect_accel(self.settings.cache_dir, assets.kernel.vmlinuz, self.settings.accel)
         progress(f"qemu accelerator: {accel} ({why}); network: "
@@ -105,7 +106,7 @@ class QemuProvider(VmProvider):
             hdir = lab.host_dir(host.name)
             hdir.mkdir(parents=True, exist_ok=True)
             host.write_dir(hdir / "identity")
-            if lab.boot is not Boot.KERNEL:
+            if boot_of(lab) is not Boot.KERNEL:
                 write_seed(hdir / "identity", hdir / "seed.img", self.settings.path)
             if self.user_net:
                 ports = [22, *host.ports]
@@ -115,7 +116,7 @@ class QemuProvider(VmProvider):
                 (hdir / FORWARDS).unlink(missing_ok=True)
                 record_tap(lab, host)
             disk = hdir / disk_name(lab)
-            if lab.boot is Boot.INSTALLED:
+            if boot_of(lab) is Boot.INSTALLED:
                 if not disk.exists():
                     errors[host.name] = (f"{host.name} has no installed disk ({disk}): install it first with fab "
                                          f"image_build --name {host.name} --installer preseed (or kickstart --iso)")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from booted.hosts.identity import Identity
 from booted.images.vm_assets import Assets
-from booted.providers.lab import Boot, Lab
+from booted.providers.lab import Lab
+from booted.providers.qemu_options import Boot, boot_of
 from booted.providers.qemuctl import QBOOT, QEMU, opt
 from booted.providers.vm import INITS, vm_name
 
@@ -26,7 +27,7 @@ def tap_name(lab: Lab, ip: str) -> str:
 
 def disk_name(lab: Lab) -> str:
     """The host's disk: its overlay on the golden image, or (Boot.INSTALLED) its installed disk."""
-    return "installed.qcow2" if lab.boot is Boot.INSTALLED else "disk.qcow2"
+    return "installed.qcow2" if boot_of(lab) is Boot.INSTALLED else "disk.qcow2"
 
 
 def tap_netdev(lab: Lab, host: Identity) -> str:
@@ -41,7 +42,7 @@ def console_options(console: Path) -> list[str]:
 def host_command(lab: Lab, host: Identity, assets: Assets, accel: str, netdev: str) -> list[str]:
     """The QEMU command line of one host, its network `netdev` (a tap, or user-mode networking)."""
     hdir = lab.host_dir(host.name)
-    if lab.boot is Boot.KERNEL:
+    if boot_of(lab) is Boot.KERNEL:
         boot = ["-bios", QBOOT, "-kernel", str(assets.kernel.vmlinuz), "-initrd", str(assets.initramfs),
                 "-append", f"{KERNEL_ARGS} {INITS[lab.init]}"]
         for f in IDENTITY_FILES + (("serve.sh",) if host.serve else ()):
