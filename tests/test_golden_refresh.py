@@ -242,6 +242,17 @@ def test_prune_removes_only_what_nothing_uses(tmp_path: Path) -> None:
     assert gen.Record.load(cache / "golden-abc.json") == dataclasses.replace(record, superseded={})
 
 
+def test_state_directories_that_used_the_cache(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    for state in (one, two, one):
+        gen.register_user(tmp_path, state)
+    assert gen.users(tmp_path) == [one, two]
+    two.rmdir()
+    assert gen.live_users(tmp_path) == [one] and gen.users(tmp_path) == [one]
+
+
 def test_what_refers_to_an_image(tmp_path: Path) -> None:
     held = tmp_path / "disk-x.img"
     held.write_text("")

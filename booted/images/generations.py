@@ -12,6 +12,7 @@ by its disk (stopped VMs, kept disks). Then its rootfs and its packed disks are 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from booted.state.locks import hold
 
 CHECK_EVERY = 86400  # seconds between two checks of the mirrors for one image (at most daily)
 GRACE = 900  # a generation replaced this recently is kept: a run that chose it just before may not use it yet
@@ -78,14 +81,19 @@ def moved_on(built: dict[str, str], served: dict[str, str]) -> list[str]:
 
 def register_user(cache_dir: Path, state_dir: Path) -> None:
     """Remember that `state_dir` takes images from this cache (its VM disks may be backed by them)."""
-    path = cache_dir / USERS
     try:
-        known = path.read_text().splitlines() if path.exists() else []
-        if str(state_dir) not in known:
-            with path.open("a") as out:
-                out.write(f"{state_dir}\n")
+        with hold(cache_dir / f"{USERS}.lock", "registering a state directory", 60):
+            known = users(cache_dir)
+            if state_dir not in known:
+                _write_users(cache_dir, [*known, state_dir])
     except OSError:
         pass  # another user's read-only cache: this run builds nothing in it, and prunes nothing
+
+
+def _write_users(cache_dir: Path, dirs: list[Path]) -> None:
+    tmp = cache_dir / f".{USERS}.{os.getpid()}"
+    tmp.write_text("".join(f"{d}\n" for d in dirs))
+    tmp.replace(cache_dir / USERS)
 
 
 def process_refs(proc: Path = Path("/proc")) -> list[Ref]:
@@ -142,6 +150,17 @@ def users(cache_dir: Path) -> list[Path]:
         return [Path(line) for line in (cache_dir / USERS).read_text().splitlines() if line.strip()]
     except OSError:
         return []
+
+
+def live_users(cache_dir: Path) -> list[Path]:
+    """The registered state directories that still exist (the others are forgotten)."""
+    with hold(cache_dir / f"{USERS}.lock", "registering a state directory", 60):
+        known = users(cache_dir)
+        live = [d for d in known if d.is_dir()]
+        if live != known:
+            with contextlib.suppress(OSError):
+                _write_users(cache_dir, live)
+    return live
 
 
 def in_use(cache_dir: Path, name: str, refs: list[Ref]) -> str | None:

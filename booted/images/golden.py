@@ -146,7 +146,7 @@ def _checked(settings: Settings, path: Path, current: str, now: float, progress:
 
 
 def _prune(settings: Settings, progress: Callable[[str], None]) -> None:
-    refs = gen.process_refs() + gen.disk_refs(gen.users(settings.cache_dir))
+    refs = gen.process_refs() + gen.disk_refs(gen.live_users(settings.cache_dir))
     for line in gen.prune(settings.cache_dir, time.time(), refs):
         progress(line)
 
@@ -171,10 +171,10 @@ def _build_generation(settings: Settings, progress: Callable[[str], None], mirro
 
 def describe(settings: Settings, image: GoldenImage) -> list[str]:
     """What `fab image_golden` says about an image: sources, build and check times, older generations."""
-    mirrors = Mirrors.of(settings)
     record = gen.Record.load(gen.Record.path(settings.cache_dir, image.rootfs.name[7:].rsplit("-", 1)[0]))
+    sources = (image.rootfs / "etc/apt/sources.list").read_text(errors="replace").splitlines()
     lines = [f"golden image {image.key}", f"  rootfs {image.rootfs}", f"  layer  {image.layer}",
-             *(f"  apt    {line}" for line in mirrors.source_lines())]
+             *(f"  apt    {line}" for line in sources if line.startswith("deb"))]
     if record is not None:
         utc = "%Y-%m-%d %H:%M UTC"
         lines += [f"  built  {time.strftime(utc, time.gmtime(record.built))}; mirrors last checked "
