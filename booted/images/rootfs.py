@@ -1,7 +1,7 @@
 """Building one generation of the golden rootfs: bootstrap, sources, upgrade, extra packages, strip.
 
-mmdebstrap when it is installed (Debian 12 ships it; bench/packages.py: about 2.5x faster than debootstrap
-for the same packages, as it lets apt download and install), else debootstrap. mmdebstrap bootstraps from all
+mmdebstrap when it is installed (Debian 12 ships it; bench/packages.py: half debootstrap's time for the same
+packages, as apt downloads and installs them), else debootstrap. mmdebstrap bootstraps from all
 three suites at once; debootstrap knows one mirror, so its rootfs gets the updates and security suites and
 an upgrade afterwards. Either way the image's /etc/apt/sources.list names the three suites and the build
 ends with `apt-get dist-upgrade`: nothing the suites had at build time is pending in a host.
