@@ -58,6 +58,15 @@ def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _mirror(env: dict[str, str], name: str) -> str | None:
+    """A Debian mirror URL: it becomes a line of the golden image's apt sources, so one word, http(s)."""
+    value = env.get(name) or None
+    if value is not None and not re.fullmatch(r"https?://[^\s\[\]]+", value):
+        raise ConfigError(f"{name}={value!r} is not a mirror URL (http:// or https://, no spaces), e.g. "
+                          "http://deb.debian.org/debian")
+    return value
+
+
 def _safe_path(name: str, path: Path) -> Path:
     """A path booted writes into nginx's config or a mount option: only characters that need no quoting
     there (a space, ',', ':' or ';' would break the overlay mount or inject into nginx's config)."""
@@ -95,6 +104,7 @@ class Settings:
     qemu_net: str  # qemu only: auto | tap | user (BOOTED_QEMU_NET)
     accel: str  # qemu only: auto | kvm | tcg (BOOTED_ACCEL)
     mirror: str | None  # the Debian mirror for the golden image (BOOTED_MIRROR; None: the one apt uses)
+    security_mirror: str | None  # its security updates (BOOTED_SECURITY_MIRROR; None: the one apt uses)
     services_dir: Path
     repos: tuple[tuple[str, str], ...]  # (NAME_REPO, path) for every <NAME>_REPO variable that is set
     is_root: bool
@@ -129,7 +139,8 @@ class Settings:
             timeout=_int(env, "BOOTED_TIMEOUT", 0, 0, 86400) or None,
             qemu_net=_choice(env, "BOOTED_QEMU_NET", ("auto", "tap", "user")),
             accel=_choice(env, "BOOTED_ACCEL", ("auto", "kvm", "tcg")),
-            mirror=env.get("BOOTED_MIRROR") or None,
+            mirror=_mirror(env, "BOOTED_MIRROR"),
+            security_mirror=_mirror(env, "BOOTED_SECURITY_MIRROR"),
             services_dir=cls.services_dir_of(env, root),
             repos=tuple(sorted((k, v) for k, v in env.items() if k.endswith("_REPO") and v)),
             is_root=os.geteuid() == 0,
@@ -158,7 +169,7 @@ class Settings:
                   "BOOTED_BOOT_TIMEOUT": self.boot_timeout, "BOOTED_BOOT_PARALLEL": self.boot_parallel,
                   "BOOTED_LOCK_WAIT": self.lock_wait, "BOOTED_TIMEOUT": self.timeout or 0,
                   "BOOTED_QEMU_NET": self.qemu_net, "BOOTED_ACCEL": self.accel, "BOOTED_MIRROR": self.mirror or "",
-                  "BOOTED_SERVICES": self.services_dir}
+                  "BOOTED_SECURITY_MIRROR": self.security_mirror or "", "BOOTED_SERVICES": self.services_dir}
         return {**CHILD_ENV, "PATH": self.path, **{k: str(v) for k, v in values.items()}, **dict(self.repos)}
 
     @property

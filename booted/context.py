@@ -225,8 +225,10 @@ class Booted:
             return HostResult(name, True, f"deleted; {image.ip} and {image.mac} released")
         return self.lab_of(name, env).delete(name)
 
-    def golden(self) -> GoldenImage:
-        return ensure_golden(self.settings, self.say)
+    def golden(self, refresh: bool = False) -> GoldenImage:
+        """The golden image (built when missing, or when Debian's suites moved on: checked at most daily;
+        `refresh`: a new generation now)."""
+        return ensure_golden(self.settings, self.say, refresh=refresh)
 
     def fleet(self) -> Fleet:
         if self.fleets is not None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from booted.context import Booted
 from booted.errors import ConfigError
+from booted.images import golden
 from booted.lab import install
 from booted.report import table, when
 from booted.results import HostResult
@@ -15,11 +16,12 @@ NAME_HELP = {"name": "host name, a comma list or a range like web[01:03]",
              "env": "environment name (default: the image's, BOOTED_ENV, or the only one)"}
 
 
-@booted_task()
-def image_golden(ctx: Booted) -> None:
+@booted_task(help={"refresh": "build a new generation now from the mirrors' current packages (the older one "
+                           "stays until no host uses it)"})
+def image_golden(ctx: Booted, refresh: bool = False) -> None:
     """Build the golden Debian image, or show the cached one."""
-    image = ctx.golden()
-    print(f"golden image {image.key}\n  rootfs {image.rootfs}\n  layer  {image.layer}")
+    image = ctx.golden(refresh)
+    print("\n".join(golden.describe(ctx.settings, image)))
 
 
 @booted_task(help={**NAME_HELP, "installer": "preseed (Debian's installer) or kickstart (RHEL 9 family, --iso)",

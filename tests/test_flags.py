@@ -37,7 +37,7 @@ OPTIONS: dict[str, set[str]] = {
     "image_clone": {"--src", "--new", "--env"},
     "image_console": {"--name", "--lines", "--env"},
     "image_del": {"--name", "--env", "--json"},
-    "image_golden": set(),
+    "image_golden": {"--refresh"},
     "image_installer": {"--name", "--kind", "--env"},
     "image_list": {"--env", "--json"},
     "image_start": {"--name", "--env", "--json"},
