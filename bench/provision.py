@@ -11,7 +11,8 @@ system, N at once, packages from a warm local cache (an installer would have a w
 same boot to serving as the image path. A real installer also partitions, installs a kernel and a boot
 loader and reboots, so this is the least it can take. With `--installer S`, Debian's own installer runs too
 (`fab image_build --installer preseed`, 1 host, at most S seconds): on our machines it cannot finish (the
-only Debian mirror serves no .udeb installer components) and the table says so.
+only Debian mirror serves no .udeb installer components) and the table says so, and how far it got: when it
+fetched its preseed from booted's nginx and when it asked the lab's apt proxy for the Debian mirror.
 Last line: `installer_lb_over_image_1=<ratio> [installer_lb_over_image_N=<ratio>] debian_installer_finished=<0|1|->`.
 """
 
@@ -77,15 +78,45 @@ def installs(n: int, work: Path, cache: Path, mirror: str) -> float:
             shutil.rmtree(t, ignore_errors=True)
 
 
-def debian_installer(work: Path, timeout: int) -> tuple[bool, float, str]:
-    """Debian's installer with booted's preseed for one host: (finished, seconds, its last words)."""
+INSTALLER_NET = "10.213.246"
+
+
+def installer_milestones(state: Path) -> dict[str, bool]:
+    """What Debian's installer of web01 has done so far, read from booted's logs: fetched its preseed from
+    booted's nginx from its static address, and asked the lab's apt proxy for the Debian mirror."""
+    def text(path: Path) -> str:
+        return path.read_text(errors="replace") if path.exists() else ""
+    fetched = text(state / "nginx" / "installer.log")
+    mirror = text(state / "apt-cacher-ng" / "log" / "apt-cacher.log")
+    return {"preseed": f"{INSTALLER_NET}.2 - - " in fetched
+            and '"GET /kickstart/web01.preseed HTTP/1.1" 200' in fetched,
+            "mirror": f"|{INSTALLER_NET}.2|debrep/dists/bookworm/" in mirror}
+
+
+def debian_installer(work: Path, timeout: int) -> tuple[bool, float, str, dict[str, float]]:
+    """Debian's installer with booted's preseed for one host: (finished, seconds, its last words, seconds
+    from the start to each milestone it reached: preseed fetched, mirror asked through the apt proxy)."""
     envfile = work / "env-installer.py"
-    envfile.write_text(ENV.format(net="10.213.246.0/24", n=1))
-    env = lib.booted_env(work / "state-installer", envfile)
-    seconds, proc = lib.timed([lib.FAB, "image_build", "--name", "web01", "--installer", "preseed", "--timeout",
-                               str(timeout)], env=env, check=False, log=work / "logs" / "installer.log")
-    last = (proc.stdout.strip().splitlines() or [""])[-1]
-    return proc.returncode == 0, seconds, last
+    envfile.write_text(ENV.format(net=f"{INSTALLER_NET}.0/24", n=1))
+    state = work / "state-installer"
+    env = lib.booted_env(state, envfile)
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    reached: dict[str, float] = {}
+    start = time.perf_counter()
+    with open(work / "logs" / "installer.log", "w") as out, open(work / "logs" / "installer.err", "w") as err:
+        proc = subprocess.Popen([lib.FAB, "image_build", "--name", "web01", "--installer", "preseed", "--timeout",
+                                 str(timeout)], env=env, cwd=lib.ROOT, stdout=out, stderr=err, text=True)
+        while proc.poll() is None:
+            for name, done in installer_milestones(state).items():
+                if done and name not in reached:
+                    reached[name] = time.perf_counter() - start
+            time.sleep(0.5)
+    seconds = time.perf_counter() - start
+    for name, done in installer_milestones(state).items():  # the last look (its logs stay after the run)
+        if done and name not in reached:
+            reached[name] = seconds
+    last = ((work / "logs" / "installer.log").read_text().strip().splitlines() or [""])[-1]
+    return proc.returncode == 0, seconds, last, reached
 
 
 def main() -> int:
@@ -126,10 +157,13 @@ def main() -> int:
         finished = "-"
         if args.installer:
             say(f"Debian's installer, 1 host, at most {args.installer}s")
-            ok, seconds, last = debian_installer(work, args.installer)
+            ok, seconds, last, reached = debian_installer(work, args.installer)
             finished = "1" if ok else "0"
+            steps = "; ".join(f"{what} after {reached[key]:.0f}s" if key in reached else f"{what}: never"
+                              for key, what in (("preseed", "fetched its preseed from booted's nginx"),
+                                                ("mirror", "asked the lab's apt proxy for the mirror")))
             print(f"Debian's installer (preseed), 1 host: {'installed' if ok else 'did not finish'} after "
-                  f"{seconds:.0f}s: {last}")
+                  f"{seconds:.0f}s: {last}\nDebian's installer: {steps}")
         n = max(sizes)
         more = f" installer_lb_over_image_{n}={ratio[n]:.2f}" if n != 1 else ""
         print(f"installer_lb_over_image_1={ratio[1]:.2f}{more} debian_installer_finished={finished}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from booted.discovery.bootlog import BadLine, parse_line, read_new
+from booted.discovery.bootlog import BadLine, ReadResult, parse_line, read_new
 from booted.hosts.identity import Keys, fingerprint
 from booted.state.inventory import Image, Inventory
 from tests.fakes import boot_line
@@ -37,8 +37,17 @@ def test_parser_cases(case: str) -> None:
     assert skipped == expected["skipped"]
 
 
-def test_cases_exist() -> None:
-    assert {"valid", "garbage", "hostile"} <= set(CASES)
+def log_lines(case: str) -> int:
+    return len((DATA / f"{case}.log").read_bytes().split(b"\n")[:-1])
+
+
+def test_cases_cover_each_kind_and_account_for_every_line() -> None:
+    """Valid, garbage and hostile input each have a case, and each case's expected file accounts for every
+    line of its log (an event or a skipped line): no case passes by ignoring some of its lines."""
+    expected = {case: json.loads((DATA / f"{case}.json").read_text()) for case in CASES}
+    counts = {case: (len(e["events"]), e["skipped"]) for case, e in expected.items()}
+    assert counts["valid"] == (3, 0) and counts["garbage"] == (0, 9) and counts["hostile"] == (1, 9)
+    assert {case: sum(c) for case, c in counts.items()} == {case: log_lines(case) for case in CASES}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -48,6 +57,7 @@ def test_reader_matches_parser_and_believes_no_unknown_host(tmp_path: Path, case
     log.write_bytes((DATA / f"{case}.log").read_bytes())
     result = read_new(inv, log)
     expected = json.loads((DATA / f"{case}.json").read_text())
+    assert (result.lines, result.bytes_read) == (log_lines(case), log.stat().st_size)  # every line, once
     assert result.skipped == expected["skipped"]
     assert result.new_events == [] and result.rejected == len(expected["events"])  # no such host images
     assert inv.hosts() == []
@@ -134,7 +144,8 @@ def test_only_what_booted_made_is_believed(tmp_path: Path) -> None:
 
 def test_missing_log_is_empty(tmp_path: Path) -> None:
     inv = Inventory(tmp_path / "state.db")
-    assert read_new(inv, tmp_path / "nope.log").lines == 0
+    assert read_new(inv, tmp_path / "nope.log") == ReadResult([], 0, 0, 0)
+    assert inv.hosts() == [] and not (tmp_path / "nope.log").exists()  # nothing listed, nothing made
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -144,6 +155,9 @@ def test_fast_path_agrees_with_general_path(case: str, monkeypatch: pytest.Monke
 
     from booted.discovery import bootlog
 
+    lines = (DATA / f"{case}.log").read_bytes().decode(errors="replace").splitlines()
+    taken = [m for m in map(bootlog.FAST_RE.fullmatch, lines) if m and m.group(2) == m.group(5)]
+    assert len(taken) == {"valid": 2, "serving": 1, "hostile": 1}.get(case, 0)  # the fast path is compared
     fast = parse_file(DATA / f"{case}.log")
     monkeypatch.setattr(bootlog, "FAST_RE", re.compile(r"(?!x)x"))  # never matches: general path only
     assert parse_file(DATA / f"{case}.log") == fast

@@ -54,6 +54,8 @@ def test_every_rendering_passes_its_validator(tmp_path: Path, kind: str, user: s
     validate(kind, text, "test", s.path)
     assert "10.213.95.3" in text and "http://10.213.95.1:8470/kickstart/web01.setup.sh" in text
     assert "PRIVATE HOST KEY" not in text + setup and "f" * 32 not in text + setup  # identity: seed disk only
+    if kind == "preseed":  # Debian's installer asks the lab's apt proxy for the mirror
+        assert "\nd-i mirror/http/proxy string http://10.213.95.1:8471\n" in text
     if password:
         assert pw_hash in text and password not in text  # type: ignore[operator]
     else:

@@ -168,6 +168,7 @@ def _raw(port: int, data: bytes, read: bool = True, reset: bool = False) -> byte
 
 def test_api_malformed_requests_get_4xx_and_aborted_clients_log_nothing(tmp_path: Path,
                                                                          capfd: pytest.CaptureFixture[str]) -> None:
+    import threading
     import time
 
     api = _api(tmp_path)
@@ -186,7 +187,10 @@ def test_api_malformed_requests_get_4xx_and_aborted_clients_log_nothing(tmp_path
             _raw(port, f"GET /metrics?token={token} HTTP/1.0\r\n\r\n".encode(), read=False, reset=True)
             _raw(port, b"GET /metr", read=False)
             _raw(port, b"", read=False)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 15  # the handler drops a stalled client after 10 s
+        while any("process_request_thread" in t.name for t in threading.enumerate()):  # every client handled
+            assert time.monotonic() < deadline, [t.name for t in threading.enumerate()]
+            time.sleep(0.02)
         assert _raw(port, f"GET /metrics?token={token} HTTP/1.0\r\n\r\n".encode()) == b"HTTP/1.0 200 OK"
     finally:
         api.close()  # type: ignore[attr-defined]

@@ -56,7 +56,12 @@ class Load:
     def __enter__(self) -> Load:
         for t in self.threads:
             t.start()
-        time.sleep(1)  # the load is on before the deploy starts
+        deadline = time.monotonic() + 20
+        while self.ok < CLIENTS:  # the load is on before the deploy starts: as many answers as clients
+            if time.monotonic() >= deadline:
+                self.__exit__()
+                raise AssertionError(f"the load did not start: {self.ok} answers in 20 s, {self.errors[:3]}")
+            time.sleep(0.05)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,7 +13,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from booted.discovery.aptproxy import AptProxy
 from booted.discovery.nginx import Nginx
 from booted.monitor.process import files
 from tests.integration.conftest import LabRun, leftovers
-from tests.integration.test_monitor import wait_for
+from tests.integration.test_monitor import passes, wait_for
 from tests.integration.test_netns_lab import health, make_hello_repo
 
 pytestmark = pytest.mark.integration
@@ -84,7 +83,7 @@ def test_the_monitor_follows_the_user(lab_run: LabRun) -> None:
     assert "web01: hello 1.1 pinned (environments.py: 1.0)" in out.stderr, out.stderr
     # the user starts web02 again: above min (2), within the pool: the monitor keeps it (no max, no target)
     assert "1 ok, 0 failed" in lab_run.fab("env_start_worker", "web02").stdout
-    time.sleep(4)  # 8 passes of the monitor
+    passes(lab_run, "fu", 6)  # six whole passes of the monitor after the user's start
     assert serves(f"{NET}.2") == "1.1" and serves(f"{NET}.4") == "1.0" and serves(f"{NET}.3") == "1.0"
     assert "stop web02" not in log(lab_run) and "stop web0" not in log(lab_run)
     row = status(lab_run)["web01"]

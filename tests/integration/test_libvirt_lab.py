@@ -2,7 +2,9 @@
 sockets and state, stopped afterwards) and run labs through it with `fab`, as a user would. The second test
 adds a second libvirtd in its own network namespace, standing for another machine: reached over TCP at its
 own address, its hosts on a bridge there that a veth (the environment's `uplink`) joins to the lab bridge;
-and a third hypervisor that is down."""
+and a third hypervisor that is down. The daemons and booted's state directory are the module's, shared as a
+user's labs share them (each test its own environment, each daemon left empty after it): booted uploads the
+golden disk once per daemon and learns once per daemon that KVM fails here."""
 
 from __future__ import annotations
 
@@ -14,19 +16,49 @@ from pathlib import Path
 
 import pytest
 
+from booted.config import Settings
 from booted.providers.libvirt_hypervisors import vcpus_in_use
+from booted.remote.releases import discard
 from tests import libvirtd
+from tests.conftest import REPO
 from tests.integration.conftest import LabRun, leftovers
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(libvirtd.missing() is not None,
                                                           reason=f"private libvirtd: {libvirtd.missing()}")]
 
 
+@pytest.fixture(scope="module")
+def shared_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    state = tmp_path_factory.mktemp("libvirt") / "state"
+    yield state
+    discard(Settings.from_env({"BOOTED_STATE_DIR": str(state), "PATH": os.environ["PATH"]}, REPO))
+
+
 @pytest.fixture
-def local_daemon(tmp_path: Path) -> Iterator[libvirtd.Libvirtd]:
-    daemon = libvirtd.start(tmp_path / "hv1")
+def settings_env(settings_env: dict[str, str], shared_state: Path) -> Iterator[dict[str, str]]:
+    """The tests' own environments.py, in the module's state directory; the host images a failed test left
+    are deleted after its lab is stopped (host names are unique per state directory)."""
+    env = {**settings_env, "BOOTED_STATE_DIR": str(shared_state)}
+    yield env
+    if Path(env["BOOTED_ENVIRONMENTS"]).exists():
+        run = LabRun({k: v for k, v in {**os.environ, **env}.items() if k not in ("BOOTED_ENV", "BOOTED_LOG")},
+                     Path(env["BOOTED_ENVIRONMENTS"]).parent)
+        left = [i["name"] for i in json.loads(run.fab("image_list", "--json", check=False).stdout or "[]")]
+        if left:
+            run.fab("image_del", ",".join(left), check=False)
+
+
+@pytest.fixture(scope="module")
+def first_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[libvirtd.Libvirtd]:
+    daemon = libvirtd.start(tmp_path_factory.mktemp("hv1"))
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture
+def local_daemon(first_daemon: libvirtd.Libvirtd) -> Iterator[libvirtd.Libvirtd]:
+    yield first_daemon
+    first_daemon.clear()  # after the test's own teardown (env_stop): whatever a failed test left
 
 
 def domains(daemon: libvirtd.Libvirtd) -> list[str]:
@@ -64,7 +96,7 @@ def test_a_two_vm_lab_on_libvirt_serves_shows_consoles_and_stops_clean(local_dae
     assert {i["name"]: (i["hypervisor"], i["running"]) for i in images} == {"web01": ("local", True),
                                                                            "web02": ("local", True)}
     assert "hypervisor" in lab_run.fab("hosts_list").stdout.splitlines()[0]
-    console = lab_run.fab("image_console", "web02").stdout  # fetched from the pool with vol-download
+    console = lab_run.fab("image_console", "web02", "--lines", "300").stdout  # from the pool (vol-download)
     assert "booted-init: identity from the seed disk" in console and "phoned home" in console, console
 
     # a clone carries web01's disk (byte copy of its volume, still an overlay) under a new identity
@@ -89,8 +121,8 @@ def test_a_two_vm_lab_on_libvirt_serves_shows_consoles_and_stops_clean(local_dae
     assert leftovers(lab_run) == []
 
 
-@pytest.fixture
-def second_machine(tmp_path: Path) -> Iterator[tuple[libvirtd.Libvirtd, str]]:
+@pytest.fixture(scope="module")
+def other_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[libvirtd.Libvirtd, str]]:
     """A libvirtd in network namespace bthv<pid> at 10.213.68.2 (management link), with bridge brlab whose
     port is the veth whose other end (returned: the environment's uplink) is on this machine."""
     tag = str(os.getpid() % 100000)
@@ -104,7 +136,7 @@ def second_machine(tmp_path: Path) -> Iterator[tuple[libvirtd.Libvirtd, str]]:
     try:
         for cmd in cmds:
             subprocess.run(["ip", *cmd.split()], check=True, capture_output=True)
-        daemon = libvirtd.start(tmp_path / "hv2", netns=ns, listen="10.213.68.2")
+        daemon = libvirtd.start(tmp_path_factory.mktemp("hv2"), netns=ns, listen="10.213.68.2")
     except BaseException:
         for link in (mgmt, uplink):
             subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
@@ -115,6 +147,12 @@ def second_machine(tmp_path: Path) -> Iterator[tuple[libvirtd.Libvirtd, str]]:
     for link in (mgmt, uplink):
         subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
     subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+@pytest.fixture
+def second_machine(other_machine: tuple[libvirtd.Libvirtd, str]) -> Iterator[tuple[libvirtd.Libvirtd, str]]:
+    yield other_machine
+    other_machine[0].clear()
 
 
 def test_one_lab_across_two_libvirt_daemons_and_one_that_is_down(
@@ -179,7 +217,8 @@ def test_hosts_on_a_machine_whose_bridge_is_not_on_the_lab_network_say_so(
     # waited out on purpose: 12 s from the domain's start (again after a KVM fallback); it boots in about 6
     start = lab_run.fab("image_start", "web01", check=False, extra={"BOOTED_BOOT_TIMEOUT": "12"}, timeout=600)
     assert start.returncode != 0 and "0 ok, 1 failed" in start.stdout, start.stdout + start.stderr
-    assert "hosts on hv2 may not reach the lab network; its bridge brlab must carry 10.213.69.0/24" in start.stdout, start.stdout
+    hint = "hosts on hv2 may not reach the lab network; its bridge brlab must carry 10.213.69.0/24"
+    assert hint in start.stdout, start.stdout  # in web01's failure row
     assert "1 ok, 0 failed" in lab_run.fab("env_stop").stdout
     Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(
         Path(lab_run.env["BOOTED_ENVIRONMENTS"]).read_text().replace('"bridge": "brlab"', '"bridge": "brnone"'))

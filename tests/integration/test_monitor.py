@@ -13,13 +13,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from booted.context import Booted
+from booted.discovery.nginx import Nginx
 from booted.monitor.process import running
-from booted.providers.procs import processes
+from booted.monitor.statusfile import status_file
+from booted.providers.procs import alive, processes
 from tests.integration.conftest import LabRun, leftovers
 
 pytestmark = pytest.mark.integration
@@ -84,6 +88,45 @@ def wait_for(what: str, check: object, timeout: float = 45, every: float = 0.5) 
     raise AssertionError(f"not within {timeout}s: {what}")
 
 
+def passes(lab_run: LabRun, env: str, count: int) -> None:
+    """Wait until the monitor of `env` has made `count` whole passes that began after this call (a pass writes
+    its status file when it ends, so the one under way now is not counted)."""
+    path = status_file(Path(lab_run.env["BOOTED_STATE_DIR"]), env)
+
+    def ended() -> float:
+        try:
+            return float(json.loads(path.read_text())["at"])
+        except (OSError, ValueError, KeyError):
+            return 0.0
+    last = time.time()
+    for n in range(count + 1):
+        wait_for(f"pass {n} of {count} of the monitor of {env}", lambda after=last: ended() > after)
+        last = ended()
+
+
+@contextmanager
+def gateway_frozen(lab_run: LabRun) -> Iterator[None]:
+    """booted's nginx (master and workers) stopped with SIGSTOP while the block runs: a host booting now can
+    neither fetch its release nor phone home, so its start stays in progress until the block ends (a test can
+    then act in the middle of that start, e.g. kill the monitor, without catching a short state by polling)."""
+    ctx = lab_run.ctx()
+    master = Nginx(ctx.settings).pid()
+    ctx.close()
+    assert master, "booted's nginx is not running"
+    pids = [master] + [int(p) for p in subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True,
+                                                      check=False).stdout.split()]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
 def host_trees(ctx: Booted) -> list[str]:
     """The lab host each netns host process (`unshare ... booted-host <root>`) belongs to, once per process."""
     lab = ctx.lab().lab
@@ -142,12 +185,13 @@ def test_the_monitor_heals_scales_and_respects_the_user(lab_run: LabRun) -> None
 
     # a worker dies: the lb retries on the other at once, the monitor brings it back; no request fails
     with Load(6) as load:
-        time.sleep(1)
+        wait_for("the load flows", lambda: load.ok >= 5)
         ctx = lab_run.ctx()
         os.kill(ctx.lab().running()["web02"], signal.SIGKILL)
         ctx.close()
         wait_for("web02 healed", lambda: sorted(workers(lab_run)) == ["web01", "web02"])
-        time.sleep(2)  # and keeps serving
+        healed = load.ok
+        wait_for("12 more requests served after the heal", lambda: load.ok >= healed + 12)  # and keeps serving
     assert load.failed == 0 and load.ok >= 15, (load.ok, load.failed)
     # HAProxy's per-backend counters, read by the monitor through the lb's `stats` command
     servers = status(lab_run)["last_pass"]["lbs"]["lb01"]  # type: ignore[index]
@@ -156,13 +200,15 @@ def test_the_monitor_heals_scales_and_respects_the_user(lab_run: LabRun) -> None
     assert "10.213.32.4:8000" in lab_run.fab("monitor_status").stdout
 
     # load above the target grows the pool to max, also when the daemon is killed (-9) in the middle of the
-    # scale-up: the next daemon marks that action failed and converges, each host running once, no lock left
+    # scale-up: the next daemon marks that action failed and converges, each host running once, no lock left.
+    # The middle is held open: with booted's nginx stopped, the new host boots but cannot phone home.
     with Load(25):
         ctx = lab_run.ctx()
         daemon = running(ctx, "mon")
-        wait_for("a scale-up under way", lambda: any(a["kind"] == "start" and a["status"] == "in progress"
-                                                     for a in ctx.inventory.actions("mon")), every=0.01)
-        os.kill(daemon, signal.SIGKILL)  # type: ignore[arg-type]
+        with gateway_frozen(lab_run):
+            wait_for("a scale-up under way, its host booting", lambda: "web03" in host_trees(ctx) and any(
+                a["kind"] == "start" and a["status"] == "in progress" for a in ctx.inventory.actions("mon")))
+            os.kill(daemon, signal.SIGKILL)  # type: ignore[arg-type]
         assert "started" in lab_run.fab("monitor_start").stdout
         wait_for("scaled up to 3", lambda: len(workers(lab_run)) == 3)
         assert any(a["kind"] == "start" and a["status"] == "failed" and "interrupted" in str(a["detail"])
@@ -176,7 +222,7 @@ def test_the_monitor_heals_scales_and_respects_the_user(lab_run: LabRun) -> None
     # a user's stop wins: web01 is not restarted; another pool host keeps the minimum
     lab_run.fab("image_stop", "web01")
     wait_for("web03 replaces web01", lambda: sorted(workers(lab_run)) == ["web02", "web03"])
-    time.sleep(3)
+    passes(lab_run, "mon", 3)
     assert "web01" not in workers(lab_run)
     kinds = [(a["kind"], a["host"], a["status"]) for a in status(lab_run)["actions"]]  # type: ignore[index]
     assert ("start", "web03", "done") in kinds and ("start", "web01", "done") not in kinds[:2]
@@ -207,19 +253,26 @@ def test_a_killed_vm_is_healed(lab_run: LabRun) -> None:
     lab_run.fab("monitor_start")
     wait_for("a first pass", lambda: status(lab_run)["last_pass"])
     ctx = lab_run.ctx()
-    os.kill(ctx.lab().running()["v1"], signal.SIGKILL)
     # kill -9 of the daemon while it boots the replacement VM; the next daemon marks that action failed and
-    # reconciles: one VM for v1 in the end, none orphaned, no lock left behind
-    wait_for("the heal in progress", lambda: any(a["host"] == "v1" and a["status"] == "in progress"
-                                                 for a in status(lab_run)["actions"]), timeout=60)  # type: ignore[union-attr]
-    os.kill(status(lab_run)["pid"], signal.SIGKILL)  # type: ignore[arg-type]
-    lab_run.fab("monitor_start")
-    wait_for("the VM healed", lambda: any(a["host"] == "v1" and a["status"] == "done"
-                                          for a in status(lab_run)["actions"]), timeout=180)  # type: ignore[union-attr]
+    # reconciles: one VM for v1 in the end, none orphaned, no lock left behind. Both boots are held open until
+    # the next daemon acts: with booted's nginx stopped, a VM can neither fetch its release nor phone home
+    lab_id = ctx.lab().lab.lab_id
+
+    def v1(*states: str) -> bool:
+        return any(a["host"] == "v1" and a["status"] in states for a in status(lab_run)["actions"])  # type: ignore[union-attr]
+    with gateway_frozen(lab_run):
+        killed = ctx.lab().running()["v1"]
+        os.kill(killed, signal.SIGKILL)
+        wait_for("the heal in progress, its VM booting", lambda: v1("in progress") and any(
+            alive(p) and p != killed for p, argv in processes() if f"booted-{lab_id}-v1" in argv), timeout=60)
+        os.kill(status(lab_run)["pid"], signal.SIGKILL)  # type: ignore[arg-type]
+        lab_run.fab("monitor_start")
+        wait_for("the heal interrupted and the next daemon's action under way", lambda: v1("failed")
+                 and v1("in progress"), timeout=60)
+    wait_for("the VM healed", lambda: v1("done"), timeout=180)
     actions = status(lab_run)["actions"]
     assert any(a["status"] == "failed" and "interrupted" in a["detail"] for a in actions), actions  # type: ignore[union-attr]
     assert "1 ok" in lab_run.fab("hello_test").stdout
-    lab_id = ctx.lab().lab.lab_id
     assert len([p for p, argv in processes() if f"booted-{lab_id}-v1" in argv]) == 1
     ctx.close()
     lab_run.fab("env_stop")
