@@ -157,7 +157,7 @@ def test_fast_path_agrees_with_general_path(case: str, monkeypatch: pytest.Monke
 
     lines = (DATA / f"{case}.log").read_bytes().decode(errors="replace").splitlines()
     taken = [m for m in map(bootlog.FAST_RE.fullmatch, lines) if m and m.group(2) == m.group(5)]
-    assert len(taken) == {"valid": 2, "serving": 1, "hostile": 1}.get(case, 0)  # the fast path is compared
+    assert len(taken) == {"valid": 2, "serving": 1, "hostile": 1, "times": 2}.get(case, 0)  # the fast path is compared
     fast = parse_file(DATA / f"{case}.log")
     monkeypatch.setattr(bootlog, "FAST_RE", re.compile(r"(?!x)x"))  # never matches: general path only
     assert parse_file(DATA / f"{case}.log") == fast

@@ -7,8 +7,10 @@ pinned in the lab's known_hosts before the host exists, so connections never tru
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -16,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from booted.errors import ToolMissing
+from booted.errors import BootedError, ToolMissing
 
 
 def _keygen(path: Path, comment: str, search: str) -> None:
@@ -24,8 +26,20 @@ def _keygen(path: Path, comment: str, search: str) -> None:
     if keygen is None:
         raise ToolMissing("ssh-keygen not found: apt-get install openssh-client (or run setup.sh)")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-                   check=True, capture_output=True)
+    # made under a unique name and renamed: a run killed (or a disk that fills) half-way leaves no half key
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    proc = subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(tmp)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.pub").unlink(missing_ok=True)
+        said = proc.stderr.strip()
+        for sign, code in (("No space left", errno.ENOSPC), ("Read-only", errno.EROFS), ("quota", errno.EDQUOT)):
+            if sign in said:  # a full or read-only state dir: a message (errors.storage_error), not a bug
+                raise OSError(code, os.strerror(code), str(path))
+        raise BootedError(f"ssh-keygen could not make {path}: {said[-300:] or f'exit {proc.returncode}'}")
+    os.replace(f"{tmp}.pub", f"{path}.pub")
+    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
