@@ -32,7 +32,7 @@ from booted.providers.libvirt_domain import KvmRecord, domain_type, host_domain,
 from booted.providers.libvirt_hypervisors import Hypervisors, placed_on
 from booted.providers.libvirt_net import ensure_lab_bridge, ensure_lab_network, remove_lab_network
 from booted.providers.libvirt_options import libvirt_of
-from booted.providers.qemuctl import QEMU
+from booted.providers.qemuctl import QEMU, detect_accel
 from booted.providers.virsh import MISSING, HypervisorDown, Virsh, VirshError
 from booted.providers.vm import INITS, Launch, VmProvider, vm_name
 
@@ -134,29 +134,35 @@ class LibvirtProvider(VmProvider):
 
     # launching ---------------------------------------------------------------------------------------
     def launcher(self, lab: Lab, hosts: list[Identity], progress: Progress) -> tuple[Launch, dict[str, str]]:
-        disk = self.bootable_disk(self.golden_assets(lab.packages, progress), INITS["busybox"], progress, "qcow2")
+        assets = self.golden_assets(lab.packages, progress)
+        disk = self.bootable_disk(assets, INITS["busybox"], progress, "qcow2")
+        hypervisors = libvirt_of(lab).hypervisors
+        # a local hypervisor is this machine: the qemu provider's verdict on its KVM (cached per machine, not per
+        # state dir) spares every fresh state dir a kvm domain that fails first
+        local_tcg = any(hv.local for hv in hypervisors) and \
+            detect_accel(self.settings.cache_dir, assets.kernel.vmlinuz, self.settings.accel)[0] == "tcg"
         info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk)], capture_output=True,
                                          text=True, check=True).stdout)
         size = int(info["virtual-size"])  # a host's volume is as large as the disk it is backed by
         errors: dict[str, str] = {}
         counts: dict[str, int] = {}
         for host in hosts:
-            if any(hv.name == host.hypervisor for hv in libvirt_of(lab).hypervisors):
+            if any(hv.name == host.hypervisor for hv in hypervisors):
                 counts[host.hypervisor] = counts.get(host.hypervisor, 0) + 1
             else:
                 errors[host.name] = f"not placed on a hypervisor of the lab (got {host.hypervisor!r})"
         if counts:
             on = ", ".join(f"{name} ({count})" for name, count in counts.items())
             progress(f"starting {sum(counts.values())} libvirt domain(s) on {on}")
-        used = [hv for hv in libvirt_of(lab).hypervisors if hv.name in counts]
+        used = [hv for hv in hypervisors if hv.name in counts]
         with ThreadPoolExecutor(max_workers=max(1, len(used))) as pool:
-            prepared = dict(zip((hv.name for hv in used), pool.map(lambda hv: self._ready(lab, hv, disk, progress),
-                                                                     used)))
+            prepared = dict(zip((hv.name for hv in used),
+                                pool.map(lambda hv: self._ready(lab, hv, disk, progress, local_tcg), used)))
         ready = {name: hv for name, hv in prepared.items() if isinstance(hv, Ready)}
         errors |= {h.name: why for h in hosts if isinstance(why := prepared.get(h.hypervisor), str)}
         return (lambda host: self._launch(lab, ready[host.hypervisor], host, size)), errors
 
-    def _ready(self, lab: Lab, hv: Hypervisor, disk: Path, progress: Progress) -> Ready | str:
+    def _ready(self, lab: Lab, hv: Hypervisor, disk: Path, progress: Progress, local_tcg: bool) -> Ready | str:
         """The hypervisor's pool, golden volume, domain type and the lab's network there; or why not."""
         virsh = self.virsh(hv)
         try:
@@ -164,7 +170,7 @@ class LibvirtProvider(VmProvider):
                 definition = self.settings.state_dir / "libvirt" / f"pool-{hv.name}.xml"
                 self._pools[hv.uri] = store.ensure_pool(virsh, hv.pool_dir, definition)
             golden = store.upload_golden(virsh, hv.name, disk, self._state_file(hv, "lock"), progress)
-            kind = domain_type(virsh, self._kvm(hv))
+            kind = "qemu" if hv.local and local_tcg else domain_type(virsh, self._kvm(hv))
             ensure_lab_network(virsh, lab, hv, lab.dir / f"net-{hv.name}.xml")
             return Ready(hv, Path(self._pools[hv.uri]), golden, kind, store.volumes(virsh))
         except VirshError as exc:
