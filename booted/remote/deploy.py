@@ -106,6 +106,7 @@ def _deploy(remote: Remote, p: Plan, fleet: Fleet) -> tuple[Step, str]:
     repo = settings.repo(p.service.repo_var)
     releases = {v: package(p.service, v, repo) for v in set(p.versions.values())}
     published = {v: publish(settings, r) for v, r in releases.items()}
+    gateways = {t.name: remote.resolver.gateway(t.name) for t in p.targets}  # once, before the fan-out
     backends = p.backends or {}
 
     def step(target: Target) -> Done:
@@ -113,7 +114,7 @@ def _deploy(remote: Remote, p: Plan, fleet: Fleet) -> tuple[Step, str]:
         # unpacks, switches and restarts; only when it cannot fetch it is the release pushed over SFTP
         release, pub = releases[p.versions[target.name]], published[p.versions[target.name]]
         lst = backends.get(target.name, "")
-        fetch = (pub.url(remote.resolver.gateway(target.name), settings.http_port), pub.sha256)
+        fetch = (pub.url(gateways[target.name], settings.http_port), pub.sha256)
         how = ""
         try:
             out = fleet.sh(target, deploy_script(p.service, target, release, "", lst, fetch=fetch))
