@@ -95,13 +95,16 @@ class LabLinks:
         """Hosts that stopped: their links are gone; so go their delay lines and what was live."""
         with self.locked("clearing links of"):
             records = self._load()
-            for name in names:
-                for live in records["live"].pop(name, {}).values():
-                    kernel.clear_link(self.run_dir, live["interface"])
-            self._save(records)
+            gone = [live for name in names for live in records["live"].pop(name, {}).values()]
+            for live in gone:
+                kernel.clear_link(self.run_dir, live["interface"])
+            if gone:
+                self._save(records)
 
     def forget(self) -> None:
         """env_stop: nothing impaired, nothing recorded (a fresh start applies environments.py again)."""
+        if not self.path.exists():
+            return  # nothing was ever impaired: nothing to ask the kernel
         with self.locked("clearing links of"):
             records = self._load()
             for host in records["live"].values():
@@ -141,8 +144,11 @@ class LabLinks:
 
     # applying ----------------------------------------------------------------------------------------
     def _apply(self, records: dict[str, Records], names: list[str]) -> list[HostResult]:
+        if not self.path.exists() and not self.env.impair and not any(h.impair for h in self.env.hosts):
+            return [HostResult(n, True, "not impaired") for n in names]  # the usual lab: no tc, no nft
         running = self.provider.running(self.lab)
         images = self.kit.inventory.images_named(set(names))
+        had_loss = bool(self._losses(records, running))
         results = []
         for name in names:
             if name not in running or name not in images:
@@ -164,16 +170,18 @@ class LabLinks:
                     errors.append(f"network {net}: {exc}")
             results.append(HostResult(name, not errors, "; ".join(errors or done)))
         self._save(records)
+        losses = self._losses(records, running)
         try:
-            kernel.sync_loss(self.lab.lab_id, self._losses(records, running))
+            if losses or had_loss:
+                kernel.sync_loss(self.lab.lab_id, losses)
         except BootedError as exc:
             results = [HostResult(r.host, False, f"{r.detail}; loss: {exc}") for r in results]
         return results
 
     def _apply_link(self, records: dict[str, Records], host: str, net: str, link: str, spec: Impairment) -> str:
         if not spec:
-            kernel.clear_link(self.run_dir, link)
-            records["live"].get(host, {}).pop(net, None)
+            if records["live"].get(host, {}).pop(net, None) is not None:
+                kernel.clear_link(self.run_dir, link)
             return f"{link}: not impaired"
         records["live"].get(host, {}).pop(net, None)  # until applied: a failure leaves nothing claimed
         used = kernel.apply_link(self.run_dir, link, spec)
