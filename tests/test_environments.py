@@ -277,7 +277,7 @@ def test_impair_per_environment_and_host(tmp_path: Path) -> None:
      ["impair: loss: '200%'", "0% to 100%"]),
     ('"min": {"worker": 1},', '"min": {"worker": 1},\n        "impair": {"speed": "1mbit"},', 10,
      ["impair: unknown key(s) ['speed']", "delay, jitter, loss, rate"]),
-    ('"min": {"worker": 1},', '"min": {"worker": 1},\n        "impair": "slow",', 10, ["impair: 'impair' must be a dict"]),
+    ('"min": {"worker": 1},', '"min": {"worker": 1},\n        "impair": "slow",', 10, ["impair: must be a dict"]),
     ('"min": {"worker": 1},', '"min": {"worker": 1},\n        "impair": {"rate": "10mb"},', 10,
      ["rate: '10mb' is not a rate", "10mbit"]),
 ])

@@ -86,7 +86,7 @@ def impairment(raw: Any) -> Impairment:
     """environments.py's `impair` dict (or net_impair's flags as one) -> Impairment; ValueError saying what
     is wrong and what is allowed."""
     if not isinstance(raw, dict):
-        raise ValueError(f"'impair' must be a dict with keys {', '.join(KEYS)}, e.g. "
+        raise ValueError(f"must be a dict with keys {', '.join(KEYS)}, e.g. "
                          "{'delay': '100ms', 'loss': '1%', 'rate': '10mbit'}")
     unknown = sorted(map(str, set(raw) - set(KEYS)))
     if unknown:
