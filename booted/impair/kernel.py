@@ -15,6 +15,7 @@ the delay once. No change inside the guest.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,6 +154,8 @@ def loss_table(lab_id: str) -> str:
 def sync_loss(lab_id: str, losses: dict[str, float]) -> None:
     """The lab's loss table holds exactly `losses` (link -> percent; links that do not exist are left out):
     one nft transaction."""
+    if not losses and not shutil.which("nft", path=CHILD_ENV["PATH"]):
+        return  # without nft there is no table to empty either
     table = f"netdev {loss_table(lab_id)}"
     lines = [f"add table {table}", f"delete table {table}"]
     live = {link: pct for link, pct in sorted(losses.items()) if pct and link_exists(link)}

@@ -129,14 +129,14 @@ class LabLinks:
                              "jitter": ms_text(spec.jitter_ms) if spec.jitter_ms else None,
                              "loss": f"{spec.loss_pct:g}%" if spec.loss_pct else None,
                              "rate": rate_text(spec.rate_bits) if spec.rate_bits else None,
-                             "mechanism": mechanisms, "state": self._state(host in running, live)})
+                             "mechanism": mechanisms, "state": self._state(host in running, live, spec)})
         return rows
 
-    def _state(self, running: bool, live: dict[str, Any] | None) -> str:
+    def _state(self, running: bool, live: dict[str, Any] | None, spec: Impairment) -> str:
         if not running:
             return "host not running (applied when it starts)"
-        if live is None:
-            return "not applied (start the host again, or fab net_impair)"
+        if live is None or live.get("spec") != spec.as_dict():
+            return "not applied as wanted (environments.py changed? fab net_impair, or start the host again)"
         if live["mechanisms"].get("delay") == kernel.DELAY_LINE and \
                 kernel.delay_line_pid(self.run_dir, live["interface"]) is None:
             return "FAILED: its delay line is not running (fab net_impair again)"
@@ -187,7 +187,7 @@ class LabLinks:
         used = kernel.apply_link(self.run_dir, link, spec)
         if spec.loss_pct:
             used["loss"] = kernel.NFTABLES
-        records["live"].setdefault(host, {})[net] = {"interface": link, "mechanisms": used}
+        records["live"].setdefault(host, {})[net] = {"interface": link, "mechanisms": used, "spec": spec.as_dict()}
         parts = [f"{k} {v}" for k, v in spec.as_dict().items()]
         return f"{link}: {', '.join(parts)} ({', '.join(f'{k}: {m}' for k, m in sorted(used.items()))})"
 
