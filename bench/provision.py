@@ -8,12 +8,12 @@ image: `fab env_start_all` of N qemu hosts serving hello, the golden image alrea
 once, not per host). installer (lower bound): what every native install does at least, per host: a
 debootstrap of the same Debian 12 system (same packages, `--variant=minbase`) into the host's own file
 system, N at once, packages from a warm local cache (an installer would have a warm apt proxy), then the
-same boot to serving as the image path (`--smoke`: debootstrap's first stage only, `--foreign`: the packages
-fetched and unpacked but not configured, so its install time is not a lower bound). A real installer also partitions, installs a kernel and a boot
-loader and reboots, so this is the least it can take. With `--installer S`, Debian's own installer runs too
-(`fab image_build --installer preseed`, 1 host, at most S seconds): on our machines it cannot finish (the
-only Debian mirror serves no .udeb installer components) and the table says so, and how far it got: when it
-fetched its preseed from booted's nginx and when it asked the lab's apt proxy for the Debian mirror.
+same boot to serving as the image path (`--smoke`: debootstrap's first stage only, `--foreign`: the
+packages fetched and unpacked but not configured, so its install time is not a lower bound). A real
+installer also partitions, installs a kernel and a boot loader and reboots, so this is the least it can
+take. With `--installer S`, Debian's own installer runs too (`fab image_build --installer preseed`, 1 host,
+at most S seconds): on our machines it cannot finish (the only Debian mirror serves no .udeb installer
+components) and the table says so, and how far it got: when it fetched its preseed from booted's nginx and when it asked the lab's apt proxy for the Debian mirror.
 Last line: `installer_lb_over_image_1=<ratio> [installer_lb_over_image_N=<ratio>] debian_installer_finished=<0|1|->`.
 """
 
@@ -124,7 +124,8 @@ def debian_installer(work: Path, timeout: int) -> tuple[bool, float, str, dict[s
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="1 host, no warm-up of the package cache, debootstrap's first stage only")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 host, no warm-up of the package cache, debootstrap's first stage only")
     parser.add_argument("--hosts", type=int, default=3, help="the larger lab size (default 3)")
     parser.add_argument("--installer", type=int, default=0, metavar="SECONDS",
                         help="also run Debian's installer for 1 host, at most SECONDS")

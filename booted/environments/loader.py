@@ -72,8 +72,8 @@ def run_file(path: Path, timeout: float = LOAD_TIMEOUT) -> dict[str, Any]:
     if thread.is_alive():  # left behind (a daemon thread): the run ends with this error
         frame = sys._current_frames().get(thread.ident or 0)
         raise ConfigError(f"{path}{_line(path, frame=frame)}: still running after {timeout:g} s "
-                          "(BOOTED_LOAD_TIMEOUT): environments.py must only define ENVIRONMENTS; move waiting, loops and network calls "
-                          "out of it")
+                          "(BOOTED_LOAD_TIMEOUT): environments.py must only define ENVIRONMENTS; move waiting, "
+                          "loops and network calls out of it")
     exc = box.get("error")
     if isinstance(exc, SyntaxError) and exc.filename == str(path):
         raise ConfigError(f"{path}:{exc.lineno}: syntax error: {exc.msg}")
