@@ -13,7 +13,8 @@ packages fetched and unpacked but not configured, so its install time is not a l
 installer also partitions, installs a kernel and a boot loader and reboots, so this is the least it can
 take. With `--installer S`, Debian's own installer runs too (`fab image_build --installer preseed`, 1 host,
 at most S seconds): on our machines it cannot finish (the only Debian mirror serves no .udeb installer
-components) and the table says so, and how far it got: when it fetched its preseed from booted's nginx and when it asked the lab's apt proxy for the Debian mirror.
+components) and the table says so, and how far it got: when it fetched its preseed from booted's nginx
+and when it asked the lab's apt proxy for the Debian mirror.
 Last line: `installer_lb_over_image_1=<ratio> [installer_lb_over_image_N=<ratio>] debian_installer_finished=<0|1|->`.
 """
 
