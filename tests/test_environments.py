@@ -176,8 +176,8 @@ def test_nan_and_infinity_are_not_numbers(tmp_path: Path, key: str, value: str) 
 
 def test_a_file_that_does_not_finish_is_an_error_naming_its_line(tmp_path: Path) -> None:
     path = write(tmp_path, "import time\n\nwhile True:\n    time.sleep(0.01)\n")
-    with pytest.raises(ConfigError, match=rf"^{path}:4: still running after 0.3 s \(LOAD_TIMEOUT\): environments.py "
-                                          "must only define ENVIRONMENTS"):
+    with pytest.raises(ConfigError, match=rf"^{path}:4: still running after 0.3 s \(BOOTED_LOAD_TIMEOUT\): "
+                                          "environments.py must only define ENVIRONMENTS"):
         load_environments(path, timeout=0.3)
 
 
