@@ -20,6 +20,8 @@ from tests.test_cli import fab
 SERVICE = {"--env", "--hosts", "--json", "--version"}
 # every task -> its long flags; a flag that disappears (or appears) fails here until this table says so
 OPTIONS: dict[str, set[str]] = {
+    "chaos": {"--env", "--duration", "--kill-every", "--kill", "--impair", "--load", "--max-failed", "--max-p99",
+              "--json"},
     "env_start_all": {"--env", "--json"},
     "env_start_min": {"--env", "--json"},
     "env_start_worker": {"--name", "--env", "--json"},

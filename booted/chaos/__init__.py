@@ -1,0 +1,1 @@
+"""Chaos runs: load through the lb, failures on a schedule, heals timed by the monitor, and a report."""

@@ -1,0 +1,189 @@
+"""One chaos run: load through the lb, failures on the schedule, heals watched in the monitor's passes, and
+the report. The lab is reached through a small port (`ChaosLab`: the real one is booted/chaos/lab.py, tests
+pass a fake at that process boundary). Bounded: the load stops at `duration`, heals are awaited for at most
+`heal_wait` more seconds; Ctrl-C ends it early and what it impaired is still cleared."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from booted.chaos import schedule
+from booted.chaos.load import Load
+from booted.chaos.report import Failure, Report
+from booted.chaos.spec import LinkFault, Plan
+from booted.errors import BootedError
+
+POLL = 0.2  # seconds between looks at the schedule and the monitor's last pass
+
+
+class ChaosLab(Protocol):
+    """What a run needs from a lab with its monitor running."""
+
+    env: str
+    lb: str  # address:port of the first lb, for the report
+
+    def roles(self) -> tuple[float, dict[str, list[str]]] | None:
+        """(when the monitor's last pass ended, role -> its healthy hosts), or None before the first pass."""
+
+    def role_of(self, host: str) -> str: ...
+
+    def kill(self, host: str, what: str) -> str:
+        """kill -9 of the host (its processes) or of its service's process; what was killed (BootedError)."""
+
+    def impair(self, fault: LinkFault) -> None: ...
+
+    def clear(self, host: str) -> None: ...
+
+    def record(self, host: str, reason: str) -> int:
+        """An event on the monitor's page (kind "chaos"), open until `finish`."""
+
+    def finish(self, record: int, ok: bool, detail: str) -> None: ...
+
+    def monitor_actions(self, since: float) -> list[tuple[float, str, str]]:
+        """The monitor's actions since then as timeline entries (when, host, what)."""
+
+
+@dataclass
+class Open:
+    """A failure not yet healed: its event and what the monitor's passes showed since."""
+
+    failure: Failure
+    record: int
+    seen_down: bool = False
+    passes: int = 0
+
+
+class Experiment:
+    def __init__(self, lab: ChaosLab, plan: Plan, send: Callable[[], str], heal_wait: float = 60.0,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.lab, self.plan, self.send, self.heal_wait = lab, plan, send, heal_wait
+        self.clock, self.sleep = clock, sleep
+        self.failures: list[Failure] = []
+        self.open: list[Open] = []
+        self.timeline: list[tuple[float, str, str]] = []
+        self.baseline: dict[str, int] = {}
+        self.last_pass = 0.0
+        self.turn = 0
+        self.impaired: Open | None = None
+
+    def run(self) -> Report:
+        first = self.lab.roles()
+        self.baseline = {r: len(h) for r, h in (first[1] if first else {}).items()}
+        self.last_pass = first[0] if first else 0.0
+        start = self.clock()
+        load = Load(self.send, self.plan.rate, self.plan.duration, clock=self.clock).start()
+        todo, interrupted = schedule.steps(self.plan), False
+        samples = []
+        try:
+            while (elapsed := self.clock() - start) < self.plan.duration:
+                now, todo = schedule.due(todo, elapsed)
+                for step in now:
+                    self.act(step.step)
+                self.watch()
+                self.sleep(min(POLL, max(0.0, self.plan.duration - elapsed)))
+            samples = load.stop()
+            if self.impaired is not None:
+                self.act(schedule.Step.CLEAR)
+            deadline = self.clock() + self.heal_wait
+            while self.open and self.clock() < deadline:
+                self.watch()
+                self.sleep(POLL)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            samples = samples or load.stop(wait=2.0)
+            self.cleanup()
+        end = start + min(self.plan.duration, max(self.clock() - start, 0.0))
+        for entry in self.lab.monitor_actions(start):
+            self.timeline.append(entry)
+        return Report(self.lab.env, self.lab.lb, start, end, self.plan.rate, samples, self.failures,
+                      self.timeline, self.plan.slo, interrupted)
+
+    def act(self, step: schedule.Step) -> None:
+        now = self.clock()
+        if step is schedule.Step.KILL and self.plan.kill is not None:
+            self.kill(now)
+        elif step is schedule.Step.IMPAIR and self.plan.impair is not None:
+            fault = self.plan.impair
+            try:
+                self.lab.impair(fault)
+            except BootedError as exc:
+                self.timeline.append((now, fault.host, f"{fault.label()} failed: {exc}"))
+                return
+            failure = Failure(fault.label(), fault.host, self.lab.role_of(fault.host), now)
+            self.failures.append(failure)
+            self.impaired = Open(failure, self.lab.record(fault.host, f"chaos: {fault.label()} for "
+                                                                      f"{fault.seconds:g}s"))
+            self.timeline.append((now, fault.host, f"link impaired: {fault.label()}"))
+        elif step is schedule.Step.CLEAR and self.impaired is not None:
+            self.clear_link(now)
+
+    def kill(self, now: float) -> None:
+        assert self.plan.kill is not None
+        role, what = self.plan.kill.role, self.plan.kill.what
+        seen = self.lab.roles()
+        serving = seen[1].get(role, []) if seen else []
+        host, why = schedule.victim(serving, {o.failure.host for o in self.open}, self.turn)
+        if host is None:
+            self.timeline.append((now, role, f"kill {why}"))
+            return
+        self.turn += 1
+        try:
+            detail = self.lab.kill(host, what)
+        except BootedError as exc:
+            self.timeline.append((now, host, f"kill -9 {what} failed: {exc}"))
+            return
+        failure = Failure(f"kill -9 {what}", host, role, now, detail=detail)
+        self.failures.append(failure)
+        self.open.append(Open(failure, self.lab.record(host, f"chaos: kill -9 of {host}'s {what} ({detail})")))
+        self.timeline.append((now, host, f"kill -9 {what}: {detail}"))
+
+    def clear_link(self, now: float) -> None:
+        assert self.impaired is not None and self.plan.impair is not None
+        done, self.impaired = self.impaired, None
+        try:
+            self.lab.clear(done.failure.host)
+            done.failure.healed_at = now
+            self.lab.finish(done.record, True, f"cleared after {now - done.failure.at:.1f}s")
+            self.timeline.append((now, done.failure.host, "link cleared"))
+        except BootedError as exc:
+            done.failure.detail = f"clearing failed: {exc}"
+            self.lab.finish(done.record, False, done.failure.detail)
+            self.timeline.append((now, done.failure.host, f"link not cleared: {exc}"))
+
+    def watch(self) -> None:
+        """A new monitor pass: a killed host seen down, a role back to its healthy count (= healed)."""
+        seen = self.lab.roles()
+        if seen is None or seen[0] <= self.last_pass:
+            return
+        at, roles = seen
+        self.last_pass = at
+        for item in list(self.open):
+            f = item.failure
+            if at <= f.at:
+                continue
+            healthy = roles.get(f.role, [])
+            item.passes += 1
+            if f.host not in healthy and not item.seen_down:
+                item.seen_down = True
+                self.timeline.append((at, f.host, "seen down by the monitor"))
+            # whole again; a pass that began before the kill may still show the host: then wait for a second one
+            if len(healthy) >= self.baseline.get(f.role, 1) and (item.seen_down or item.passes >= 2):
+                f.healed_at = at
+                self.open.remove(item)
+                self.lab.finish(item.record, True, f"healed in {f.heal_s:.1f}s: {f.role} back to {len(healthy)} "
+                                                   "healthy")
+                self.timeline.append((at, f.host, f"{f.role} whole again ({len(healthy)} healthy)"))
+
+    def cleanup(self) -> None:
+        """Ctrl-C or the end: the link cleared, every open event closed (a failure not healed says so)."""
+        if self.impaired is not None:
+            self.clear_link(self.clock())
+        for item in self.open:
+            item.failure.detail = (item.failure.detail + "; " if item.failure.detail else "") + \
+                "not healed within the run"
+            self.lab.finish(item.record, False, "not healed within the run")
+        self.open = []
