@@ -5,6 +5,7 @@ pass a fake at that process boundary). Bounded: the load stops at `duration`, he
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from booted.chaos.spec import LinkFault, Plan
 from booted.errors import BootedError
 
 POLL = 0.2  # seconds between looks at the schedule and the monitor's last pass
+LINK_WAIT = 660.0  # seconds the end waits for a link step (the lab's lock waits up to 600 s for a start)
 
 
 class ChaosLab(Protocol):
@@ -67,7 +69,10 @@ class Experiment:
         self.baseline: dict[str, int] = {}
         self.last_pass = 0.0
         self.turn = 0
-        self.impaired: Open | None = None
+        self.impaired: Open | None = None  # the link, impaired and not yet cleared
+        self.links = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-link")
+        self.pending: list[tuple[schedule.Step, concurrent.futures.Future[float]]] = []
+        self.link_steps: list[schedule.Step] = []  # what was asked of the link: impair, then clear, once each
 
     def run(self) -> Report:
         first = self.lab.roles()
@@ -82,13 +87,14 @@ class Experiment:
                 now, todo = schedule.due(todo, elapsed)
                 for step in now:
                     self.act(step.step)
+                self.reap()
                 self.watch()
                 self.sleep(min(POLL, max(0.0, self.plan.duration - elapsed)))
             samples = load.stop()
-            if self.impaired is not None:
-                self.act(schedule.Step.CLEAR)
+            self.act(schedule.Step.CLEAR)
             deadline = self.clock() + self.heal_wait
-            while self.open and self.clock() < deadline:
+            while (self.open or self.pending) and self.clock() < deadline:
+                self.reap()
                 self.watch()
                 self.sleep(POLL)
         except KeyboardInterrupt:
@@ -103,23 +109,54 @@ class Experiment:
                       self.timeline, self.plan.slo, interrupted)
 
     def act(self, step: schedule.Step) -> None:
-        now = self.clock()
+        """Do a step: a kill now; a link change in the link thread (it waits for the lab's lock, which the
+        monitor holds while it starts a host: the schedule's kills must not wait behind it)."""
+        fault = self.plan.impair
         if step is schedule.Step.KILL and self.plan.kill is not None:
-            self.kill(now)
-        elif step is schedule.Step.IMPAIR and self.plan.impair is not None:
-            fault = self.plan.impair
+            self.kill(self.clock())
+        elif step is schedule.Step.IMPAIR and fault is not None and not self.link_steps:
+            self.link_steps.append(step)
+            self.pending.append((step, self.links.submit(self.timed, self.lab.impair, fault)))
+        elif step is schedule.Step.CLEAR and fault is not None and self.link_steps == [schedule.Step.IMPAIR]:
+            self.link_steps.append(step)
+            self.pending.append((step, self.links.submit(self.timed, self.lab.clear, fault.host)))
+
+    def timed(self, fn: Callable[..., None], *args: object) -> float:
+        fn(*args)
+        return self.clock()
+
+    def reap(self, wait: float = 0.0) -> None:
+        """Link steps that ended (all of them, waiting up to `wait` s for each): recorded in order."""
+        fault = self.plan.impair
+        while self.pending and fault is not None:
+            step, job = self.pending[0]
             try:
-                self.lab.impair(fault)
-            except BootedError as exc:
-                self.timeline.append((now, fault.host, f"{fault.label()} failed: {exc}"))
+                done = job.result(timeout=wait) if wait else (job.result() if job.done() else None)
+            except concurrent.futures.TimeoutError:
+                done = None
+            except (BootedError, OSError) as exc:
+                self.pending.pop(0)
+                self.timeline.append((self.clock(), fault.host, f"{step.value} of the link failed: {exc}"))
+                if self.impaired is not None and step is schedule.Step.CLEAR:
+                    self.impaired.failure.detail = f"clearing failed: {exc}"
+                    self.lab.finish(self.impaired.record, False, self.impaired.failure.detail)
+                    self.impaired = None
+                continue
+            if done is None:
                 return
-            failure = Failure(fault.label(), fault.host, self.lab.role_of(fault.host), now)
-            self.failures.append(failure)
-            self.impaired = Open(failure, self.lab.record(fault.host, f"chaos: {fault.label()} for "
-                                                                      f"{fault.seconds:g}s"))
-            self.timeline.append((now, fault.host, f"link impaired: {fault.label()}"))
-        elif step is schedule.Step.CLEAR and self.impaired is not None:
-            self.clear_link(now)
+            self.pending.pop(0)
+            if step is schedule.Step.IMPAIR:
+                failure = Failure(fault.label(), fault.host, self.lab.role_of(fault.host), done)
+                self.failures.append(failure)
+                self.impaired = Open(failure, self.lab.record(fault.host, f"chaos: {fault.label()} for "
+                                                                          f"{fault.seconds:g}s"))
+                self.timeline.append((done, fault.host, f"link impaired: {fault.label()}"))
+            else:
+                self.timeline.append((done, fault.host, "link cleared"))
+                if self.impaired is not None:
+                    self.impaired.failure.healed_at = done
+                    self.lab.finish(self.impaired.record, True, f"cleared after {done - self.impaired.failure.at:.1f}s")
+                    self.impaired = None
 
     def kill(self, now: float) -> None:
         assert self.plan.kill is not None
@@ -141,19 +178,6 @@ class Experiment:
         self.open.append(Open(failure, self.lab.record(host, f"chaos: kill -9 of {host}'s {what} ({detail})")))
         self.timeline.append((now, host, f"kill -9 {what}: {detail}"))
 
-    def clear_link(self, now: float) -> None:
-        assert self.impaired is not None and self.plan.impair is not None
-        done, self.impaired = self.impaired, None
-        try:
-            self.lab.clear(done.failure.host)
-            done.failure.healed_at = now
-            self.lab.finish(done.record, True, f"cleared after {now - done.failure.at:.1f}s")
-            self.timeline.append((now, done.failure.host, "link cleared"))
-        except BootedError as exc:
-            done.failure.detail = f"clearing failed: {exc}"
-            self.lab.finish(done.record, False, done.failure.detail)
-            self.timeline.append((now, done.failure.host, f"link not cleared: {exc}"))
-
     def watch(self) -> None:
         """A new monitor pass: a killed host seen down, a role back to its healthy count (= healed)."""
         seen = self.lab.roles()
@@ -170,18 +194,29 @@ class Experiment:
             if f.host not in healthy and not item.seen_down:
                 item.seen_down = True
                 self.timeline.append((at, f.host, "seen down by the monitor"))
-            # whole again; a pass that began before the kill may still show the host: then wait for a second one
-            if len(healthy) >= self.baseline.get(f.role, 1) and (item.seen_down or item.passes >= 2):
+            if self.whole(item, healthy):
                 f.healed_at = at
                 self.open.remove(item)
                 self.lab.finish(item.record, True, f"healed in {f.heal_s:.1f}s: {f.role} back to {len(healthy)} "
                                                    "healthy")
                 self.timeline.append((at, f.host, f"{f.role} whole again ({len(healthy)} healthy)"))
 
+    def whole(self, item: Open, healthy: list[str]) -> bool:
+        """Whether the role is back to its healthy count, short of the failures injected after this one (the
+        host serves again; or another replaced it). A pass that began before the kill may still show the
+        host: without a pass that saw it down, a second pass is needed."""
+        f = item.failure
+        if not (item.seen_down or item.passes >= 2):
+            return False
+        later = sum(1 for o in self.open if o.failure.role == f.role and o.failure.at > f.at)
+        wanted = self.baseline.get(f.role, 1)
+        return len(healthy) >= (wanted - later if f.host in healthy else wanted)
+
     def cleanup(self) -> None:
         """Ctrl-C or the end: the link cleared, every open event closed (a failure not healed says so)."""
-        if self.impaired is not None:
-            self.clear_link(self.clock())
+        self.act(schedule.Step.CLEAR)
+        self.reap(wait=LINK_WAIT)
+        self.links.shutdown(wait=False)
         for item in self.open:
             item.failure.detail = (item.failure.detail + "; " if item.failure.detail else "") + \
                 "not healed within the run"
