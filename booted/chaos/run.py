@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from booted.chaos import schedule
-from booted.chaos.load import Load
+from booted.chaos.load import Load, Sample
 from booted.chaos.report import Failure, Report
 from booted.chaos.spec import LinkFault, Plan
 from booted.errors import BootedError
@@ -81,7 +81,8 @@ class Experiment:
         start = self.clock()
         load = Load(self.send, self.plan.rate, self.plan.duration, clock=self.clock).start()
         todo, interrupted = schedule.steps(self.plan), False
-        samples = []
+        samples: list[Sample] = []
+        stopped = 0.0
         try:
             while (elapsed := self.clock() - start) < self.plan.duration:
                 now, todo = schedule.due(todo, elapsed)
@@ -90,7 +91,7 @@ class Experiment:
                 self.reap()
                 self.watch()
                 self.sleep(min(POLL, max(0.0, self.plan.duration - elapsed)))
-            samples = load.stop()
+            samples, stopped = load.stop(), self.clock()
             self.act(schedule.Step.CLEAR)
             deadline = self.clock() + self.heal_wait
             while (self.open or self.pending) and self.clock() < deadline:
@@ -98,11 +99,11 @@ class Experiment:
                 self.watch()
                 self.sleep(POLL)
         except KeyboardInterrupt:
-            interrupted = True
+            interrupted, stopped = True, stopped or self.clock()
         finally:
             samples = samples or load.stop(wait=2.0)
             self.cleanup()
-        end = start + min(self.plan.duration, max(self.clock() - start, 0.0))
+        end = min(start + self.plan.duration, stopped or self.clock())
         for entry in self.lab.monitor_actions(start):
             self.timeline.append(entry)
         return Report(self.lab.env, self.lab.lb, start, end, self.plan.rate, samples, self.failures,
