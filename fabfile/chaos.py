@@ -26,7 +26,7 @@ def number(text: str | None, flag: str) -> float | None:
                    "kill": "which hosts to kill -9: role=ROLE[,what=host|service] (default role=worker; "
                            "never a role's last serving host), or none",
                    "impair": "a link impaired for a while: host=NAME,delay=100ms[,jitter=..,loss=..,rate=..],"
-                             "for=SECONDS[,at=SECONDS] (default at: a third into the run)",
+                             "for=SECONDS[,at=SECONDS] (default at: a third into the run, halfway between kills)",
                    "load": "requests/s through the first lb (default 20)",
                    "max_failed": "SLO: at most this many failed requests (exit 1 otherwise)",
                    "max_p99": "SLO: p99 latency at most this many ms (exit 1 otherwise)",

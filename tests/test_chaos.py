@@ -9,7 +9,7 @@ import pytest
 from booted.chaos import schedule
 from booted.chaos.load import Load, Sample
 from booted.chaos.report import Failure, Report, percentile, phases
-from booted.chaos.run import Experiment
+from booted.chaos.run import Experiment, Pass
 from booted.chaos.spec import Kill, LinkFault, Plan, Slo, parse_impair, parse_kill, plan
 from booted.errors import ProviderError
 from booted.impair.spec import Impairment
@@ -61,12 +61,15 @@ def test_plan_bounds() -> None:
 def test_kills_every_interval_never_at_the_end_and_the_link_cleared_in_time() -> None:
     fault = LinkFault("web01", Impairment(delay_ms=100.0), 50.0)
     steps = schedule.steps(Plan(60, 15, Kill("worker"), fault, 20, Slo()))
-    assert [(d.at, d.step.value) for d in steps] == [
-        (15, "kill"), (20, "impair"), (30, "kill"), (45, "kill"), (60, "clear")]  # cleared at the end at the latest
+    assert [(d.at, d.step.value) for d in steps] == [  # impaired halfway between two kills, cleared at the end
+        (15, "kill"), (22.5, "impair"), (30, "kill"), (45, "kill"), (60, "clear")]
+    alone = schedule.steps(Plan(60, 0, None, LinkFault("web01", Impairment(loss_pct=1.0), 10.0, 5.0), 20, Slo()))
+    assert [(d.at, d.step.value) for d in alone] == [(5, "impair"), (15, "clear")]
+    assert schedule.default_at(Plan(60, 0, None, fault, 20, Slo())) == 20
     assert schedule.steps(Plan(60, 0, Kill("worker"), None, 20, Slo())) == []
     assert schedule.steps(Plan(10, 20, Kill("worker"), None, 20, Slo())) == []
     now, rest = schedule.due(steps, 30)
-    assert [d.at for d in now] == [15, 20, 30] and [d.at for d in rest] == [45, 60]
+    assert [d.at for d in now] == [15, 22.5, 30] and [d.at for d in rest] == [45, 60]
 
 
 def test_the_victim_is_never_a_roles_last_serving_host() -> None:
@@ -151,14 +154,15 @@ class FakeLab:
         self.killed: list[str] = []
         self.links: list[str] = []
         self.fewest = len(workers)
+        self.wanted: dict[str, int] = {}  # what the "monitor" wants per role (none: the run's start's count)
 
-    def roles(self) -> tuple[float, dict[str, list[str]]]:
+    def roles(self) -> Pass:
         for host in list(self.down):
             self.down[host] += 1
             if self.heal_after is not None and self.down[host] > self.heal_after:
                 del self.down[host]
                 self.healthy["worker"].append(host)
-        return self.now, {r: sorted(h) for r, h in self.healthy.items()}
+        return Pass(self.now, {r: sorted(h) for r, h in self.healthy.items()}, self.wanted)
 
     def role_of(self, host: str) -> str:
         return "worker"
@@ -218,3 +222,11 @@ def test_a_run_never_kills_the_last_serving_host_and_says_what_did_not_heal() ->
     assert report.failures[0].heal_s is None and "not healed within the run" in report.failures[0].detail
     assert list(lab.events.values()) == [["web01", "chaos: kill -9 of web01's host (host pid 1)",
                                           "failed: not healed within the run"]]
+
+
+def test_a_role_the_monitor_shrank_is_whole_at_its_wanted_count() -> None:
+    lab = FakeLab(["web01", "web02", "web03"], heal_after=None)
+    lab.wanted = {"worker": 2}  # scaled by load: two are enough, the killed one is not started again
+    report = Experiment(lab, Plan(1.2, 1.0, Kill("worker"), None, 20.0, Slo()),  # type: ignore[arg-type]
+                        lambda: "", heal_wait=1.0, clock=lab.clock, sleep=lab.sleep).run()
+    assert lab.killed == ["web01"] and report.failures[0].heal_s is not None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from booted.chaos.load import http_get
 from booted.chaos.report import Report
-from booted.chaos.run import Experiment
+from booted.chaos.run import Experiment, Pass
 from booted.chaos.spec import LinkFault, Plan
 from booted.errors import BootedError, ConfigError, ProviderError
 from booted.monitor import process
@@ -91,12 +91,14 @@ class RealLab:
             time.sleep(0.5)
 
     # the port ----------------------------------------------------------------------------------------
-    def roles(self) -> tuple[float, dict[str, list[str]]] | None:
+    def roles(self) -> Pass | None:
         try:
             data = json.loads(self.status.read_text())
             if data.get("pid") != process.running(self.ctx, self.env):
                 return None  # a pass of an earlier daemon
-            return float(data["at"]), {r: list(v["healthy"]) for r, v in data["roles"].items()}
+            roles = data["roles"]
+            return Pass(float(data["at"]), {r: list(v["healthy"]) for r, v in roles.items()},
+                        {r: int(v["wanted"]) for r, v in roles.items() if v.get("wanted") is not None})
         except (OSError, ValueError, KeyError, TypeError):
             return None
 

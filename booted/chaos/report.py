@@ -78,7 +78,7 @@ def phases(samples: Sequence[Sample], failures: Sequence[Failure], start: float,
         home = next((p for p in out if p.start <= s.at < p.end), out[-1] if out and s.at >= out[-1].end else None)
         if home is not None:
             home.samples.append(s)
-    return out
+    return [p for p in out if p.samples or p.end - p.start >= 0.5]  # not a blink between two steps
 
 
 @dataclass

@@ -21,14 +21,23 @@ POLL = 0.2  # seconds between looks at the schedule and the monitor's last pass
 LINK_WAIT = 660.0  # seconds the end waits for a link step (the lab's lock waits up to 600 s for a start)
 
 
+@dataclass(frozen=True)
+class Pass:
+    """What one of the monitor's passes saw: when it ended, each role's healthy hosts and wanted count."""
+
+    at: float
+    healthy: dict[str, list[str]]
+    wanted: dict[str, int]
+
+
 class ChaosLab(Protocol):
     """What a run needs from a lab with its monitor running."""
 
     env: str
     lb: str  # address:port of the first lb, for the report
 
-    def roles(self) -> tuple[float, dict[str, list[str]]] | None:
-        """(when the monitor's last pass ended, role -> its healthy hosts), or None before the first pass."""
+    def roles(self) -> Pass | None:
+        """The monitor's last pass, or None before its first."""
 
     def role_of(self, host: str) -> str: ...
 
@@ -76,8 +85,8 @@ class Experiment:
 
     def run(self) -> Report:
         first = self.lab.roles()
-        self.baseline = {r: len(h) for r, h in (first[1] if first else {}).items()}
-        self.last_pass = first[0] if first else 0.0
+        self.baseline = {r: len(h) for r, h in (first.healthy if first else {}).items()}
+        self.last_pass = first.at if first else 0.0
         start = self.clock()
         load = Load(self.send, self.plan.rate, self.plan.duration, clock=self.clock).start()
         todo, interrupted = schedule.steps(self.plan), False
@@ -163,7 +172,7 @@ class Experiment:
         assert self.plan.kill is not None
         role, what = self.plan.kill.role, self.plan.kill.what
         seen = self.lab.roles()
-        serving = seen[1].get(role, []) if seen else []
+        serving = seen.healthy.get(role, []) if seen else []
         host, why = schedule.victim(serving, {o.failure.host for o in self.open}, self.turn)
         if host is None:
             self.timeline.append((now, role, f"kill {why}"))
@@ -182,36 +191,36 @@ class Experiment:
     def watch(self) -> None:
         """A new monitor pass: a killed host seen down, a role back to its healthy count (= healed)."""
         seen = self.lab.roles()
-        if seen is None or seen[0] <= self.last_pass:
+        if seen is None or seen.at <= self.last_pass:
             return
-        at, roles = seen
-        self.last_pass = at
+        at = self.last_pass = seen.at
         for item in list(self.open):
             f = item.failure
             if at <= f.at:
                 continue
-            healthy = roles.get(f.role, [])
+            healthy = seen.healthy.get(f.role, [])
             item.passes += 1
             if f.host not in healthy and not item.seen_down:
                 item.seen_down = True
                 self.timeline.append((at, f.host, "seen down by the monitor"))
-            if self.whole(item, healthy):
+            if self.whole(item, healthy, seen.wanted.get(f.role)):
                 f.healed_at = at
                 self.open.remove(item)
                 self.lab.finish(item.record, True, f"healed in {f.heal_s:.1f}s: {f.role} back to {len(healthy)} "
                                                    "healthy")
                 self.timeline.append((at, f.host, f"{f.role} whole again ({len(healthy)} healthy)"))
 
-    def whole(self, item: Open, healthy: list[str]) -> bool:
-        """Whether the role is back to its healthy count, short of the failures injected after this one (the
-        host serves again; or another replaced it). A pass that began before the kill may still show the
-        host: without a pass that saw it down, a second pass is needed."""
+    def whole(self, item: Open, healthy: list[str], wanted: int | None) -> bool:
+        """Whether the role is back to its healthy count (the run's start's, or fewer when the monitor wants
+        fewer now: a role scaled by load), short of the failures injected after this one (the host serves
+        again; or another replaced it). A pass that began before the kill may still show the host: without a
+        pass that saw it down, a second pass is needed."""
         f = item.failure
         if not (item.seen_down or item.passes >= 2):
             return False
         later = sum(1 for o in self.open if o.failure.role == f.role and o.failure.at > f.at)
-        wanted = self.baseline.get(f.role, 1)
-        return len(healthy) >= (wanted - later if f.host in healthy else wanted)
+        count = min(self.baseline.get(f.role, 1), self.baseline.get(f.role, 1) if wanted is None else wanted)
+        return len(healthy) >= (count - later if f.host in healthy else count)
 
     def cleanup(self) -> None:
         """Ctrl-C or the end: the link cleared, every open event closed (a failure not healed says so)."""

@@ -23,7 +23,7 @@ class Due:
 
 def steps(plan: Plan) -> list[Due]:
     """Every step of the run in order: a kill each `kill_every` seconds (the first after one interval, none at
-    or after the end), the link impaired at its `at` (default: a third into the run) and cleared `seconds`
+    or after the end), the link impaired at its `at` (default: `default_at`) and cleared `seconds`
     later (at the latest at the end)."""
     out: list[Due] = []
     if plan.kill is not None and plan.kill_every > 0:
@@ -32,11 +32,21 @@ def steps(plan: Plan) -> list[Due]:
             out.append(Due(n * plan.kill_every, Step.KILL))
             n += 1
     if plan.impair is not None:
-        start = plan.duration / 3 if plan.impair.at is None else plan.impair.at
+        start = plan.impair.at if plan.impair.at is not None else default_at(plan)
         out.append(Due(start, Step.IMPAIR))
         out.append(Due(min(plan.duration, start + plan.impair.seconds), Step.CLEAR))
     order = {Step.CLEAR: 0, Step.KILL: 1, Step.IMPAIR: 2}
     return sorted(out, key=lambda d: (d.at, order[d.step]))
+
+
+def default_at(plan: Plan) -> float:
+    """When a link is impaired unless the user says: a third into the run, moved to halfway between two kills
+    (so the two are told apart in the report) when that is still within the run."""
+    third = plan.duration / 3
+    if plan.kill is None or plan.kill_every <= 0:
+        return third
+    between = (third // plan.kill_every) * plan.kill_every + plan.kill_every / 2
+    return between if between < plan.duration else third
 
 
 def due(schedule: list[Due], elapsed: float) -> tuple[list[Due], list[Due]]:
