@@ -152,6 +152,7 @@ class FakeLab:
         self.healthy = {"worker": list(workers), "lb": ["lb01"]}
         self.heal_after, self.down, self.events = heal_after, {}, {}  # type: ignore[var-annotated]
         self.killed: list[str] = []
+        self.revived: list[str] = []  # what the "monitor" started again
         self.links: list[str] = []
         self.fewest = len(workers)
         self.wanted: dict[str, int] = {}  # what the "monitor" wants per role (none: the run's start's count)
@@ -162,6 +163,7 @@ class FakeLab:
             if self.heal_after is not None and self.down[host] > self.heal_after:
                 del self.down[host]
                 self.healthy["worker"].append(host)
+                self.revived.append(host)
         return Pass(self.now, {r: sorted(h) for r, h in self.healthy.items()}, self.wanted)
 
     def role_of(self, host: str) -> str:
@@ -188,6 +190,9 @@ class FakeLab:
 
     def finish(self, record: int, ok: bool, detail: str) -> None:
         self.events[record][2] = ("done: " if ok else "failed: ") + detail
+
+    def acted(self, host: str, since: float) -> bool:
+        return host in self.revived
 
     def clock(self) -> float:
         return self.now

@@ -155,6 +155,10 @@ class RealLab:
     def finish(self, record: int, ok: bool, detail: str) -> None:
         self.ctx.inventory.finish_action(record, ok, detail)
 
+    def acted(self, host: str, since: float) -> bool:
+        return any(a["host"] == host and a["kind"] != KIND and a["finished"] is not None
+                   and float(a["started"]) >= since for a in self.ctx.inventory.actions(self.env, 50))  # type: ignore[arg-type]
+
     def monitor_actions(self, since: float) -> list[tuple[float, str, str]]:
         out: list[tuple[float, str, str]] = []
         for a in self.ctx.inventory.actions(self.env, 500):

@@ -56,6 +56,9 @@ class ChaosLab(Protocol):
     def monitor_actions(self, since: float) -> list[tuple[float, str, str]]:
         """The monitor's actions since then as timeline entries (when, host, what)."""
 
+    def acted(self, host: str, since: float) -> bool:
+        """Whether the monitor finished an action on the host that it began since then (a heal, a start)."""
+
 
 @dataclass
 class Open:
@@ -214,9 +217,12 @@ class Experiment:
         """Whether the role is back to its healthy count (the run's start's, or fewer when the monitor wants
         fewer now: a role scaled by load), short of the failures injected after this one (the host serves
         again; or another replaced it). A pass that began before the kill may still show the host: without a
-        pass that saw it down, a second pass is needed."""
+        pass that saw it down, a killed host needs the monitor's action on it, a killed service a second pass."""
         f = item.failure
-        if not (item.seen_down or item.passes >= 2):
+        if f.what.endswith("host"):  # a killed host: a pass saw it down, or the monitor started it again
+            if not (item.seen_down or self.lab.acted(f.host, f.at)):
+                return False
+        elif not (item.seen_down or item.passes >= 2):  # a service: its supervisor restarts it within a second
             return False
         later = sum(1 for o in self.open if o.failure.role == f.role and o.failure.at > f.at)
         count = min(self.baseline.get(f.role, 1), self.baseline.get(f.role, 1) if wanted is None else wanted)
