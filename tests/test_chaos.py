@@ -4,6 +4,8 @@ fake lab (a fake at the process boundary: no hosts are killed, the "monitor" is 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from booted.chaos import schedule
@@ -13,6 +15,7 @@ from booted.chaos.run import Experiment, Pass
 from booted.chaos.spec import Kill, LinkFault, Plan, Slo, parse_impair, parse_kill, plan
 from booted.errors import ProviderError
 from booted.impair.spec import Impairment
+from tests.test_cli import fab
 
 # the flags -------------------------------------------------------------------------------------------
 
@@ -235,3 +238,17 @@ def test_a_role_the_monitor_shrank_is_whole_at_its_wanted_count() -> None:
     report = Experiment(lab, Plan(1.2, 1.0, Kill("worker"), None, 20.0, Slo()),  # type: ignore[arg-type]
                         lambda: "", heal_wait=1.0, clock=lab.clock, sleep=lab.sleep).run()
     assert lab.killed == ["web01"] and report.failures[0].heal_s is not None
+
+
+def test_user_mistakes_are_messages_with_exit_2(settings_env: dict[str, str]) -> None:
+    Path(settings_env["BOOTED_ENVIRONMENTS"]).write_text(
+        "ENVIRONMENTS = {'lab': {'provider': 'netns', 'network': '10.213.254.0/24', 'hosts': {"
+        "'lb01': {'role': 'lb', 'service': 'lb', 'version': '1.0'}, "
+        "'web01': {'role': 'worker', 'service': 'hello', 'version': '1.0'}}}}\n")
+    for args, said in ((["--kill", "worker"], "--kill 'worker': write key=value pairs"),
+                       (["--max-failed", "lots"], "--max-failed 'lots': a number"),
+                       (["--impair", "host=web01,delay=1ms"], "for=SECONDS"),
+                       (["--duration", "0"], "--duration 0: from 1 to 3600 seconds"),
+                       ([], "the monitor of 'lab' is not running")):
+        proc = fab(settings_env, "chaos", *args)
+        assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)

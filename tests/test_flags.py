@@ -86,7 +86,7 @@ def test_every_task_has_the_options_of_the_table(settings_env: dict[str, str]) -
         name, _, usage = text.partition("\n")
         options = usage.partition("\nOptions:\n")[2]
         assert not re.search(r"^  -\w", options, re.M), f"{name} has a short flag: -h is help, -v/-e Fabric's"
-        flags = set(re.findall(r"^  (--[a-z][a-z-]*)", options, re.M))
+        flags = set(re.findall(r"^  (--[a-z][a-z0-9-]*)", options, re.M))
         assert flags == OPTIONS[name], f"fab --help {name}: {sorted(flags)}, the table: {sorted(OPTIONS[name])}"
         if flags & NAMES_HOSTS:
             assert "--env" in flags, f"{name} names hosts but has no --env"
