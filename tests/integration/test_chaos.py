@@ -6,6 +6,7 @@ clears the link it impaired and still prints the report."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -56,6 +57,12 @@ def test_chaos_runs_prove_the_lab_heals(lab_run: LabRun) -> None:
     chaos = [e for e in json.loads(body) if e["kind"] == "chaos"]
     assert code == 200 and len(chaos) == len(kills), chaos
     assert all(e["status"] == "done" and e["detail"].startswith("healed in ") for e in chaos), chaos
+    chromium = shutil.which("chromium")
+    if chromium is not None:  # the status page in a real headless browser (CI installs Debian's chromium)
+        dom = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+                              "--virtual-time-budget=5000", "--dump-dom", url], capture_output=True, text=True,
+                             timeout=120).stdout
+        assert 'class="event chaos"' in dom and "chaos: kill -9 of web0" in dom, dom[-2000:]
     wait_for("three healthy workers again", lambda: len(status(lab_run)["last_pass"][  # type: ignore[index]
         "roles"]["worker"]["healthy"]) == 3, timeout=60)
 
