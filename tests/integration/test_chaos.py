@@ -1,7 +1,7 @@
 """Chaos runs on a real netns lab (an lb in front of a pool of 3 hello workers, HAProxy, sshd, the monitor):
 refused without the monitor; a 60 s run with a kill every 15 s passes --max-failed 0, each kill healed and on
-the monitor's page as a chaos event; an SLO the lab cannot meet exits 1 and says which; Ctrl-C ends a run,
-clears the link it impaired and still prints the report."""
+the monitor's page as a chaos event; a service's kill heals too; an SLO the lab cannot meet exits 1 and says
+which; Ctrl-C ends a run, clears the link it impaired and still prints the report."""
 
 from __future__ import annotations
 
@@ -65,6 +65,13 @@ def test_chaos_runs_prove_the_lab_heals(lab_run: LabRun) -> None:
         assert 'class="event chaos"' in dom and "chaos: kill -9 of web0" in dom, dom[-2000:]
     wait_for("three healthy workers again", lambda: len(status(lab_run)["last_pass"][  # type: ignore[index]
         "roles"]["worker"]["healthy"]) == 3, timeout=60)
+
+    # kill -9 of a worker's service process (its supervisor starts it again): healed, no request failed
+    svc = json.loads(lab_run.fab("chaos", "--duration", "10", "--kill-every", "4", "--kill",
+                                 "role=worker,what=service", "--max-failed", "0", "--json").stdout)
+    kills = svc["failures"]
+    assert svc["failed"] == 0 and kills and all(f["what"] == "kill -9 service" and f["heal_s"] is not None
+                                                and f["detail"].startswith("hello pid ") for f in kills), svc
 
     # an SLO the lab cannot meet: exit 1, and the report and the message say which
     slow = lab_run.fab("chaos", "--duration", "8", "--kill-every", "0", "--max-p99", "0.001", check=False)
