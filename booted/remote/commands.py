@@ -27,7 +27,7 @@ def host_values(service: Service, target: Target) -> dict[str, str]:
     """The values every script of `service` gets on `target` (lib.sh's base, service, url, port, reuse_port,
     on_backends)."""
     return {"base": service_dir(service), "service": service.name,
-            "url": f"http://{target.ip}:{service.port}{service.health}", "port": str(service.port),
+            "url": f"http://{target.service_ip}:{service.port}{service.health}", "port": str(service.port),
             "port_hex": f"{service.port:04X}",
             "reuse_port": "1" if service.reuse_port else "",
             "on_backends": quoted_command(service.on_backends, service, target, "", "") if service.on_backends else ""}
@@ -35,7 +35,7 @@ def host_values(service: Service, target: Target) -> dict[str, str]:
 
 def quoted_command(command: str, service: Service, target: Target, version: str, backends: str) -> str:
     """A service.toml command with its placeholders ({ip} {port} {host} {version} {backends}) quoted."""
-    values = {"ip": target.ip, "port": str(service.port), "host": target.name, "version": version,
+    values = {"ip": target.service_ip, "port": str(service.port), "host": target.name, "version": version,
               "backends": backends}
     return command.format(**{k: shlex.quote(v) for k, v in values.items()})
 
