@@ -50,7 +50,7 @@ def parse_networks(env: str, value: dict[str, Any], at: Callable[..., str]) -> t
         if not isinstance(name, str) or not HOST_NAME.match(name):
             raise ConfigError(f"{here}: environment {env!r}: network name {name!r}: use lowercase letters, digits "
                               "and -, starting with a letter")
-        gateway = True
+        gateway = False  # only the first network has the controller on it, unless "gateway": True
         if isinstance(spec, dict):
             unknown = sorted(set(map(str, spec)) - {"network", "gateway"})
             if unknown:
