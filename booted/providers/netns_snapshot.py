@@ -34,9 +34,26 @@ def _v2(group: Path) -> bool:
     return not str(group).startswith(str(FREEZER_ROOTS[0]) + "/")
 
 
-def _netns_pids(ns: str) -> set[str]:
-    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False, timeout=10).stdout
-    return set(out.split())
+def _by_netns(namespaces: list[str]) -> dict[str, set[str]]:
+    """The processes of each of these network namespaces, in one pass over /proc."""
+    inodes: dict[tuple[int, int], str] = {}
+    for ns in namespaces:
+        try:
+            st = os.stat(f"/run/netns/{ns}")
+            inodes[(st.st_dev, st.st_ino)] = ns
+        except OSError:
+            continue
+    out: dict[str, set[str]] = {ns: set() for ns in namespaces}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                st = os.stat(f"/proc/{pid}/ns/net")
+            except OSError:
+                continue
+            owner = inodes.get((st.st_dev, st.st_ino))
+            if owner is not None:
+                out[owner].add(pid)
+    return out
 
 
 def _members(group: Path) -> set[str]:
@@ -46,15 +63,17 @@ def _members(group: Path) -> set[str]:
         return set()
 
 
-def _sweep(ns: str, group: Path) -> set[str]:
-    """Move every process of the host's network namespace into its cgroup; returns those still outside."""
-    outside = _netns_pids(ns) - _members(group)
-    for pid in outside:
-        try:
-            (group / "cgroup.procs").write_text(pid)
-        except OSError:
-            pass  # it exited meanwhile
-    return _netns_pids(ns) - _members(group)
+def _sweep(groups: dict[str, Path]) -> dict[str, set[str]]:
+    """Move every process of each host's network namespace (netns -> its cgroup) into the host's cgroup;
+    returns, per netns, the processes that were outside."""
+    strays = {ns: pids - _members(groups[ns]) for ns, pids in _by_netns(list(groups)).items()}
+    for ns, pids in strays.items():
+        for pid in pids:
+            try:
+                (groups[ns] / "cgroup.procs").write_text(pid)
+            except OSError:
+                pass  # it exited meanwhile
+    return strays
 
 
 def _state(group: Path) -> str:
@@ -74,9 +93,9 @@ def _set(group: Path, frozen: bool) -> None:
 
 
 def freeze(namespaces: dict[str, str]) -> dict[str, str]:
-    """Freeze hosts (host -> its netns): all are asked first, then each is waited for; host -> error."""
+    """Freeze hosts (host -> its netns): all are asked at once, then waited for; host -> error."""
     errors: dict[str, str] = {}
-    groups: dict[str, Path] = {}
+    groups: dict[str, Path] = {}  # netns -> its cgroup
     for host, ns in namespaces.items():
         group = freezer(ns)
         if group is None:
@@ -84,21 +103,26 @@ def freeze(namespaces: dict[str, str]) -> dict[str, str]:
             continue
         try:
             group.mkdir(parents=True, exist_ok=True)
-            _sweep(ns, group)
-            _set(group, True)
-            groups[host] = group
+            groups[ns] = group
         except OSError as exc:
-            errors[host] = f"could not freeze: {exc}"
+            errors[host] = f"could not make its freezer cgroup: {exc}"
+    _sweep(groups)
+    for host, ns in namespaces.items():
+        if ns in groups:
+            try:
+                _set(groups[ns], True)
+            except OSError as exc:
+                errors[host] = f"could not freeze: {exc}"
+    waiting = {ns: g for ns, g in groups.items() if not any(namespaces[h] == ns for h in errors)}
     deadline = time.monotonic() + WAIT
-    for host, group in groups.items():
-        ns = namespaces[host]
-        while time.monotonic() < deadline:
-            stray = _sweep(ns, group)  # a process forked between the sweep and the freeze
-            if not stray and _state(group) == "FROZEN":
-                break
+    while waiting and time.monotonic() < deadline:
+        strays = _sweep(waiting)  # processes forked between the sweep and the freeze
+        waiting = {ns: g for ns, g in waiting.items() if strays[ns] or _state(g) != "FROZEN"}
+        if waiting:
             time.sleep(0.005)
-        else:
-            errors[host] = f"did not freeze within {WAIT:.0f} s (state {_state(group) or 'unknown'})"
+    by_ns = {ns: host for host, ns in namespaces.items()}
+    for ns, group in waiting.items():
+        errors[by_ns[ns]] = f"did not freeze within {WAIT:.0f} s (state {_state(group) or 'unknown'})"
     return errors
 
 

@@ -9,17 +9,19 @@ is idempotent: stop what runs, put layers back, boot, start)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from booted.errors import ConfigError, ProviderError
 from booted.lab.handle import LabHandle
-from booted.remote import deploy
+from booted.remote import deploy, firstboot
 from booted.remote.reach import Remote
 from booted.results import HostResult
 from booted.snapshots import decide
 from booted.snapshots.store import Manifest, Store
 from booted.snapshots.take import resume_leftovers
 from booted.state import snapshots as records
+from booted.state.records import Image
 
 
 def restore(handle: LabHandle, remote: Remote, name: str) -> tuple[Manifest, list[HostResult]]:
@@ -57,13 +59,18 @@ def restore(handle: LabHandle, remote: Remote, name: str) -> tuple[Manifest, lis
 def _restore(handle: LabHandle, remote: Remote, snap: Manifest, store: Store, event: int) -> list[HostResult]:
     kit, env, provider, lab = handle.kit, handle.env, handle.provider, handle.lab
     inv = kit.inventory
-    records.set_step(inv, event, "stopping")
+    began = time.monotonic()
+
+    def step(name: str) -> None:
+        records.set_step(inv, event, name)
+        kit.say(f"restore {snap.name}: {name} ({time.monotonic() - began:.2f}s)")
+    step("stopping")
     running = sorted(set(handle.running()) & {i.name for i in inv.images(env.name)})
     if running:
         failed = [r for r in handle.stop(running, by_user=False) if not r.ok]
         if failed:
             raise ProviderError("could not stop " + "; ".join(f"{r.host}: {r.detail}" for r in failed))
-    records.set_step(inv, event, "disks")
+    step("disks")
     hosts = [h.name for h in snap.hosts]
     for host in snap.hosts:
         if host.saved:
@@ -71,12 +78,23 @@ def _restore(handle: LabHandle, remote: Remote, snap: Manifest, store: Store, ev
         else:  # it had no disk then: none now either
             provider.discard(lab, host.name)
     inv.remove_hosts(hosts)
-    records.set_step(inv, event, "booting")
+    step("booting")
     boot = [h.name for h in snap.hosts if h.running]
-    booted = {r.host: r for r in handle.start(handle.images(boot))} if boot else {}
+    versions = snap.versions()
+    at_boot: dict[str, firstboot.Serve] = {}
+
+    def serving(fresh: list[Image], alive: set[str]) -> dict[str, firstboot.Serve]:
+        """Each host serves the release it ran at the snapshot from its first boot (the release is on its
+        restored disk already; deploy.sh only starts it)."""
+        mine = [replace(i, version=versions[i.name][1]) for i in fresh
+                if i.name in versions and i.service == versions[i.name][0]]
+        at_boot.update(firstboot.prepare(remote, env, mine, alive))
+        return at_boot
+    booted = {r.host: r for r in handle.start(handle.images(boot), serving)} if boot else {}
     records.put_back(inv, hosts, snap.records)  # after the boot, which clears holds: the snapshot's come back
-    records.set_step(inv, event, "serving")
-    served = _serve(remote, snap, [h for h, r in booted.items() if r.ok], env.name)
+    step("serving")
+    served = _serve(remote, snap, [h for h, r in booted.items() if r.ok], env.name, at_boot)
+    step("done")
     out = []
     ran = snap.ran()
     for host in snap.hosts:
@@ -93,11 +111,13 @@ def _restore(handle: LabHandle, remote: Remote, snap: Manifest, store: Store, ev
     return out
 
 
-def _serve(remote: Remote, snap: Manifest, hosts: list[str], env: str) -> dict[str, HostResult]:
-    """Start, then test, the release each booted host ran at the snapshot (its restored disk has it);
-    services that front others go last, so their backend list is complete. host -> its first failure,
-    or its test's result."""
-    versions = {r["host"]: (r["service"], r["version"]) for r in snap.records.get("releases", [])}
+def _serve(remote: Remote, snap: Manifest, hosts: list[str], env: str, at_boot: dict[str, firstboot.Serve]
+           ) -> dict[str, HostResult]:
+    """Test the release each booted host ran at the snapshot; a host whose boot-log line does not say it
+    serves it is started first (its restored disk has it). Services that front others go last, so their
+    backend list is complete. host -> its first failure, or its test's result."""
+    versions = snap.versions()
+    listed = {h.name: h.serving for h in remote.kit.inventory.hosts()}
     services = remote.services
     order = sorted({versions[h][0] for h in hosts if h in versions},
                    key=lambda n: (n not in services or services[n].upstream is not None, n))
@@ -107,9 +127,10 @@ def _serve(remote: Remote, snap: Manifest, hosts: list[str], env: str) -> dict[s
             mine = [h for h in hosts if versions.get(h, ("",))[0] == service]
             p = deploy.plan(remote, service, hosts=mine, env=env)
             p = replace(p, versions={h: versions[h][1] for h in mine})
-            for op in ("start", "test"):
-                results = deploy.run_op(remote, op, p, fleet)
-                out.update({r.host: r for r in results})
-                p = p.only({r.host for r in results if r.ok})
+            cold = {h for h in mine if h not in at_boot or listed.get(h) != at_boot[h].release}
+            if cold:
+                started = deploy.run_op(remote, "start", p.only(cold), fleet)
+                out.update({r.host: r for r in started})
+                p = p.only(set(mine) - {r.host for r in started if not r.ok})
+            out.update({r.host: r for r in deploy.run_op(remote, "test", p, fleet)})
     return out
-

@@ -53,11 +53,12 @@ class Manifest:
 
     def ran(self) -> dict[str, str]:
         """host -> 'service version' it ran (its recorded release), '' when none."""
-        out = {h.name: "" for h in self.hosts}
-        for r in self.records.get("releases", []):
-            if r["host"] in out:
-                out[r["host"]] = f"{r['service']} {r['version']}"
-        return out
+        versions = self.versions()
+        return {h.name: " ".join(versions[h.name]) if h.name in versions else "" for h in self.hosts}
+
+    def versions(self) -> dict[str, tuple[str, str]]:
+        """host -> (service, version) of its recorded release."""
+        return {r["host"]: (r["service"], r["version"]) for r in self.records.get("releases", [])}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
