@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fake_vboxmanage as fake  # noqa: E402
+import fake_vboxmanage as fake
 
 PROGRESS = "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%\n"
 

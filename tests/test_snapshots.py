@@ -20,12 +20,13 @@ from booted.config import Settings
 from booted.context import Booted
 from booted.environments import load_environments
 from booted.errors import ConfigError, ProviderError, StateError
+from booted.images.generations import disk_refs, in_use
 from booted.providers.lab import Lab
 from booted.snapshots import decide
 from booted.snapshots.store import Manifest, SavedHost, Store
 from booted.state import snapshots as records
 from tests.conftest import REPO
-from tests.fakes import FakeHost, FakeFleet, FakeProvider, World
+from tests.fakes import FakeFleet, FakeHost, FakeProvider, World
 
 ENV = """ENVIRONMENTS = {{"lab": {{"provider": "netns", "network": "10.213.203.0/24", "hosts": {{
     "lb01": {{"role": "lb", "service": "lb", "version": "1.0"}},
@@ -163,7 +164,7 @@ def test_take_change_restore_on_the_fake_lab(settings_env: dict[str, str], tmp_p
     ctx.lab().stop(["web02"])
     assert ctx.inventory.image("web02").held == 1  # type: ignore[union-attr]
 
-    snap, results = snaps.restore("clean")
+    _, results = snaps.restore("clean")
     assert [r.ok for r in results] == [True, True, True], results
     assert ctx.inventory.releases() == {("lb01", "lb"): "1.0", ("web01", "hello"): "1.0", ("web02", "hello"): "1.0"}
     assert world.hosts["web01"].current != "hello-1.1-x"
@@ -185,6 +186,34 @@ def test_a_restore_that_does_not_match_touches_nothing(settings_env: dict[str, s
         ctx.snapshots().restore("clean")
     assert world.calls[calls:] == []  # nothing stopped, nothing restored
     ctx.close()
+
+
+def test_image_del_frees_the_space_and_the_snapshot_says_so(settings_env: dict[str, str], tmp_path: Path,
+                                                            world: World) -> None:
+    ctx = make_ctx(settings_env, tmp_path, world)
+    ctx.runs().start_all()
+    snaps = ctx.snapshots()
+    snaps.take("clean")
+    assert snaps.store.saved_of("web02")
+    result = ctx.delete_image("web02")
+    assert result.ok and result.detail.endswith("its state left 1 snapshot(s)")
+    assert snaps.store.saved_of("web02") == []
+    ctx.runs().start_all()  # web02 comes back with a new identity: the snapshot no longer fits
+    with pytest.raises(ConfigError, match="host web02: its saved state is gone from the snapshot"):
+        snaps.restore("clean")
+    ctx.close()
+
+
+def test_a_snapshot_keeps_its_golden_generation(tmp_path: Path) -> None:
+    cache, state = tmp_path / "cache", tmp_path / "state"
+    store = Store(state, "lab")
+    store.commit(store.partial("s"), manifest(golden=[str(cache / "rootfs-k-20261201000000")]))
+    refs = disk_refs([state])
+    assert in_use(cache, "rootfs-k-20261201000000", refs) == (
+        f"snapshot {store.folder('s')} uses {cache / 'rootfs-k-20261201000000'}")
+    assert in_use(cache, "rootfs-k-20261202000000", refs) is None
+    store.delete("s")
+    assert disk_refs([state]) == []
 
 
 def test_a_provider_without_snapshots_says_so(settings_env: dict[str, str], tmp_path: Path, world: World) -> None:
