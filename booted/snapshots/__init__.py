@@ -34,8 +34,9 @@ class Snapshots:
 
     def listing(self) -> list[tuple[Manifest, int]]:
         """Every complete snapshot with its size on disk (bytes)."""
-        with self.handle.locked("listing the snapshots of"):
-            resume_leftovers(self.handle)
+        if records.paused(self.handle.kit.inventory, self.handle.env.name):  # a killed snapshot run's
+            with self.handle.locked("resuming hosts a killed snapshot left paused in"):
+                resume_leftovers(self.handle)
         return [(m, size_on_disk(self.store.folder(m.name))) for m in self.store.all()]
 
     def unfinished_restore(self) -> tuple[int, str, str] | None:

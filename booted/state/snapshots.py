@@ -5,7 +5,6 @@ user stopped it). The snapshots' files live under the state directory (booted/sn
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -112,7 +111,3 @@ def put_back(inv: Inventory, hosts: list[str], records: Records) -> None:
         db.executemany("INSERT INTO pins (host, service, version, env_version, at) VALUES (?,?,?,?,?)",
                        [(p["host"], p["service"], p["version"], p["env_version"], now)
                         for p in records.get("pins", []) if p["host"] in hosts])
-
-
-def as_text(records: Records) -> str:
-    return json.dumps(records, sort_keys=True)
