@@ -53,6 +53,8 @@ class SnapProvider(FakeProvider):
 
     def restore(self, lab: Lab, name: str, folder: Path) -> None:
         self.world.calls.append(f"restore {name}")
+        if name in self.world.fail_start and "crash" in self.world.calls:
+            raise KeyboardInterrupt  # the run dies here (as a kill would end it: nothing after runs)
         self.world.hosts[name] = FakeHost(**json.loads((folder / "host.json").read_text()))
 
 
@@ -185,6 +187,27 @@ def test_a_restore_that_does_not_match_touches_nothing(settings_env: dict[str, s
     with pytest.raises(ConfigError, match="host web03: in environments.py, not in the snapshot"):
         ctx.snapshots().restore("clean")
     assert world.calls[calls:] == []  # nothing stopped, nothing restored
+    ctx.close()
+
+
+def test_a_restore_that_dies_half_way_is_finished_by_a_rerun(settings_env: dict[str, str], tmp_path: Path,
+                                                              world: World) -> None:
+    ctx = make_ctx(settings_env, tmp_path, world)
+    ctx.runs().start_all()
+    snaps = ctx.snapshots()
+    snaps.take("clean")
+    ctx.inventory.record_release("web01", "hello", "1.1")
+    world.fail_start.add("web02")
+    world.calls.append("crash")
+    with pytest.raises(KeyboardInterrupt):
+        snaps.restore("clean")  # dies after lb01 and web01 got their state back, before web02 and the boot
+    world.fail_start.clear()
+    assert snaps.unfinished_restore() is not None and snaps.unfinished_restore()[1:] == ("clean", "disks")
+    assert world.running == {}  # stopped, not booted yet
+    _, results = snaps.restore("clean")
+    assert all(r.ok for r in results) and sorted(world.running) == ["lb01", "web01", "web02"]
+    assert ctx.inventory.releases()[("web01", "hello")] == "1.0"
+    assert snaps.unfinished_restore() is None
     ctx.close()
 
 
