@@ -22,7 +22,7 @@ from booted.environments import load_environments
 from booted.errors import ConfigError, ProviderError, StateError
 from booted.images.generations import disk_refs, in_use
 from booted.providers.lab import Lab
-from booted.snapshots import decide
+from booted.snapshots import Snapshots, decide
 from booted.snapshots.store import Manifest, SavedHost, Store
 from booted.state import snapshots as records
 from tests.conftest import REPO
@@ -71,6 +71,15 @@ def make_ctx(settings_env: dict[str, str], tmp_path: Path, world: World, last: s
                                   "BOOTED_BOOT_TIMEOUT": "2"})
     return Booted(settings, say=lambda line: None, providers={"netns": lambda s: SnapProvider(s, world)},
                   fleets=lambda ctx: FakeFleet(world, tmp_path))
+
+
+def snapped(settings_env: dict[str, str], tmp_path: Path, world: World) -> tuple[Booted, Snapshots]:
+    """The fake lab started, with a snapshot "clean" of it."""
+    ctx = make_ctx(settings_env, tmp_path, world)
+    assert ctx.runs().start_all().failed() == []
+    snaps = ctx.snapshots()
+    snaps.take("clean")
+    return ctx, snaps
 
 
 @pytest.mark.parametrize("name", ["clean", "before-1-1", "2026_12_06", "a"])
@@ -192,10 +201,7 @@ def test_a_restore_that_does_not_match_touches_nothing(settings_env: dict[str, s
 
 def test_a_restore_that_dies_half_way_is_finished_by_a_rerun(settings_env: dict[str, str], tmp_path: Path,
                                                               world: World) -> None:
-    ctx = make_ctx(settings_env, tmp_path, world)
-    ctx.runs().start_all()
-    snaps = ctx.snapshots()
-    snaps.take("clean")
+    ctx, snaps = snapped(settings_env, tmp_path, world)
     ctx.inventory.record_release("web01", "hello", "1.1")
     world.fail_start.add("web02")
     world.calls.append("crash")
@@ -213,10 +219,7 @@ def test_a_restore_that_dies_half_way_is_finished_by_a_rerun(settings_env: dict[
 
 def test_image_del_frees_the_space_and_the_snapshot_says_so(settings_env: dict[str, str], tmp_path: Path,
                                                             world: World) -> None:
-    ctx = make_ctx(settings_env, tmp_path, world)
-    ctx.runs().start_all()
-    snaps = ctx.snapshots()
-    snaps.take("clean")
+    ctx, snaps = snapped(settings_env, tmp_path, world)
     assert snaps.store.saved_of("web02")
     result = ctx.delete_image("web02")
     assert result.ok and result.detail.endswith("its state left 1 snapshot(s)")
