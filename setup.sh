@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(nginx apt-cacher-ng systemd-container openssh-client debootstrap iproute2 nftables util-linux curl iputils-ping openssl git ca-certificates
+packages=(nginx apt-cacher-ng systemd-container openssh-client debootstrap iproute2 nftables ethtool util-linux curl iputils-ping openssl git ca-certificates
           python3-venv qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio kmod extlinux syslinux-common fdisk mmdebstrap
           libvirt-clients libxml2-utils libvirt-daemon libvirt-daemon-driver-qemu xorriso pxelinux)
 missing=()

@@ -71,7 +71,7 @@ class Booted:
 
     @cached_property
     def environments(self) -> dict[str, Environment]:
-        return load_environments(self.settings.environments_file)
+        return load_environments(self.settings.environments_file, self.settings.load_timeout)
 
     @cached_property
     def services(self) -> dict[str, Service]:
@@ -216,7 +216,7 @@ class Booted:
     def reload_environments(self) -> None:
         """Read environments.py again (the monitor follows the user's edits); raises ConfigError and keeps
         the environments it had when the file does not validate. Lab handles are made anew."""
-        environments = load_environments(self.settings.environments_file)
+        environments = load_environments(self.settings.environments_file, self.settings.load_timeout)
         self.__dict__["environments"] = environments  # replaces the cached_property's value
         self._labs.clear()
 

@@ -176,8 +176,8 @@ def test_nan_and_infinity_are_not_numbers(tmp_path: Path, key: str, value: str) 
 
 def test_a_file_that_does_not_finish_is_an_error_naming_its_line(tmp_path: Path) -> None:
     path = write(tmp_path, "import time\n\nwhile True:\n    time.sleep(0.01)\n")
-    with pytest.raises(ConfigError, match=rf"^{path}:4: still running after 0.3 s \(LOAD_TIMEOUT\): environments.py "
-                                          "must only define ENVIRONMENTS"):
+    with pytest.raises(ConfigError, match=rf"^{path}:4: still running after 0.3 s \(BOOTED_LOAD_TIMEOUT\): "
+                                          "environments.py must only define ENVIRONMENTS"):
         load_environments(path, timeout=0.3)
 
 
@@ -258,3 +258,35 @@ def test_host_images_made_on_another_network(tmp_path: Path) -> None:
                                "(10.213.29.2), web03 (10.213.29.4) were made on the old one and keep their address; "
                                "delete them first: fab image_del web01,web03 (they are made again on the new network)")
     check_images(env, images[1:2])
+
+
+def test_impair_per_environment_and_host(tmp_path: Path) -> None:
+    from booted.impair.spec import Impairment
+    text = GOOD.replace('"min": {"worker": 1},', '"min": {"worker": 1},\n        "impair": {"loss": "1%"},').replace(
+        '"lb01": {"role": "lb"}', '"lb01": {"role": "lb", "impair": {"delay": "100ms", "rate": "10mbit"}}')
+    env = load_environments(write(tmp_path, text))["lab"]
+    assert env.impair == Impairment(loss_pct=1.0)
+    assert env.host("lb01").impair == Impairment(delay_ms=100.0, rate_bits=10_000_000)
+    assert env.host("web01").impair is None  # the environment's applies
+
+
+@pytest.mark.parametrize(("old", "new", "line", "words"), [
+    ('"lb01": {"role": "lb"}', '"lb01": {"role": "lb", "impair": {"delay": "100"}}', 6,
+     ["host 'lb01'", "impair: delay: '100' is not a duration", "100ms"]),
+    ('"lb01": {"role": "lb"}', '"lb01": {"role": "lb",\n "impair": {"delay": "1ms",\n "loss": "200%"}}', 8,
+     ["impair: loss: '200%'", "0% to 100%"]),
+    ('"min": {"worker": 1},', '"min": {"worker": 1},\n        "impair": {"speed": "1mbit"},', 10,
+     ["impair: unknown key(s) ['speed']", "delay, jitter, loss, rate"]),
+    ('"min": {"worker": 1},', '"min": {"worker": 1},\n        "impair": "slow",', 10, ["impair: must be a dict"]),
+    ('"min": {"worker": 1},', '"min": {"worker": 1},\n        "impair": {"rate": "10mb"},', 10,
+     ["rate: '10mb' is not a rate", "10mbit"]),
+])
+def test_impair_errors_name_file_line(tmp_path: Path, old: str, new: str, line: int, words: list[str]) -> None:
+    path = write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(ConfigError) as info:
+        load_environments(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}:"), message
+    assert "environment 'lab'" in message
+    for word in words:
+        assert word in message, message

@@ -86,6 +86,14 @@ def test_a_guest_report_out_of_order_is_moved_and_said() -> None:
     contiguous(t)
 
 
+def test_a_service_that_served_before_sshd_listened_is_in_order() -> None:
+    """The boot script starts the service beside sshd: serving first is no disorder, its phase is empty."""
+    t = vm_host(sshd=4.00, serving=3.10)
+    assert t.note == "" and t.serving == t.sshd == pytest.approx(1005.80)
+    assert {p.name: p.seconds for p in phases(t)}["service"] == pytest.approx(0.0)
+    contiguous(t)
+
+
 def test_a_guest_clock_at_the_wrong_speed_is_spread_between_its_rtc_and_its_line() -> None:
     """Under TCG on a busy machine a VM's clock ran 4x (recorded: uptime 74.3 s 18 s after QEMU started, its wall
     clock 56 s ahead): its kernel's start by its RTC (wall - uptime, to the second) and its boot-log line give

@@ -10,13 +10,15 @@ from typing import Any
 
 from booted.environments.monitor import MonitorSpec
 from booted.errors import ConfigError
+from booted.impair.spec import Impairment
 from booted.providers.lab import Options
 from booted.providers.options import env_keys, host_keys
 from booted.rules import DEBIAN_PACKAGE
 
 # the keys every provider reads, and (providers/options.py) those one provider reads and checks itself
-HOST_KEYS = {"role", "service", "version", "memory", "cpus"} | host_keys()
-ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor"} | env_keys()
+HOST_KEYS = {"role", "service", "version", "memory", "cpus", "impair"} | host_keys()
+ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor",
+            "impair"} | env_keys()
 INITS = ("busybox", "systemd")
 RANGE_RE = re.compile(r"^([a-z][a-z0-9-]*)\[(\d+):(\d+)\]([a-z0-9-]*)\Z")
 
@@ -31,6 +33,7 @@ class HostSpec:
     version: str | None
     memory: int = 256
     cpus: int = 1
+    impair: Impairment | None = None  # its link's impairment (None: the environment's)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Environment:
     monitor: MonitorSpec = field(default_factory=MonitorSpec)  # max, target and the monitor's settings
     options: Options = field(default_factory=Options)  # its provider's own keys (qemu: boot; libvirt: hypervisors...)
     where_network: str = ""  # file:line of its 'network' key, for errors found later (on this machine)
+    impair: Impairment = field(default_factory=Impairment)  # its hosts' links' impairment, unless a host says
 
     def host(self, name: str) -> HostSpec:
         for spec in self.hosts:

@@ -18,6 +18,7 @@ from booted.environments.model import (
 )
 from booted.environments.monitor import parse_monitor
 from booted.errors import ConfigError
+from booted.impair.spec import Impairment, impairment
 from booted.providers import NAMES as PROVIDERS
 from booted.providers.options import parse_options
 from booted.rules import HOST_NAME, VERSION
@@ -68,8 +69,23 @@ def environment(name: Any, value: Any, lines: Lines) -> Environment:
     for host in hosts:
         roles[host.role] = roles.get(host.role, 0) + 1
     monitor = parse_monitor(name, value, roles, minimum, lines.at)
+    impair = _impair(value, lines, name) or Impairment()
     return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path), packages, init, monitor,
-                       options, lines.at(name, "network"))
+                       options, lines.at(name, "network"), impair)
+
+
+def _impair(spec: dict[str, Any], lines: Lines, env: str, key: str | None = None) -> Impairment | None:
+    """An environment's or a host's `impair` dict (booted/impair/spec.py), or None when it has none."""
+    if "impair" not in spec:
+        return None
+    path = (env, key, "impair") if key is not None else (env, "impair")
+    try:
+        return impairment(spec["impair"])
+    except ValueError as exc:
+        sub = str(exc).split(":", 1)[0]
+        where = lines.at(*path, sub) if isinstance(spec["impair"], dict) and sub in spec["impair"] else lines.at(*path)
+        owner = f"host {key!r}: " if key is not None else ""
+        raise ConfigError(f"{where}: environment {env!r}: {owner}impair: {exc}") from None
 
 
 def _network(env: str, raw: Any, lines: Lines) -> ipaddress.IPv4Network:
@@ -122,7 +138,8 @@ def _hosts(env: str, key: Any, spec: Any, lines: Lines) -> list[HostSpec]:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: memory {memory!r}: MB, 64..65536")
     if not _whole(cpus) or not 1 <= cpus <= 64:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: cpus {cpus!r}: 1..64")
-    return [HostSpec(n, role, service, version, memory, cpus) for n in names]
+    impair = _impair(spec, lines, env, key)
+    return [HostSpec(n, role, service, version, memory, cpus, impair) for n in names]
 
 
 def _whole(value: Any) -> bool:

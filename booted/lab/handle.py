@@ -1,10 +1,8 @@
-"""The lab handle: one environment on this machine (environment + lab + provider, checked once).
-
-It owns the lab's host images and their lifecycle: make, clone, delete, start (boot + discovery: each
-fresh host has phoned home and answers SSH), stop. It is handed the run's kit, the service definitions and
-booted's gateway work; it never delivers a service (booted/runs.py composes that on top of it) and never
-reaches back up for more. Nothing else reaches a provider.
-"""
+"""The lab handle: one environment on this machine (environment + lab + provider, checked once). It owns
+the lab's host images and their lifecycle: make, clone, delete, start (boot + discovery: each fresh host has
+phoned home and answers SSH; its links impaired as wanted: booted/impair/), stop. It is handed the run's kit,
+the service definitions and booted's gateway work; it never delivers a service (booted/runs.py composes that
+on top of it) and never reaches back up for more. Nothing else reaches a provider."""
 
 from __future__ import annotations
 
@@ -22,6 +20,7 @@ from booted.discovery.wait import Expected, boot_timeout, wait_booted
 from booted.environments import Environment, HostSpec
 from booted.errors import ConfigError, ProviderError, StateError
 from booted.hosts.identity import Identity, hash_password
+from booted.impair.links import LabLinks
 from booted.kit import Kit
 from booted.lab import timeline
 from booted.lab.hostimages import ensure_image, identity
@@ -52,8 +51,8 @@ class LabHandle:
         self.lab = Lab(env.name, s.lab_id(env.name), env.network, s.state_dir / "labs" / env.name, init=env.init,
                        options=env.options, placed=self.placed)
         self.provider = provider(s)
-        self._checked = False
-        self._lock = LabLock(kit.locks, env.name)
+        self._checked, self._lock = False, LabLock(kit.locks, env.name)
+        self.links = LabLinks(kit, self.lab, env, self.provider, self.locked)  # impaired links (booted/impair/)
 
     @property
     def name(self) -> str:
@@ -112,11 +111,10 @@ class LabHandle:
 
     def packages(self) -> tuple[str, ...]:
         """The extra Debian packages of this lab's golden image: the environment's and its services'."""
-        services = self.services
         wanted = set(self.env.packages) | (set(SYSTEMD_PACKAGES) if self.env.init == "systemd" else set())
         for spec in self.env.hosts:
-            if spec.service is not None and spec.service in services:
-                wanted |= set(services[spec.service].packages)
+            if spec.service is not None and spec.service in self.services:
+                wanted |= set(self.services[spec.service].packages)
         return tuple(sorted(wanted))
 
     # host images -----------------------------------------------------------------------------------
@@ -168,10 +166,9 @@ class LabHandle:
     # lifecycle -------------------------------------------------------------------------------------
     @under_lab_lock("starting hosts of")
     def start(self, images: list[Image], serving: Serving | None = None) -> list[HostResult]:
-        """Start host images (running ones are left as they are) and wait until each has booted: phoned
-        home in the boot log with its pinned host key, and answers SSH. `serving` (fresh hosts, the hosts
-        running or about to) says what each fresh host serves at boot, before it phones home; it is asked
-        once the lab network and booted's nginx are up."""
+        """Start host images (running ones are left as they are) and wait until each has booted: phoned home
+        in the boot log with its pinned host key, and answers SSH. `serving` (fresh hosts, the hosts running
+        or about to) says what each fresh host serves at boot; asked once the network and nginx are up."""
         if not images:
             return []
         self.validate([])
@@ -207,6 +204,7 @@ class LabHandle:
         if isinstance(self.provider, VmProvider):
             timeout = boot_timeout(timeout, len(expected))
         waited = wait_booted(kit.inventory, settings.boot_log, expected, since, timeout, kit.say, self.why_not_booted)
+        errors.update(self.links.failed([s.name for s in started]))  # at every (re)start: environments.py, net_impair
         pids = {s.name: s.pid for s in started}  # where each phase of each fresh host's start went (env_timeline)
         timeline.record(kit.inventory, self.env.name, since, {n: pids.get(n) for n in sorted(fresh_names)},
                         {**waited, **{n: HostResult(n, False, e) for n, e in errors.items()}})
@@ -268,6 +266,7 @@ class LabHandle:
         for name in stopped:
             inventory.set_running(name, None)
         inventory.remove_hosts(stopped)
+        self.links.stopped(stopped)
         self.provider.teardown(self.lab)
         self.gateways.serve()  # stop listening on a gateway that is gone
         return [HostResult(n, n not in errors, errors.get(n, "stopped" if n in running else "was not running"))
@@ -293,6 +292,7 @@ class LabHandle:
                 results[image.name] = HostResult(image.name, False, f"stopped, but its disk stays: {exc}")
                 continue
             inventory.forget_releases(image.name)
+        self.links.forget()  # env_stop: nothing impaired, nothing recorded
         if not names:
             self.provider.teardown(self.lab)
             self.gateways.serve()

@@ -12,7 +12,9 @@ happens, all on the controller's clock.
   at the wrong speed (its TSC calibrated against a timer while its vCPU was not running): then its wall
   clock minus its uptime (its kernel's start by its RTC) disagrees with the line by more than the RTC's
   second, and its moments are spread at the speed the two ends give, between that start and the line.
-  A moment out of order (a guest's report is never trusted) is moved into order and the timeline says so.
+  The service starts beside sshd: its phase is what the host waited for it once sshd listened (none if it
+  served first). A moment out of order (a guest's report is never trusted) is moved into order and the
+  timeline says so.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def build(env: str, host: str, start: float, created: float | None, logged: floa
     for name, value in moments.items():
         if value is None:
             continue
+        if name == "serving":  # the service starts beside sshd: serving before sshd listened is in order
+            value = max(value, low)
         fixed = min(max(value, low), logged)
         if abs(fixed - value) > MOVED:
             moved.append(f"{name} {fixed - value:+.2f}s")

@@ -121,6 +121,11 @@ class Provider(ABC):
         guest port -> 127.0.0.1:forwarded port); empty when the host answers at its lab IP."""
         return {}
 
+    def local_nics(self, lab: Lab, name: str, ip: str) -> dict[str, str]:
+        """A host's NICs as links on this machine, the controller's side of each: network -> interface
+        (booted/impair/ impairs them). {}: none here (user-mode networking, a remote hypervisor...)."""
+        return {}
+
     def place(self, lab: Lab, hosts: list[Identity], recorded: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """Which hypervisor each host runs on (providers with several; the others place nothing): returns
         (host -> hypervisor name, host -> why it could not be placed). `recorded`: where hosts were placed

@@ -68,6 +68,9 @@ class NetnsProvider(Provider):
     def veth(lab: Lab, ip: str) -> str:
         return lab.link("v", ip)
 
+    def local_nics(self, lab: Lab, name: str, ip: str) -> dict[str, str]:
+        return {lab.env: self.veth(lab, ip)}  # the lab's one network is named after its environment
+
     # contract ------------------------------------------------------------------------------------
     def host_of(self, lab: Lab, argv: list[str]) -> str | None:
         """`unshare ... booted-host <lab dir>/hosts/<name>/root ...` whose namespace still exists."""

@@ -78,6 +78,10 @@ class QemuProvider(VmProvider):
     def endpoints(self, lab: Lab, name: str) -> dict[int, tuple[str, int]]:
         return {guest: ("127.0.0.1", fwd) for guest, fwd in read_forwards(lab.host_dir(name)).items()}
 
+    def local_nics(self, lab: Lab, name: str, ip: str) -> dict[str, str]:
+        tap = recorded_tap(lab.host_dir(name))  # none: user-mode networking, nothing of it is a link here
+        return {lab.env: tap} if tap else {}
+
     def listen_addresses(self, lab: Lab) -> list[str]:
         addresses = ["127.0.0.1"] if (lab.dir / USERNET_MARK).exists() else []
         return addresses + ([lab.gateway] if link_exists(lab.bridge) else [])

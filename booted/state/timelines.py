@@ -22,7 +22,7 @@ PHASES = (
     ("kernel", "init", "the guest's kernel, until it starts PID 1"),
     ("init", "boot", "init (busybox or systemd; a netns host: its namespaces and mounts) until booted's boot script"),
     ("sshd", "sshd", "hostname, network, login user, until sshd listens"),
-    ("service", "serving", "serve.sh: fetch the release from booted's nginx, start the service, until it is healthy"),
+    ("service", "serving", "serve.sh, started beside sshd: fetch the release, start the service, until it is healthy"),
     ("phone-home", "logged", "the call to booted's nginx, until the boot-log line is written"),
     ("verify", "verified", "booted reads and vets the line, then gets the host's SSH banner"),
 )
