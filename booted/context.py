@@ -26,6 +26,7 @@ from booted.remote.reach import Remote
 from booted.remote.services import Service, discover, get_service
 from booted.results import HostResult
 from booted.runs import Runs
+from booted.snapshots import Snapshots
 from booted.state.inventory import Image, Inventory
 from booted.state.locks import Locks
 
@@ -104,6 +105,10 @@ class Booted:
     def runs(self, env: str | None = None) -> Runs:
         """Start runs of an environment: boot its hosts, then make them serve (booted/runs.py)."""
         return Runs(self.lab(env), self.remote)
+
+    def snapshots(self, env: str | None = None) -> Snapshots:
+        """The snapshots of an environment (booted/snapshots/)."""
+        return Snapshots(self.lab(env), self.remote)
 
     def runs_of(self, host: str, env: str | None = None) -> Runs:
         return Runs(self.lab_of(host, env), self.remote)
@@ -223,7 +228,11 @@ class Booted:
             shutil.rmtree(self.settings.state_dir / "labs" / image.env / "hosts" / name, ignore_errors=True)
             self.gateways.forget_image(name)
             return HostResult(name, True, f"deleted; {image.ip} and {image.mac} released")
-        return self.lab_of(name, env).delete(name)
+        handle = self.lab_of(name, env)
+        result = handle.delete(name)
+        if result.ok and image is not None and (held := Snapshots(handle, self.remote).forget_host(name)):
+            result = HostResult(name, True, f"{result.detail}; its state left {held} snapshot(s)")
+        return result
 
     def golden(self, refresh: bool = False) -> GoldenImage:
         """The golden image (built when missing, or when Debian's suites moved on: checked at most daily;
