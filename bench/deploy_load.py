@@ -8,7 +8,7 @@
    through the lb (issue 19: a deploy under load must take at most 3x the idle one, or 6 s).
 
     sudo .venv/bin/python bench/deploy_load.py              # ~2 min
-    sudo .venv/bin/python bench/deploy_load.py --deploys 2 --timed 2  # the smoke
+    sudo .venv/bin/python bench/deploy_load.py --deploys 1 --timed 1  # the smoke
 
 Last line: `failed_stop_start=.. failed_overlap=.. requests=.. idle_deploy_s=.. loaded_deploy_s=..
 loaded_over_idle=.. within_bound=yes|no`.

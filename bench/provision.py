@@ -1,18 +1,20 @@
 """Provisioning: image-based (golden image + copy-on-write clone: booted's way) against installing each host.
 
     sudo .venv/bin/python bench/provision.py                 # 1 and 3 hosts (~5 min)
-    sudo .venv/bin/python bench/provision.py --smoke         # 1 host, no warm-up debootstrap
+    sudo .venv/bin/python bench/provision.py --smoke         # 1 host, no warm-up, debootstrap's first stage only
     sudo .venv/bin/python bench/provision.py --installer 900 # also run Debian's installer (preseed) for 1 host
 
 image: `fab env_start_all` of N qemu hosts serving hello, the golden image already built (the image is made
 once, not per host). installer (lower bound): what every native install does at least, per host: a
 debootstrap of the same Debian 12 system (same packages, `--variant=minbase`) into the host's own file
 system, N at once, packages from a warm local cache (an installer would have a warm apt proxy), then the
-same boot to serving as the image path. A real installer also partitions, installs a kernel and a boot
-loader and reboots, so this is the least it can take. With `--installer S`, Debian's own installer runs too
-(`fab image_build --installer preseed`, 1 host, at most S seconds): on our machines it cannot finish (the
-only Debian mirror serves no .udeb installer components) and the table says so, and how far it got: when it
-fetched its preseed from booted's nginx and when it asked the lab's apt proxy for the Debian mirror.
+same boot to serving as the image path (`--smoke`: debootstrap's first stage only, `--foreign`: the
+packages fetched and unpacked but not configured, so its install time is not a lower bound). A real
+installer also partitions, installs a kernel and a boot loader and reboots, so this is the least it can
+take. With `--installer S`, Debian's own installer runs too (`fab image_build --installer preseed`, 1 host,
+at most S seconds): on our machines it cannot finish (the only Debian mirror serves no .udeb installer
+components) and the table says so, and how far it got: when it fetched its preseed from booted's nginx
+and when it asked the lab's apt proxy for the Debian mirror.
 Last line: `installer_lb_over_image_1=<ratio> [installer_lb_over_image_N=<ratio>] debian_installer_finished=<0|1|->`.
 """
 
@@ -57,21 +59,23 @@ def image_based(n: int, work: Path) -> float:
     return seconds
 
 
-def debootstrap(target: Path, cache: Path, mirror: str) -> None:
-    proc = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+def debootstrap(target: Path, cache: Path, mirror: str, foreign: bool = False) -> None:
+    """`foreign`: the first stage only (fetch and unpack, no configuring): half the time, for a smoke."""
+    proc = subprocess.run(["debootstrap", "--variant=minbase", *(["--foreign"] if foreign else []),
+                           f"--include={','.join(PACKAGES)}",
                            f"--cache-dir={cache}", SUITE, str(target), mirror], capture_output=True, text=True,
                           check=False)
     if proc.returncode != 0:
         raise BenchError(f"debootstrap failed: {proc.stdout[-800:]} {proc.stderr[-800:]}")
 
 
-def installs(n: int, work: Path, cache: Path, mirror: str) -> float:
+def installs(n: int, work: Path, cache: Path, mirror: str, foreign: bool = False) -> float:
     """Seconds for N debootstraps at once (each into its own folder, removed afterwards)."""
     targets = [work / f"install{n}-{i}" for i in range(n)]
     start = time.perf_counter()
     try:
         with ThreadPoolExecutor(max_workers=n) as pool:
-            list(pool.map(lambda t: debootstrap(t, cache, mirror), targets))
+            list(pool.map(lambda t: debootstrap(t, cache, mirror, foreign), targets))
         return time.perf_counter() - start
     finally:
         for t in targets:
@@ -121,7 +125,8 @@ def debian_installer(work: Path, timeout: int) -> tuple[bool, float, str, dict[s
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="1 host, no warm-up of the package cache")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 host, no warm-up of the package cache, debootstrap's first stage only")
     parser.add_argument("--hosts", type=int, default=3, help="the larger lab size (default 3)")
     parser.add_argument("--installer", type=int, default=0, metavar="SECONDS",
                         help="also run Debian's installer for 1 host, at most SECONDS")
@@ -149,7 +154,7 @@ def main() -> int:
             say(f"{n} host(s): image-based")
             image = image_based(n, work)
             say(f"{n} host(s): {n} install(s) at once")
-            install = installs(n, work, cache, mirror)
+            install = installs(n, work, cache, mirror, foreign=args.smoke)
             ratio[n] = (install + image) / image
             rows.append((n, f"{image:.1f}", f"{install:.1f}", f"{install + image:.1f}", f"{ratio[n]:.1f}"))
         print(lib.machine())

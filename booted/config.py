@@ -100,6 +100,7 @@ class Settings:
     boot_timeout: int
     boot_parallel: int
     lock_wait: int  # seconds a run waits for another run's lock on the same lab, host or nginx
+    load_timeout: int  # seconds environments.py may run (BOOTED_LOAD_TIMEOUT; it only defines a dict)
     timeout: int | None  # seconds every remote step may take (BOOTED_TIMEOUT; None: each operation's default)
     qemu_net: str  # qemu only: auto | tap | user (BOOTED_QEMU_NET)
     accel: str  # qemu only: auto | kvm | tcg (BOOTED_ACCEL)
@@ -109,6 +110,7 @@ class Settings:
     repos: tuple[tuple[str, str], ...]  # (NAME_REPO, path) for every <NAME>_REPO variable that is set
     is_root: bool
     path: str  # where tools are looked up: PATH, then /usr/sbin and /sbin
+    snapshot_hold: int = 0  # seconds env_snapshot keeps the lab paused after saving (BOOTED_SNAPSHOT_HOLD; tests)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, project_root: Path | None = None) -> Settings:
@@ -136,6 +138,7 @@ class Settings:
             boot_timeout=_int(env, "BOOTED_BOOT_TIMEOUT", 60, 1, 3600),
             boot_parallel=_int(env, "BOOTED_BOOT_PARALLEL", 2 * (os.cpu_count() or 1), 1, 1024),
             lock_wait=_int(env, "BOOTED_LOCK_WAIT", 600, 0, 86400),
+            load_timeout=_int(env, "BOOTED_LOAD_TIMEOUT", 10, 1, 3600),
             timeout=_int(env, "BOOTED_TIMEOUT", 0, 0, 86400) or None,
             qemu_net=_choice(env, "BOOTED_QEMU_NET", ("auto", "tap", "user")),
             accel=_choice(env, "BOOTED_ACCEL", ("auto", "kvm", "tcg")),
@@ -145,6 +148,7 @@ class Settings:
             repos=tuple(sorted((k, v) for k, v in env.items() if k.endswith("_REPO") and v)),
             is_root=os.geteuid() == 0,
             path=os.pathsep.join([env.get("PATH", ""), *SBIN]),
+            snapshot_hold=_int(env, "BOOTED_SNAPSHOT_HOLD", 0, 0, 600),
         )
 
     @staticmethod
@@ -167,7 +171,8 @@ class Settings:
                   "BOOTED_HTTP_PORT": self.http_port,
                   "BOOTED_APT_PORT": self.apt_port, "BOOTED_PARALLEL": self.parallel,
                   "BOOTED_BOOT_TIMEOUT": self.boot_timeout, "BOOTED_BOOT_PARALLEL": self.boot_parallel,
-                  "BOOTED_LOCK_WAIT": self.lock_wait, "BOOTED_TIMEOUT": self.timeout or 0,
+                  "BOOTED_LOCK_WAIT": self.lock_wait, "BOOTED_LOAD_TIMEOUT": self.load_timeout,
+                  "BOOTED_TIMEOUT": self.timeout or 0,
                   "BOOTED_QEMU_NET": self.qemu_net, "BOOTED_ACCEL": self.accel, "BOOTED_MIRROR": self.mirror or "",
                   "BOOTED_SECURITY_MIRROR": self.security_mirror or "", "BOOTED_SERVICES": self.services_dir}
         return {**CHILD_ENV, "PATH": self.path, **{k: str(v) for k, v in values.items()}, **dict(self.repos)}

@@ -26,6 +26,7 @@ from booted.remote.reach import Remote
 from booted.remote.services import Service, discover, get_service
 from booted.results import HostResult
 from booted.runs import Runs
+from booted.snapshots import Snapshots
 from booted.state.inventory import Image, Inventory
 from booted.state.locks import Locks
 
@@ -70,7 +71,7 @@ class Booted:
 
     @cached_property
     def environments(self) -> dict[str, Environment]:
-        return load_environments(self.settings.environments_file)
+        return load_environments(self.settings.environments_file, self.settings.load_timeout)
 
     @cached_property
     def services(self) -> dict[str, Service]:
@@ -104,6 +105,10 @@ class Booted:
     def runs(self, env: str | None = None) -> Runs:
         """Start runs of an environment: boot its hosts, then make them serve (booted/runs.py)."""
         return Runs(self.lab(env), self.remote)
+
+    def snapshots(self, env: str | None = None) -> Snapshots:
+        """The snapshots of an environment (booted/snapshots/)."""
+        return Snapshots(self.lab(env), self.remote)
 
     def runs_of(self, host: str, env: str | None = None) -> Runs:
         return Runs(self.lab_of(host, env), self.remote)
@@ -224,7 +229,7 @@ class Booted:
     def reload_environments(self) -> None:
         """Read environments.py again (the monitor follows the user's edits); raises ConfigError and keeps
         the environments it had when the file does not validate. Lab handles are made anew."""
-        environments = load_environments(self.settings.environments_file)
+        environments = load_environments(self.settings.environments_file, self.settings.load_timeout)
         self.__dict__["environments"] = environments  # replaces the cached_property's value
         self._labs.clear()
 
@@ -236,7 +241,11 @@ class Booted:
             shutil.rmtree(self.settings.state_dir / "labs" / image.env / "hosts" / name, ignore_errors=True)
             self.gateways.forget_image(name)
             return HostResult(name, True, f"deleted; {image.ip} and {image.mac} released")
-        return self.lab_of(name, env).delete(name)
+        handle = self.lab_of(name, env)
+        result = handle.delete(name)
+        if result.ok and image is not None and (held := Snapshots(handle, self.remote).forget_host(name)):
+            result = HostResult(name, True, f"{result.detail}; its state left {held} snapshot(s)")
+        return result
 
     def golden(self, refresh: bool = False) -> GoldenImage:
         """The golden image (built when missing, or when Debian's suites moved on: checked at most daily;

@@ -126,7 +126,7 @@ def test_lb_smoke() -> None:
 @pytest.mark.integration
 @pytest.mark.skipif(os.geteuid() != 0, reason="netns lab hosts need root")
 def test_deploy_load_smoke() -> None:
-    bench = run_bench("deploy_load.py", "--deploys", "2", "--timed", "2", timeout=600)
+    bench = run_bench("deploy_load.py", "--deploys", "1", "--timed", "1", timeout=600)
     got = bench.fields("failed_stop_start", "failed_overlap", "requests", "idle_deploy_s", "loaded_deploy_s",
                        "loaded_over_idle", "within_bound")
     assert got["failed_overlap"] == "0", bench.last  # overlapped restarts refuse no connection
@@ -135,7 +135,7 @@ def test_deploy_load_smoke() -> None:
         positive(got[key])
     assert got["within_bound"] in ("yes", "no")  # a time bound: the bench's figure, not asserted here
     for restart in ("stop, then start (reuse_port = false)", "overlapped (reuse_port = true)"):
-        assert bench.row(restart)[1] == "2" and int(bench.row(restart)[3]) > 0  # 2 deploys, under load
+        assert bench.row(restart)[1] == "1" and int(bench.row(restart)[3]) > 0  # 1 deploy, under load
     through_lb = bench.row("under 20 clients on the lb")[4]
     assert re.fullmatch(r"[1-9]\d* ok, 0 failed", through_lb), through_lb  # the lb lost none during deploys
 
@@ -145,10 +145,12 @@ def test_deploy_load_smoke() -> None:
                     reason="QEMU VMs and a private libvirtd need root and libvirt-daemon (setup.sh)")
 def test_libvirt_smoke() -> None:
     bench = run_bench("libvirt.py", "--smoke", timeout=900)
-    got = bench.fields("libvirt_over_qemu", "libvirt_over_qemu_disk")
-    positive(got["libvirt_over_qemu"])
+    # the smoke's ways: libvirt and the same disk booted by booted's QEMU (qemu's direct kernel boot runs in
+    # every other VM test)
+    got = bench.fields("libvirt_over_qemu_disk")
     positive(got["libvirt_over_qemu_disk"])
-    for way in ("qemu", "qemu-disk", "libvirt"):  # each way served its host once (the bench checked "1 ok")
+    assert not [line for line in bench.out.splitlines() if line.startswith("qemu  ")], bench.out
+    for way in ("qemu-disk", "libvirt"):  # each way served its host once (the bench checked "1 ok")
         _, hosts, median, first, best, runs = bench.row(way)
         assert (hosts, runs) == ("1", "1") and positive(median) == float(first) == float(best)
 

@@ -65,7 +65,8 @@ def test_a_new_service_folder_gets_tasks(settings_env: dict[str, str], tmp_path:
     ("ENVIRONMENTS = {'lab': {'network': '10.213.50.0/24', 'hosts': {'a1': {}}}}\n",
      ["hosts_run", "true", "--timeout", "100000"], 2, r"--timeout 100000: seconds each host may take, 1\.\.86400"),
     ("import time\ntime.sleep(3600)\n", ["env_status"], 2,
-     r"environments.py:2: still running after 10 s \(LOAD_TIMEOUT\): environments.py must only define ENVIRONMENTS"),
+     r"environments.py:2: still running after 2 s \(BOOTED_LOAD_TIMEOUT\): environments.py must only define "
+     "ENVIRONMENTS"),
     ("raise SystemExit(0)\n", ["env_status"], 2, r"environments.py:1: it calls exit\(\) \(SystemExit 0\)"),
     ("ENVIRONMENTS = {'lab': {'network': '127.0.0.0/24', 'hosts': {'a1': {}}}}\n", ["env_status"], 2,
      r"environments.py:1: environment 'lab': network '127.0.0.0/24' must be a private range"),
@@ -80,7 +81,8 @@ def test_a_new_service_folder_gets_tasks(settings_env: dict[str, str], tmp_path:
 ])
 def test_user_mistakes(settings_env: dict[str, str], text: str, args: list[str], code: int, pattern: str) -> None:
     Path(settings_env["BOOTED_ENVIRONMENTS"]).write_text(text)
-    proc = fab(settings_env, *args)
+    waits = "time.sleep" in text  # a file that never finishes: waited out for BOOTED_LOAD_TIMEOUT, 2 s here
+    proc = fab({**settings_env, "BOOTED_LOAD_TIMEOUT": "2"} if waits else settings_env, *args)
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert re.search(pattern, proc.stderr), proc.stderr
     assert "Traceback" not in proc.stderr

@@ -176,8 +176,8 @@ def test_nan_and_infinity_are_not_numbers(tmp_path: Path, key: str, value: str) 
 
 def test_a_file_that_does_not_finish_is_an_error_naming_its_line(tmp_path: Path) -> None:
     path = write(tmp_path, "import time\n\nwhile True:\n    time.sleep(0.01)\n")
-    with pytest.raises(ConfigError, match=rf"^{path}:4: still running after 0.3 s \(LOAD_TIMEOUT\): environments.py "
-                                          "must only define ENVIRONMENTS"):
+    with pytest.raises(ConfigError, match=rf"^{path}:4: still running after 0.3 s \(BOOTED_LOAD_TIMEOUT\): "
+                                          "environments.py must only define ENVIRONMENTS"):
         load_environments(path, timeout=0.3)
 
 
@@ -261,7 +261,7 @@ def test_host_images_made_on_another_network(tmp_path: Path) -> None:
 
 
 def test_impair_per_environment_and_host(tmp_path: Path) -> None:
-    from booted.impair.spec import Impairment
+    from booted.environments.impairment import Impairment
     text = GOOD.replace('"min": {"worker": 1},', '"min": {"worker": 1},\n        "impair": {"loss": "1%"},').replace(
         '"lb01": {"role": "lb"}', '"lb01": {"role": "lb", "impair": {"delay": "100ms", "rate": "10mbit"}}')
     env = load_environments(write(tmp_path, text))["lab"]

@@ -13,7 +13,7 @@ from typing import Any
 
 from booted.errors import ConfigError
 
-LOAD_TIMEOUT = 10.0  # seconds environments.py may run; it only defines a dict
+LOAD_TIMEOUT = 10.0  # seconds environments.py may run; it only defines a dict (BOOTED_LOAD_TIMEOUT)
 
 
 class Lines:
@@ -71,9 +71,9 @@ def run_file(path: Path, timeout: float = LOAD_TIMEOUT) -> dict[str, Any]:
     thread.join(timeout)
     if thread.is_alive():  # left behind (a daemon thread): the run ends with this error
         frame = sys._current_frames().get(thread.ident or 0)
-        raise ConfigError(f"{path}{_line(path, frame=frame)}: still running after {timeout:g} s (LOAD_TIMEOUT): "
-                          "environments.py must only define ENVIRONMENTS; move waiting, loops and network calls "
-                          "out of it")
+        raise ConfigError(f"{path}{_line(path, frame=frame)}: still running after {timeout:g} s "
+                          "(BOOTED_LOAD_TIMEOUT): environments.py must only define ENVIRONMENTS; move waiting, "
+                          "loops and network calls out of it")
     exc = box.get("error")
     if isinstance(exc, SyntaxError) and exc.filename == str(path):
         raise ConfigError(f"{path}:{exc.lineno}: syntax error: {exc.msg}")

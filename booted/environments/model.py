@@ -8,10 +8,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from booted.environments.impairment import Impairment
 from booted.environments.monitor import MonitorSpec
 from booted.environments.networks import Net, address_on
 from booted.errors import ConfigError
-from booted.impair.spec import Impairment
 from booted.providers.lab import Options
 from booted.providers.options import env_keys, host_keys
 from booted.rules import DEBIAN_PACKAGE

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from booted.environments.impairment import Impairment, impairment
 from booted.environments.loader import Lines
 from booted.environments.model import (
     ENV_KEYS,
@@ -18,7 +19,6 @@ from booted.environments.model import (
 from booted.environments.monitor import parse_monitor
 from booted.environments.networks import Net, host_networks, parse_networks
 from booted.errors import ConfigError
-from booted.impair.spec import Impairment, impairment
 from booted.providers import NAMES as PROVIDERS
 from booted.providers.options import parse_options
 from booted.rules import HOST_NAME, VERSION
@@ -80,7 +80,7 @@ def environment(name: Any, value: Any, lines: Lines) -> Environment:
 
 
 def _impair(spec: dict[str, Any], lines: Lines, env: str, key: str | None = None) -> Impairment | None:
-    """An environment's or a host's `impair` dict (booted/impair/spec.py), or None when it has none."""
+    """An environment's or a host's `impair` dict (environments/impairment.py), or None when it has none."""
     if "impair" not in spec:
         return None
     path = (env, key, "impair") if key is not None else (env, "impair")

@@ -19,9 +19,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from booted.environments import Environment
+from booted.environments.impairment import Impairment, impairment, ms_text, rate_text
 from booted.errors import BootedError, ConfigError
 from booted.impair import kernel
-from booted.impair.spec import Impairment, impairment, ms_text, rate_text
 from booted.kit import Kit
 from booted.providers.base import Provider
 from booted.providers.lab import Lab

@@ -35,6 +35,14 @@ mount -t tmpfs -o "mode=0755,uid=$base,gid=$base,size=4m" tmpfs "$boot"
 cp "$ident"/* "$boot/"
 chown -R "$base:$base" "$boot"
 
+# a freezer cgroup of its own (cgroup v1's freezer hierarchy, else v2): env_snapshot pauses the whole host at once
+for h in /sys/fs/cgroup/freezer /sys/fs/cgroup; do
+  if [ -f "$h/cgroup.procs" ]; then
+    { mkdir -p "$h/booted/$ns" && echo $$ >"$h/booted/$ns/cgroup.procs"; } 2>/dev/null || true
+    break
+  fi
+done
+
 if [ "$init" = systemd ]; then
   # nspawn keeps per-container state under /run/systemd/nspawn and insists it be a tmpfs: give it one in
   # this private mount namespace (the machine's /run is untouched)

@@ -24,6 +24,7 @@ from booted.config import CHILD_ENV
 from booted.errors import ProviderError, ToolMissing
 from booted.hosts.identity import Identity
 from booted.images.golden import ensure_golden
+from booted.providers import netns_snapshot as snap
 from booted.providers.base import Progress, Provider, Started
 from booted.providers.bridge import remove_bridge
 from booted.providers.hostroot import SPAN
@@ -56,6 +57,7 @@ class NetnsProvider(Provider):
             raise ToolMissing("\"init\": \"systemd\" on netns hosts needs systemd-nspawn: apt-get install "
                               "systemd-container (or run setup.sh)")
     needs_root = True
+    snapshot_keeps = "each host's writable layer (its overlay's upper dir); a restore boots it"
 
     # names ---------------------------------------------------------------------------------------
     @staticmethod
@@ -107,6 +109,7 @@ class NetnsProvider(Provider):
         return started, errors
 
     def stop(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        snap.thaw({n: self.netns(lab, n) for n in names})  # a frozen process would not die of SIGKILL (cgroup v1)
         running = self.running(lab)
         for name in names:
             if name in running:
@@ -143,6 +146,24 @@ class NetnsProvider(Provider):
         ip_batch([f"netns del {ns}" for ns in stale])
         if not running:
             remove_bridge(lab)
+
+    # snapshots (netns_snapshot.py) ---------------------------------------------------------------------
+    def pause(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        return snap.freeze({n: self.netns(lab, n) for n in names})
+
+    def resume(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        return snap.thaw({n: self.netns(lab, n) for n in names})
+
+    def resume_command(self, lab: Lab, names: list[str]) -> list[str] | None:
+        return snap.thaw_command([self.netns(lab, n) for n in names])
+
+    def save(self, lab: Lab, name: str, folder: Path) -> list[str]:
+        return snap.save(lab.host_dir(name), folder)
+
+    def restore(self, lab: Lab, name: str, folder: Path) -> None:
+        if name in self.running(lab):
+            raise ProviderError(f"host {name} is running: a restore needs it stopped")
+        snap.restore(lab.host_dir(name), folder)
 
     # helpers -------------------------------------------------------------------------------------
     def _plug(self, lab: Lab, hosts: list[Identity], stale: list[str]) -> str:
@@ -188,6 +209,8 @@ class NetnsProvider(Provider):
         hdir = lab.host_dir(host.name)
         for sub in ("root", "upper", "work", "boot"):
             (hdir / sub).mkdir(parents=True, exist_ok=True)
+        lower = snap.pinned_lower(hdir) or lower  # a restored layer boots on the image it was written on
+        (hdir / snap.LOWER).write_text(lower.replace(":", "\n") + "\n")
         ident = hdir / "identity"
         host.write_dir(ident)
         cmd = ["nsenter", f"--net=/run/netns/{ns}", "unshare", "--uts", "--mount", "--pid", "--fork",
@@ -214,7 +237,7 @@ def _on_bridge(link: str, bridge: str) -> bool:
     return master == bridge and bool(flags & 1)
 
 
-CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
+CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/freezer", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
 
 
 def _remove_cgroups(ns: str, wait: float = 5.0) -> None:

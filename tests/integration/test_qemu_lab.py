@@ -1,4 +1,5 @@
-"""The lab end to end on qemu VMs: real kernels (TCG where KVM does not work), tap network, boot log, hello."""
+"""The lab end to end on qemu VMs: real kernels (TCG where KVM does not work), tap network, boot log, hello,
+the boot timeline."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from booted.discovery.aptproxy import AptProxy
 from booted.providers.procs import processes
 from tests.conftest import REPO
 from tests.integration.conftest import LabRun, leftovers
+from tests.integration.test_boot_timeline import check_vm_timeline
 from tests.integration.test_tools import ansible
 
 pytestmark = [pytest.mark.integration,
@@ -38,11 +40,15 @@ def qemu_processes(lab_id: str) -> list[int]:
 
 def test_qemu_lab_boots_serves_and_stops_clean(lab_run: LabRun) -> None:
     Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(ENV)
-    start = lab_run.fab("env_start_all", timeout=600)
-    assert "2 ok, 0 failed" in start.stdout, start.stdout + start.stderr
+    t0 = time.monotonic()
+    start = lab_run.fab("env_start_all", "--json", timeout=600)
+    elapsed = time.monotonic() - t0
+    started = json.loads(start.stdout)
+    assert sorted(r["name"] for r in started if r["ok"]) == ["web01", "web02"], start.stdout + start.stderr
     assert "qemu accelerator: " in start.stderr
     # each VM pulled hello from booted's nginx and served before it phoned home: no deploy over SSH
     assert "hello: served at first boot, verified: web01, web02; deploying over SSH: none" in start.stderr
+    check_vm_timeline(lab_run, started, elapsed)  # where the start's time went: every phase, on the guest's clock
     listed = json.loads(lab_run.fab("hosts_list", "--json").stdout)
     assert {h["name"]: h["ip"] for h in listed} == {"web01": "10.213.60.2", "web02": "10.213.60.3"}
     assert "2 ok, 0 failed" in lab_run.fab("hello_test").stdout
