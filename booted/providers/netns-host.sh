@@ -1,6 +1,7 @@
 # shellcheck shell=sh
 # A netns host, run by booted as `sh -c THIS booted-host ROOT LOWER HOSTDIR IDENTITY INIT NETNS NAME BASE ADDR
-# PYTHON HOSTROOT NICS` (NICS: "eth1=ADDR/PREFIX ..." on the lab's other networks) as real root in the host's new mount, pid and uts namespaces (inside its network namespace).
+# PYTHON HOSTROOT NICS` (NICS: "eth1=ADDR/PREFIX ...", its NICs on the lab's other networks) as real root in
+# the host's new mount, pid and uts namespaces (inside its network namespace).
 # Every path arrives as an argument, never in the text. It contains the host (README: "How a netns host is
 # contained"):
 # - the host's network (lo, eth0 and its address, the sysctls it needs) is set here: the netns belongs to the
