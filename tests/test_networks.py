@@ -10,8 +10,10 @@ import pytest
 
 from booted.environments import load_environments
 from booted.errors import ConfigError
+from booted.hosts.identity import Identity, Nic
 from booted.lab.preflight import check_networks
 from booted.providers.lab import Lab
+from booted.providers.qemu_cmdline import extra_nics
 from booted.remote.services import Service, backend_addresses, listen_address
 from booted.state.records import Image
 
@@ -148,3 +150,18 @@ def test_lab_bridges_and_link_names() -> None:
     assert len(lab.link("q", "10.213.231.254")) <= 15
     single = Lab("lab", "abc123", nets[0][1], Path("/nonexistent"))
     assert [(n.name, n.bridge) for n in single.networks] == [("lab", "btabc123")]
+
+
+def test_identity_and_qemu_nics() -> None:
+    """What a host is told of its other NICs (BOOTED_NICS, read by the boot script) and the tap and virtio NIC
+    qemu gives each."""
+    ident = Identity("w1", "10.213.230.3", 24, "10.213.230.1", "52:54:0a:d5:e6:03", "http://x/booted", "booted",
+                     None, Path("/nonexistent"), "ssh-ed25519 AAAA", network="mgmt",
+                     extra=(Nic("back", "eth1", "10.213.231.3", 24, "52:54:0a:d5:e7:03"),))
+    assert "BOOTED_NICS=eth1=10.213.231.3/24\n" in ident.env_text()
+    assert [n.iface for n in ident.nics] == ["eth0", "eth1"]
+    nets = (("mgmt", ipaddress.IPv4Network("10.213.230.0/24"), True),
+            ("back", ipaddress.IPv4Network("10.213.231.0/24"), False))
+    lab = Lab("tiers", "abc123", nets[0][1], Path("/nonexistent"), nets=nets)
+    assert extra_nics(lab, ident) == ["-netdev", "tap,id=n1,ifname=bqabc1233x1,script=no,downscript=no",
+                                      "-device", "virtio-net-pci,netdev=n1,mac=52:54:0a:d5:e7:03"]

@@ -88,6 +88,10 @@ def test_two_networks(lab_run: LabRun) -> None:
             seen.add(resp.read().decode())
     assert any("web01" in s for s in seen) and any("web02" in s for s in seen), seen
 
+    # hello's health, asked on each host (the controller has no way to back): what hello_test does
+    out = lab_run.fab("hello_test").stdout
+    assert "2 ok, 0 failed" in out, out
+
     # the workers reach each other on back
     got = per_host(lab_run.fab("hosts_run", f"curl -fsS -m 5 http://{back['web02']}:8000/health",
                                "--hosts", "web01").stdout)
