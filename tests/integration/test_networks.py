@@ -25,7 +25,7 @@ from tests.integration.conftest import LabRun, leftovers
 
 pytestmark = pytest.mark.integration
 
-MGMT, BACK = "10.213.236", "10.213.237"
+MGMT, BACK = "10.213.226", "10.213.227"
 ENV = f'''ENVIRONMENTS = {{"tiers": {{
     "provider": "netns",
     "networks": {{"mgmt": "{MGMT}.0/24", "back": "{BACK}.0/24"}},

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.integration,
 ENV = '''ENVIRONMENTS = {
     "qnets": {
         "provider": "qemu",
-        "networks": {"mgmt": "10.213.238.0/24", "data": {"network": "10.213.240.0/24", "gateway": True}},
+        "networks": {"mgmt": "10.213.228.0/24", "data": {"network": "10.213.229.0/24", "gateway": True}},
         "hosts": {"vm01": {"networks": ["mgmt", "data"]}},
     },
 }
@@ -32,17 +32,17 @@ def test_qemu_vm_on_two_networks(lab_run: LabRun) -> None:
     start = lab_run.fab("env_start_all", timeout=600)
     assert "1 ok, 0 failed" in start.stdout, start.stdout + start.stderr
     row = json.loads(lab_run.fab("hosts_list", "--json").stdout)[0]
-    assert row["networks"] == {"mgmt": "10.213.238.2", "data": "10.213.240.2"} and row["ip"] == "10.213.238.2"
+    assert row["networks"] == {"mgmt": "10.213.228.2", "data": "10.213.229.2"} and row["ip"] == "10.213.228.2"
 
     out = lab_run.fab("hosts_run", "ip -o -4 addr", "--hosts", "vm01").stdout
     lines = [line for line in out.splitlines() if "inet " in line]
-    assert any(" eth0 " in f" {line} " and "inet 10.213.238.2/24" in line for line in lines), out
-    assert any(" eth1 " in f" {line} " and "inet 10.213.240.2/24" in line for line in lines), out
+    assert any(" eth0 " in f" {line} " and "inet 10.213.228.2/24" in line for line in lines), out
+    assert any(" eth1 " in f" {line} " and "inet 10.213.229.2/24" in line for line in lines), out
 
     lab = lab_run.ctx().lab("qnets").lab
     taps = sorted(n for n in os.listdir("/sys/class/net") if n.startswith(f"bq{lab.lab_id}"))
-    assert taps == sorted([lab.link("q", "10.213.238.2"), lab.link("q", "10.213.240.2")]), taps
-    ping = subprocess.run(["ping", "-n", "-c", "2", "-W", "2", "10.213.240.2"], capture_output=True, text=True,
+    assert taps == sorted([lab.link("q", "10.213.228.2"), lab.link("q", "10.213.229.2")]), taps
+    ping = subprocess.run(["ping", "-n", "-c", "2", "-W", "2", "10.213.229.2"], capture_output=True, text=True,
                           timeout=20)
     assert ping.returncode == 0, ping.stdout  # "gateway": true: the controller is on that network
 
