@@ -97,7 +97,8 @@ class Fleet:
             conn = self._conns.get(target.name)
             addr, port = target.endpoint(22)
             if conn is None or (conn.host, conn.port) != (addr, port):
-                conn = Connection(addr, port=port, user=self.user, config=self.config.clone(), connect_timeout=self.timeout,
+                conn = Connection(addr, port=port, user=self.user, config=self.config.clone(),
+                                  connect_timeout=self.timeout,
                                   connect_kwargs={"key_filename": str(self.key), "look_for_keys": False,
                                                   "allow_agent": False, "banner_timeout": self.timeout,
                                                   "auth_timeout": self.timeout})
