@@ -52,6 +52,29 @@ class Figures:
     left: list[str] = field(default_factory=list)
 
 
+NEIGH = Path("/proc/sys/net/ipv4/neigh/default")
+
+
+def neigh_needed(hosts: int) -> dict[str, int]:
+    """The ARP table's limits a lab of `hosts` needs: the table is one for every network namespace of the
+    machine (the controller's entry for each host, each host's entry for its gateway and peers), and at its
+    default (gc_thresh3 = 1024) a 500-host lab overflowed it ("neighbor table overflow", hosts unreachable)."""
+    return {"gc_thresh2": max(512, 2 * hosts), "gc_thresh3": max(1024, 4 * hosts)}
+
+
+def neigh_limits(want: dict[str, int], raise_them: bool) -> dict[str, int]:
+    """Check (with raise_them: raise) the ARP table limits; returns the values to restore."""
+    have = {k: int((NEIGH / k).read_text()) for k in want}
+    low = {k: v for k, v in want.items() if have[k] < v}
+    if low and not raise_them:
+        raise BenchError("the ARP table is too small for this lab: " + ", ".join(
+            f"net.ipv4.neigh.default.{k} is {have[k]}, needs {v}" for k, v in low.items())
+            + " (sysctl -w ..., or --raise-limits to raise them for this run)")
+    for k, v in low.items():
+        (NEIGH / k).write_text(str(v))
+    return {k: have[k] for k in low}
+
+
 def pss_kb(pid: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -189,12 +212,27 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=50, help="hosts of the small lab it is compared with")
     parser.add_argument("--network", default="10.214.0.0/23", help="the big lab's network")
     parser.add_argument("--small-network", default="10.213.168.0/24", help="the small lab's network")
+    parser.add_argument("--raise-limits", action="store_true",
+                        help="raise the ARP table's limits (net.ipv4.neigh.default.gc_thresh2/3) for this run")
     args = parser.parse_args()
     if not 1 <= args.small <= 250 or not 1 <= args.hosts <= 1000:
         parser.error("--small must be 1..250 and --hosts 1..1000")
     if os.geteuid() != 0:
         print("bench/scale.py needs root (netns lab hosts)", file=sys.stderr)
         return 2
+    try:
+        restore = neigh_limits(neigh_needed(args.hosts), args.raise_limits)
+    except BenchError as exc:
+        print(f"bench/scale.py: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return measure(args)
+    finally:
+        for k, v in restore.items():
+            (NEIGH / k).write_text(str(v))
+
+
+def measure(args: argparse.Namespace) -> int:
     figures = []
     for n, net in ((args.small, args.small_network), (args.hosts, args.network)):
         tmp = Path(tempfile.mkdtemp(prefix="booted-bench-scale-"))
