@@ -6,6 +6,7 @@ symlinks switched with rename(2), run.sh (the supervisor loop), supervisor.pid, 
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 
 from booted.remote import scripts
@@ -51,9 +52,10 @@ def deploy_script(service: Service, target: Target, release: Release, incoming: 
     """Fetch (`fetch`: URL and sha256 on booted's nginx) or take the uploaded `incoming`, unpack, run the
     setup command once, switch, and (with `restart`) restart the service where wanted (`start`: anyway)."""
     url, sha = fetch or ("", "")
+    supervisor = run_sh(service, target, release.version, backends)
     return scripts.render("deploy", {**host_values(service, target), "rel": f"releases/{release.id}",
-                                     "tgz": incoming, "fetch": url, "sha256": sha,
-                                     "run_sh": run_sh(service, target, release.version, backends),
+                                     "tgz": incoming, "fetch": url, "sha256": sha, "run_sh": supervisor,
+                                     "run_id": hashlib.sha256(supervisor.encode()).hexdigest()[:16],
                                      "restart": "1" if restart else "", "start": "1" if start else "",
                                      "upstream": service.upstream or "", "list": backends,
                                      "setup": quoted_command(service.setup, service, target, release.version, backends)

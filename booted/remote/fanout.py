@@ -97,12 +97,15 @@ class Fleet:
         self._http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy, whatever is set
 
     def connection(self, target: Target) -> Connection:
-        """The (reused) connection to a host; host keys are checked against the lab's known_hosts only."""
+        """The (reused) connection to a host; host keys are checked against the lab's known_hosts only. Each
+        gets its own copy of the config: making a Connection writes to its config (inline_ssh_env), which
+        rebuilds it, and a step reading a shared one at that moment failed ("No attribute ... 'runners'")."""
         with self._lock:
             conn = self._conns.get(target.name)
             addr, port = target.endpoint(22)
             if conn is None or (conn.host, conn.port) != (addr, port):
-                conn = Connection(addr, port=port, user=self.user, config=self.config, connect_timeout=self.timeout,
+                conn = Connection(addr, port=port, user=self.user, config=self.config.clone(),
+                                  connect_timeout=self.timeout,
                                   connect_kwargs={"key_filename": str(self.key), "look_for_keys": False,
                                                   "allow_agent": False, "banner_timeout": self.timeout,
                                                   "auth_timeout": self.timeout})
