@@ -110,6 +110,7 @@ class Settings:
     repos: tuple[tuple[str, str], ...]  # (NAME_REPO, path) for every <NAME>_REPO variable that is set
     is_root: bool
     path: str  # where tools are looked up: PATH, then /usr/sbin and /sbin
+    snapshot_hold: int = 0  # seconds env_snapshot keeps the lab paused after saving (BOOTED_SNAPSHOT_HOLD; tests)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, project_root: Path | None = None) -> Settings:
@@ -147,6 +148,7 @@ class Settings:
             repos=tuple(sorted((k, v) for k, v in env.items() if k.endswith("_REPO") and v)),
             is_root=os.geteuid() == 0,
             path=os.pathsep.join([env.get("PATH", ""), *SBIN]),
+            snapshot_hold=_int(env, "BOOTED_SNAPSHOT_HOLD", 0, 0, 600),
         )
 
     @staticmethod

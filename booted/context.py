@@ -26,6 +26,7 @@ from booted.remote.reach import Remote
 from booted.remote.services import Service, discover, get_service
 from booted.results import HostResult
 from booted.runs import Runs
+from booted.snapshots import Snapshots
 from booted.state.inventory import Image, Inventory
 from booted.state.locks import Locks
 
@@ -105,6 +106,10 @@ class Booted:
         """Start runs of an environment: boot its hosts, then make them serve (booted/runs.py)."""
         return Runs(self.lab(env), self.remote)
 
+    def snapshots(self, env: str | None = None) -> Snapshots:
+        """The snapshots of an environment (booted/snapshots/)."""
+        return Snapshots(self.lab(env), self.remote)
+
     def runs_of(self, host: str, env: str | None = None) -> Runs:
         return Runs(self.lab_of(host, env), self.remote)
 
@@ -150,8 +155,16 @@ class Booted:
         running = {n for e in {i.env for i in images} & set(self.environments) for n in self.lab(e).running()}
         return [{"name": i.name, "env": i.env, "provider": i.provider, "ip": i.ip, "mac": i.mac, "role": i.role,
                  "service": i.service, "version": i.version, "running": i.name in running, "created": i.created,
+                 "networks": self.networks_of(i),
                  "hypervisor": i.hypervisor or None}
                 for i in images]
+
+    def networks_of(self, image: Image) -> dict[str, str]:
+        """A host image's address on each network it is on (an environment no longer in the file: its one)."""
+        env = self.environments.get(image.env)
+        if env is None:
+            return {image.env: image.ip}
+        return {net.name: env.address(image.ip, net.name) for net in env.host_nets(image.name)}
 
     # across labs: the target resolver remote work is handed ------------------------------------------
     def target(self, image: Image) -> Target:
@@ -168,6 +181,10 @@ class Booted:
                 image = images.get(host.name)
                 out.append(self.target(image) if image and image.ip == host.ip else Target(host.name, host.ip))
         return out
+
+    def address(self, env: str, ip: str, network: str | None) -> str:
+        """A host's address on a network of its environment (an environment no longer in the file: its IP)."""
+        return self.environments[env].address(ip, network) if env in self.environments else ip
 
     def gateway(self, host: str) -> str:
         """The lab gateway a host reaches booted's nginx on."""
@@ -194,7 +211,8 @@ class Booted:
             image = images.get(t.name)
             if image is not None:
                 addr, port = t.endpoint(22)
-                entries.append(Entry(t.name, addr, port, t.ip, image.env, image.role, image.service))
+                entries.append(Entry(t.name, addr, port, t.ip, image.env, image.role, image.service,
+                                     self.networks_of(image)))
         self.keys.ensure_lab_key()
         return entries, Credentials(self.settings.user, self.keys.lab_key, self.keys.known_hosts)
 
@@ -223,7 +241,11 @@ class Booted:
             shutil.rmtree(self.settings.state_dir / "labs" / image.env / "hosts" / name, ignore_errors=True)
             self.gateways.forget_image(name)
             return HostResult(name, True, f"deleted; {image.ip} and {image.mac} released")
-        return self.lab_of(name, env).delete(name)
+        handle = self.lab_of(name, env)
+        result = handle.delete(name)
+        if result.ok and image is not None and (held := Snapshots(handle, self.remote).forget_host(name)):
+            result = HostResult(name, True, f"{result.detail}; its state left {held} snapshot(s)")
+        return result
 
     def golden(self, refresh: bool = False) -> GoldenImage:
         """The golden image (built when missing, or when Debian's suites moved on: checked at most daily;

@@ -12,3 +12,5 @@ SERVICE_NAME = re.compile(r"^[a-z][a-z0-9]{0,30}\Z")
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 # a Debian package name (Debian policy 5.6.1)
 DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}\Z")
+# a snapshot's name (per environment): it becomes a folder name under the state directory
+SNAPSHOT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}\Z")

@@ -2,10 +2,10 @@
 
 from invoke import Collection
 
-from fabfile import chaos, deploy, envmanager, hostbuilder, hostmanager, monitor, netimpair
+from fabfile import chaos, deploy, envmanager, hostbuilder, hostmanager, monitor, netimpair, snapshots
 
 ns = Collection()
-for _module in (chaos, envmanager, hostbuilder, hostmanager, monitor, netimpair):
+for _module in (chaos, envmanager, hostbuilder, hostmanager, monitor, netimpair, snapshots):
     for _task in _module.TASKS:
         ns.add_task(_task)
 for _task in deploy.service_tasks():

@@ -27,6 +27,7 @@ CHECK_EVERY = 86400  # seconds between two checks of the mirrors for one image (
 GRACE = 900  # a generation replaced this recently is kept: a run that chose it just before may not use it yet
 USERS = "golden-users"  # the state directories that took images from this cache, one per line
 SKIP_DIRS = {"upper", "work", "root", "served", "releases", "apt-cacher-ng", "cache", "nginx", "keys"}
+SNAPSHOT_REF = "golden.ref"  # in a snapshot's folder: the image files it depends on, one a line
 Ref = tuple[str, str]  # (who refers, the path it names): ("pid 4242", "/…/disk-….img")
 
 
@@ -133,8 +134,16 @@ def qcow2_backing(path: Path) -> str | None:
     return os.path.normpath(path.parent / name)
 
 
+def _lines(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text().splitlines() if line]
+    except OSError:
+        return []
+
+
 def disk_refs(state_dirs: Iterable[Path]) -> list[Ref]:
-    """The backing files of every qcow2 disk under these state directories (host disks, kept or copied)."""
+    """The backing files of every qcow2 disk under these state directories (host disks, kept or copied),
+    and the image files every lab snapshot names (booted/snapshots/store.py: golden.ref)."""
     refs: list[Ref] = []
     for state in state_dirs:
         for folder, dirs, files in os.walk(state):
@@ -142,6 +151,8 @@ def disk_refs(state_dirs: Iterable[Path]) -> list[Ref]:
             for name in files:
                 if name.endswith(".qcow2") and (backing := qcow2_backing(Path(folder) / name)):
                     refs.append((f"disk {Path(folder) / name}", backing))
+                elif name == SNAPSHOT_REF:  # a lab snapshot keeps the generation it was taken on
+                    refs += [(f"snapshot {folder}", line) for line in _lines(Path(folder) / name)]
     return refs
 
 

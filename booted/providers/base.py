@@ -163,6 +163,42 @@ class Provider(ABC):
         self.check_install()
         raise AssertionError("a provider whose check_install passes implements install")
 
+    # snapshots (booted/snapshots/): a provider that can keep them overrides these ----------------------
+    # what a snapshot keeps of a host ("": none yet); True when a restored host continues where it was paused
+    # (its memory was saved: qemu, libvirt) instead of booting from its restored disk (netns)
+    snapshot_keeps: ClassVar[str] = ""
+    restore_resumes: ClassVar[bool] = False
+
+    def _no_snapshots(self) -> ProviderError:
+        return ProviderError(f"the {self.name} provider cannot take snapshots yet (README: Snapshots)")
+
+    def pause(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        """Pause running hosts, all at once (their processes stop where they are); host -> error."""
+        raise self._no_snapshots()
+
+    def resume(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        """Let paused hosts run on; host -> error. Resuming a host that is not paused does nothing."""
+        raise self._no_snapshots()
+
+    def resume_command(self, lab: Lab, names: list[str]) -> list[str] | None:
+        """A command that resumes these hosts without booted (run by a watchdog when a snapshot's run dies
+        while they are paused); None: the next run resumes them."""
+        return None
+
+    def save(self, lab: Lab, name: str, folder: Path) -> list[str]:
+        """Save a host's state (paused, or stopped with its disk kept) into `folder`, which exists and is
+        empty; return the image files it depends on (kept while the snapshot is: golden generations)."""
+        raise self._no_snapshots()
+
+    def restore(self, lab: Lab, name: str, folder: Path) -> None:
+        """Put a stopped host's saved state from `folder` back (the lab handle starts it after)."""
+        raise self._no_snapshots()
+
+    def forget(self, lab: Lab, name: str, folder: Path) -> None:
+        """A snapshot of the host is deleted: drop what the provider keeps of it outside `folder` (VirtualBox's,
+        libvirt's own snapshots). The folder itself is booted's to remove."""
+        return None
+
     # a provider's own ------------------------------------------------------------------------------
     @abstractmethod
     def host_of(self, lab: Lab, argv: list[str]) -> str | None:

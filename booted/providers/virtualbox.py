@@ -24,6 +24,7 @@ from booted.hosts.identity import Identity
 from booted.hosts.seed import write_seed
 from booted.images.isoboot import LDLINUX, PXELINUX
 from booted.providers import vbox_install
+from booted.providers import vbox_snapshot as snap
 from booted.providers.base import InstallMedia, Progress
 from booted.providers.lab import Lab
 from booted.providers.links import ipv4_addresses
@@ -180,17 +181,47 @@ class VirtualBoxProvider(VmProvider):
         return errors
 
     def discard(self, lab: Lab, name: str) -> None:
-        """An installed VM (its own disk from an installer) stays registered; clones go."""
+        """An installed VM (its own disk from an installer) stays registered; clones go (one that snapshots
+        live in is set aside: vbox_snapshot.py)."""
         if not (lab.host_dir(name) / "installed.vdi").exists():
-            self.destroy(lab, name)
+            if name in self.running(lab):
+                raise ProviderError(f"host {name} is running: stop it first (fab image_stop {name})")
+            snap.set_aside(self.vbox(), lab, name)
+            self._remove(lab, name)
 
     def destroy(self, lab: Lab, name: str) -> None:
         if name in self.running(lab):
             raise ProviderError(f"host {name} is running: stop it first (fab image_stop {name})")
+        self._remove(lab, name)
+        snap.forget_host(self.vbox(), lab, name)
+
+    def _remove(self, lab: Lab, name: str) -> None:
         vm = vm_name(lab, name)
         if vm in self.vbox().vms():
             self.vbox().run("unregistervm", vm, "--delete")
         shutil.rmtree(lab.host_dir(name), ignore_errors=True)
+
+    # snapshots (vbox_snapshot.py) --------------------------------------------------------------------
+    snapshot_keeps = "VirtualBox's own snapshot of each host's VM (taken paused); a restore boots it"
+
+    def pause(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        return snap.pause(self.vbox(), lab, names)
+
+    def resume(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        return snap.pause(self.vbox(), lab, names, resume=True)
+
+    def resume_command(self, lab: Lab, names: list[str]) -> list[str] | None:
+        return snap.resume_command(self.vbox().binary, lab, names)
+
+    def save(self, lab: Lab, name: str, folder: Path) -> list[str]:
+        snap.save(self.vbox(), lab, name, folder)
+        return []  # the VM's linked clone keeps its golden disk registered in VirtualBox
+
+    def restore(self, lab: Lab, name: str, folder: Path) -> None:
+        snap.restore(self.vbox(), lab, name, folder)
+
+    def forget(self, lab: Lab, name: str, folder: Path) -> None:
+        snap.forget(self.vbox(), lab, name, folder)
 
     def clone(self, lab: Lab, src: str, new: str) -> None:
         vbox = self.vbox()
