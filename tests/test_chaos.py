@@ -13,8 +13,8 @@ from booted.chaos.load import Load, Sample
 from booted.chaos.report import Failure, Report, percentile, phases
 from booted.chaos.run import Experiment, Pass
 from booted.chaos.spec import Kill, LinkFault, Plan, Slo, parse_impair, parse_kill, plan
+from booted.environments.impairment import Impairment
 from booted.errors import ProviderError
-from booted.impair.spec import Impairment
 from tests.test_cli import fab
 
 # the flags -------------------------------------------------------------------------------------------

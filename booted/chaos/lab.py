@@ -78,9 +78,10 @@ class RealLab:
     def check_address(self, addr: str) -> None:
         """Load goes to a lab address (or this machine's loopback, a forwarded port) and nowhere else."""
         ip = ipaddress.ip_address(addr)
-        if not (ip.is_loopback or ip in self.handle.env.network):
-            raise ConfigError(f"the lb's address {addr} is neither in the lab's network "
-                              f"{self.handle.env.network} nor loopback: no load is sent there")
+        nets = self.handle.env.networks
+        if not (ip.is_loopback or any(ip in n.cidr for n in nets)):
+            raise ConfigError(f"the lb's address {addr} is neither in the lab's networks "
+                              f"({', '.join(str(n.cidr) for n in nets)}) nor loopback: no load is sent there")
 
     def wait_first_pass(self) -> None:
         deadline = time.monotonic() + FIRST_PASS_WAIT

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from booted.impair.spec import KEYS as IMPAIR_KEYS
-from booted.impair.spec import Impairment, impairment
+from booted.environments.impairment import KEYS as IMPAIR_KEYS
+from booted.environments.impairment import Impairment, impairment
 from booted.rules import HOST_NAME
 
 KILL_WHAT = ("host", "service")  # kill -9 of the whole host (its processes), or of its service's process
