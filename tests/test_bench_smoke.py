@@ -125,6 +125,20 @@ def test_lb_smoke() -> None:
 
 @pytest.mark.integration
 @pytest.mark.skipif(os.geteuid() != 0, reason="netns lab hosts need root")
+def test_chaos_smoke() -> None:
+    bench = run_bench("chaos.py", "--smoke", timeout=600)
+    got = bench.fields("failed_requests", "heal_p50_s", "heal_max_s", "p99_ms")
+    assert got["failed_requests"] == "0", f"{bench.last} ({bench.said})"  # HAProxy retries: none lost
+    for key in ("heal_p50_s", "heal_max_s", "p99_ms"):
+        positive(got[key])
+    _, at, healed, detail = bench.row("web01")  # the first kill: the first worker, taking turns
+    positive(at)
+    positive(healed)
+    assert re.fullmatch(r"pid \d+", detail), bench.row("web01")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="netns lab hosts need root")
 def test_deploy_load_smoke() -> None:
     bench = run_bench("deploy_load.py", "--deploys", "1", "--timed", "1", timeout=600)
     got = bench.fields("failed_stop_start", "failed_overlap", "requests", "idle_deploy_s", "loaded_deploy_s",
