@@ -48,7 +48,8 @@ class Control:
         self.busy: str | None = None  # the host the daemon acts on now
 
     def record(self, status: dict[str, Any]) -> None:
-        point = {"at": status["at"], "roles": {r: {"load": v["load"], "healthy": len(v["healthy"])}
+        point = {"at": status["at"], "roles": {r: {"load": v["load"], "healthy": len(v["healthy"]),
+                                                   "warm": len(v.get("warm", []))}
                                                for r, v in status["roles"].items()}}
         with self.lock:
             self.status = status

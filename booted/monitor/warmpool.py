@@ -1,0 +1,66 @@
+"""The monitor's warm pool: spare hosts of a role booted, deployed, tested and paused (a netns host frozen by
+the cgroup freezer, a VM stopped through QMP: the provider's `pause`), outside the lb. A heal or a scale-up
+takes one (resume, correct a VM's clock, check its health, put it in the lb) instead of booting; the pool
+refills from pool hosts that are not running. Both are actions of the daemon (Kind.TAKE, Kind.WARM)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from booted.remote.fanout import Target
+from booted.state.warm import clear_warm, set_warm
+
+if TYPE_CHECKING:
+    from booted.monitor.daemon import Monitor
+
+HEALTHY_WITHIN = 10.0  # seconds a resumed host has to answer its health check
+SHARED_CLOCK = {"netns"}  # providers whose hosts read the machine's own clock: nothing to correct
+
+
+def take(m: Monitor, host: str) -> tuple[bool, str]:
+    """Resume a warm host, correct its clock, wait for its health check, and put it in the lb now."""
+    started = time.monotonic()
+    with m.lab.locked("taking a warm host of"):
+        errors = m.lab.provider.resume(m.lab.lab, [host])
+        clear_warm(m.ctx.inventory, [host])  # resumed or not, it is no longer a paused spare
+    if host in errors:
+        return False, f"could not resume it: {errors[host]}"
+    target = _target(m, host)
+    clock = "" if m.env.provider in SHARED_CLOCK else _set_clock(m, target)
+    deadline = time.monotonic() + HEALTHY_WITHIN
+    while host not in m._health([target]):
+        if time.monotonic() > deadline:
+            return False, f"resumed, but no healthy answer within {HEALTHY_WITHIN:g}s{clock}"
+        time.sleep(0.05)
+    m.settle()  # in the lb before anything else this pass does
+    return True, f"resumed from the warm pool, healthy and in the lb in {time.monotonic() - started:.2f}s{clock}"
+
+
+def fill(m: Monitor, host: str) -> tuple[bool, str]:
+    """Boot, deploy and test a pool host like any start, then pause it and record it warm (with its PID)."""
+    ok, detail = m.ctx.runs(m.env.name).start_hosts([m.env.host(host)]).outcome()
+    if ok:
+        with m.lab.locked("pausing a warm host of"):
+            pid = m.lab.running().get(host)
+            errors = {host: "it stopped"} if pid is None else m.lab.provider.pause(m.lab.lab, [host])
+            if host not in errors:
+                set_warm(m.ctx.inventory, m.env.name, {host: pid or 0})
+                return True, f"{detail}; paused in the warm pool"
+        detail = f"could not pause it: {errors[host]}"
+    r = m.lab.stop([host], by_user=False)[0]  # never left running outside the pool: it would be taken to serve
+    return False, detail + ("" if r.ok else f"; and could not stop it: {r.detail}")
+
+
+def _target(m: Monitor, host: str) -> Target:
+    found = m.ctx.targets([host])
+    return found[0] if found else m.lab.target(next(i for i in m.ctx.inventory.images(m.env.name) if i.name == host))
+
+
+def _set_clock(m: Monitor, target: Target) -> str:
+    """A VM paused for a while wakes with its clock behind: set it to the machine's (one SSH command)."""
+    now = f"@{time.time():.0f}"
+    script = f"date -u -s {now} >/dev/null 2>&1 || sudo -n date -u -s {now} >/dev/null"
+    with m.ctx.fleet() as fleet:
+        r = fleet.run([target], lambda t: fleet.sh(t, script), progress=False, timeout=10)[0]
+    return "; clock set" if r.ok else f"; clock NOT set: {r.detail}"
