@@ -46,6 +46,8 @@ class Monitor:
         self.failures: dict[str, int] = {}
         self.counters: dict[str, tuple[float, int]] = {}  # lb host -> (time, requests served)
         self.load: dict[str, float] = {}
+        self.last_wanted: dict[str, int] = {}
+        self.serving: tuple[set[str], dict[str, dict[str, object]]] = (set(), {})  # the lbs' last hosts, health
         self.status_file = status_file(ctx.settings.state_dir, self.env.name)
         self.control = Control(self.env.name, {h.name for h in self.env.hosts})
 
@@ -162,23 +164,25 @@ class Monitor:
         if busy:  # a user's start/stop is under way: what runs is changing under it; look again next pass
             self.ctx.say(f"monitor: {busy}; waiting for it")
             return []
+        quick = [(a, *self.act(a)) for a in warmpool.replacements(self)]  # before any health check
         self.watch_gateways()
         now = time.monotonic()
         seen, health = self.observe()
         self.load = self.measure(health, now)
-        wanted = self.wanted(seen, self.load, now)
+        wanted = self.last_wanted = self.wanted(seen, self.load, now)
         decided = decide(self.env, seen, wanted)
         # a failing host leaves the lb at once, before it is healed; a host about to be stopped leaves it
         # before it stops (its requests in flight finish), so scaling down drops no request
         leaving = {a.host for a in decided if isinstance(a, Action) and a.kind is Kind.STOP}
         healthy = {n for n in seen.running if seen.failures.get(n, 0) == 0 and n in health} - leaving
         self.sync_backends(healthy, health)
+        self.serving = (healthy, health)
         asked: list[Action | Shortage] = [Action(Kind.HEAL, host, "reprovision requested through the API")
                                           for host, _ in self.control.take()]
         chosen = {a.host for a in asked if isinstance(a, Action)}
         todo = asked + [a for a in decided if not isinstance(a, Action) or a.host not in chosen]
         todo.sort(key=lambda a: not (isinstance(a, Action) and a.kind is Kind.TAKE))  # no boot: serving first
-        done = [(a, *self.act(a)) for a in todo]
+        done = quick + [(a, *self.act(a)) for a in todo]
         if any(ok and isinstance(a, Action) and a.kind is not Kind.DEPLOY for a, ok, _ in done):
             seen, health = self.settle()
         self.control.record(self.write_status(seen, wanted, health))
@@ -277,6 +281,6 @@ class Monitor:
                 except (BootedError, OSError, sqlite3.Error) as exc:  # a full disk, a lock: next pass tries again
                     storage = storage_error(exc, self.ctx.settings.state_dir)
                     self.ctx.say(f"monitor: pass failed: {storage or exc}")
-                stop.wait(max(0.0, self.env.monitor.interval - (time.monotonic() - started)))
+                warmpool.wait(self, stop, max(0.0, self.env.monitor.interval - (time.monotonic() - started)))
         finally:
             api.close()

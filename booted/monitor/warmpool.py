@@ -5,16 +5,19 @@ refills from pool hosts that are not running. Both are actions of the daemon (Ki
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING
 
+from booted.monitor.reconcile import Action, Kind, Observed, decide
 from booted.remote.fanout import Target
-from booted.state.warm import clear_warm, set_warm
+from booted.state.warm import clear_warm, set_warm, warm_hosts
 
 if TYPE_CHECKING:
     from booted.monitor.daemon import Monitor
 
 HEALTHY_WITHIN = 10.0  # seconds a resumed host has to answer its health check
+WATCH = 0.2  # seconds between two looks at what runs while the daemon waits (with a warm pool)
 SHARED_CLOCK = {"netns"}  # providers whose hosts read the machine's own clock: nothing to correct
 
 
@@ -26,6 +29,7 @@ def take(m: Monitor, host: str) -> tuple[bool, str]:
         clear_warm(m.ctx.inventory, [host])  # resumed or not, it is no longer a paused spare
     if host in errors:
         return False, f"could not resume it: {errors[host]}"
+    resumed = time.monotonic()
     target = _target(m, host)
     clock = "" if m.env.provider in SHARED_CLOCK else _set_clock(m, target)
     deadline = time.monotonic() + HEALTHY_WITHIN
@@ -33,8 +37,41 @@ def take(m: Monitor, host: str) -> tuple[bool, str]:
         if time.monotonic() > deadline:
             return False, f"resumed, but no healthy answer within {HEALTHY_WITHIN:g}s{clock}"
         time.sleep(0.05)
-    m.settle()  # in the lb before anything else this pass does
-    return True, f"resumed from the warm pool, healthy and in the lb in {time.monotonic() - started:.2f}s{clock}"
+    healthy = time.monotonic()
+    running = m.lab.running()  # this pass's lb members and health, less the dead: no second look at every host
+    serving, health = {n for n in m.serving[0] if n in running} | {host}, m.serving[1]
+    m.serving = (serving, health)
+    m.sync_backends(serving, health)  # in the lb before anything else this pass does
+    done = time.monotonic()
+    return True, (f"resumed from the warm pool, healthy and in the lb in {done - started:.2f}s (resume "
+                  f"{resumed - started:.2f}s, healthy {healthy - resumed:.2f}s, lb {done - healthy:.2f}s){clock}")
+
+
+def replacements(m: Monitor) -> list[Action]:
+    """A pass begins with this: serving hosts whose process is gone since the last pass are replaced by warm
+    hosts at once, before the pass's health checks of every host (the rest of the pass decides as ever)."""
+    if not m.serving[0] or not any(m.env.monitor.warm.values()):
+        return []
+    procs = m.lab.running()
+    if not m.serving[0] - set(procs):
+        return []
+    inv, name = m.ctx.inventory, m.env.name
+    seen = Observed(frozenset(procs), {n: f for n, f in m.failures.items() if n in procs},
+                    frozenset(i.name for i in inv.images(name) if i.held), warm=frozenset(warm_hosts(inv, name, procs)))
+    return [a for a in decide(m.env, seen, m.last_wanted) if isinstance(a, Action) and a.kind is Kind.TAKE]
+
+
+def wait(m: Monitor, stop: threading.Event, seconds: float) -> None:
+    """The daemon's wait between passes. With a warm pool it looks at what runs every WATCH s meanwhile and
+    begins the next pass at once when a host's process is gone (a heal by a warm host is not kept waiting a
+    whole interval); without one, it only waits."""
+    if not any(m.env.monitor.warm.values()):
+        stop.wait(seconds)
+        return
+    deadline, before = time.monotonic() + seconds, set(m.lab.running())
+    while not stop.wait(min(WATCH, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline:
+        if before - set(m.lab.running()):
+            return
 
 
 def fill(m: Monitor, host: str) -> tuple[bool, str]:
