@@ -65,7 +65,9 @@ def measure(ctx: Booted, env: str, envfile: Path, status: Path, count: int, load
     os.kill(ctx.lab().running()["web02"], signal.SIGKILL)
     until("a warm worker taken", lambda: took(ctx, env, killed), timeout=60 * slow)
     out["heal_s"] = float(took(ctx, env, killed)[-1]["finished"]) - killed  # type: ignore[arg-type]
-    say(f"heal: {out['heal_s']:.2f}s after the kill ({took(ctx, env, killed)[-1]['detail']})")
+    out["seen_s"] = float(took(ctx, env, killed)[-1]["started"]) - killed  # type: ignore[arg-type]
+    say(f"heal: {out['heal_s']:.2f}s after the kill, taken after {out['seen_s']:.2f}s "
+        f"({took(ctx, env, killed)[-1]['detail']})")
     time.sleep(2)
     if load is not None:
         load.stop.set()  # type: ignore[attr-defined]

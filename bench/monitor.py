@@ -104,6 +104,7 @@ def run_warm(tmp: Path, provider: str, count: int) -> int:
     print(lib.machine())
     print(lib.table(["measurement", "value"], [
         (f"warm pool of {count}: a worker killed -> a warm one resumed, healthy, in the lb", f"{out['heal_s']:.2f} s"),
+        ("... of which the monitor seeing it (a pass, or its watch between passes)", f"{out['seen_s']:.2f} s"),
         ("requests failed during the heal (of those sent)", "no load (VMs)" if load is None
          else f"{load.failed} of {load.ok + load.failed}"),
         ("min 2 -> 3 in environments.py -> the warm worker serves", f"{out['scaleup_s']:.2f} s"),

@@ -9,7 +9,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from booted.monitor.reconcile import Action, Kind, Observed, decide
+from booted.monitor.follow import stamp
+from booted.monitor.reconcile import Action, Kind, Observed, decide, managed
 from booted.remote.fanout import Target
 from booted.state.warm import clear_warm, set_warm, warm_hosts
 
@@ -48,29 +49,32 @@ def take(m: Monitor, host: str) -> tuple[bool, str]:
 
 
 def replacements(m: Monitor) -> list[Action]:
-    """A pass begins with this: serving hosts whose process is gone since the last pass are replaced by warm
-    hosts at once, before the pass's health checks of every host (the rest of the pass decides as ever)."""
-    if not m.serving[0] or not any(m.env.monitor.warm.values()):
+    """A pass begins with this (with a warm pool): warm hosts are taken at once, before the pass's health checks
+    of every host, for serving hosts whose process is gone and for a `min` raised in environments.py (from
+    what runs now and the last pass's health; the rest of the pass decides as ever)."""
+    if not any(m.env.monitor.warm.values()):
         return []
     procs = m.lab.running()
-    if not m.serving[0] - set(procs):
-        return []
     inv, name = m.ctx.inventory, m.env.name
+    warm = frozenset(warm_hosts(inv, name, procs))
+    if not warm:
+        return []
     seen = Observed(frozenset(procs), {n: f for n, f in m.failures.items() if n in procs},
-                    frozenset(i.name for i in inv.images(name) if i.held), warm=frozenset(warm_hosts(inv, name, procs)))
-    return [a for a in decide(m.env, seen, m.last_wanted) if isinstance(a, Action) and a.kind is Kind.TAKE]
+                    frozenset(i.name for i in inv.images(name) if i.held), warm=warm)
+    wanted = {role: max(m.last_wanted.get(role, 0), m.env.minimum.get(role, 0)) for role in managed(m.env)}
+    return [a for a in decide(m.env, seen, wanted) if isinstance(a, Action) and a.kind is Kind.TAKE]
 
 
 def wait(m: Monitor, stop: threading.Event, seconds: float) -> None:
-    """The daemon's wait between passes. With a warm pool it looks at what runs every WATCH s meanwhile and
-    begins the next pass at once when a host's process is gone (a heal by a warm host is not kept waiting a
-    whole interval); without one, it only waits."""
+    """The daemon's wait between passes. With a warm pool it looks at what runs (and at environments.py) every
+    WATCH s meanwhile and begins the next pass at once when a host's process is gone or the file changed (a heal
+    or a scale-up by a warm host is not kept waiting a whole interval); without one, it only waits."""
     if not any(m.env.monitor.warm.values()):
         stop.wait(seconds)
         return
     deadline, before = time.monotonic() + seconds, set(m.lab.running())
     while not stop.wait(min(WATCH, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline:
-        if before - set(m.lab.running()):
+        if before - set(m.lab.running()) or stamp(m.watch.path) != m.watch.seen:
             return
 
 
