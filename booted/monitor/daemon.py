@@ -47,6 +47,7 @@ class Monitor:
         self.counters: dict[str, tuple[float, int]] = {}  # lb host -> (time, requests served)
         self.load: dict[str, float] = {}
         self.last_wanted: dict[str, int] = {}
+        self.ran: frozenset[str] = frozenset()
         self.serving: tuple[set[str], dict[str, dict[str, object]]] = (set(), {})  # the lbs' last hosts, health
         self.status_file = status_file(ctx.settings.state_dir, self.env.name)
         self.control = Control(self.env.name, {h.name for h in self.env.hosts})
@@ -168,6 +169,7 @@ class Monitor:
         self.watch_gateways()
         now = time.monotonic()
         seen, health = self.observe()
+        self.ran = seen.running  # what the wait after this pass compares with
         self.load = self.measure(health, now)
         wanted = self.last_wanted = self.wanted(seen, self.load, now)
         decided = decide(self.env, seen, wanted)

@@ -72,7 +72,7 @@ def wait(m: Monitor, stop: threading.Event, seconds: float) -> None:
     if not any(m.env.monitor.warm.values()):
         stop.wait(seconds)
         return
-    deadline, before = time.monotonic() + seconds, set(m.lab.running())
+    deadline, before = time.monotonic() + seconds, m.ran  # as the pass saw it: a death during it counts
     while not stop.wait(min(WATCH, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline:
         if before - set(m.lab.running()) or stamp(m.watch.path) != m.watch.seen:
             return
