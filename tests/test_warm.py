@@ -127,11 +127,11 @@ def world() -> Iterator[World]:
     w.close()
 
 
-def fake_ctx(settings_env: dict[str, str], tmp_path: Path, world: World) -> Booted:
+def fake_ctx(settings_env: dict[str, str], tmp_path: Path, world: World, kind: type = PausingProvider) -> Booted:
     Path(settings_env["BOOTED_ENVIRONMENTS"]).write_text(ENV.replace("WARM", "{'worker': 1}").replace("MIN", "1"))
     settings = Settings.from_env({**settings_env, "BOOTED_SERVICES": str(REPO / "service"),
                                   "BOOTED_BOOT_TIMEOUT": "2"})
-    return Booted(settings, say=lambda line: None, providers={"netns": lambda s: PausingProvider(s, world)},
+    return Booted(settings, say=lambda line: None, providers={"netns": lambda s: kind(s, world)},
                   fleets=lambda ctx: FakeFleet(world, tmp_path))
 
 
@@ -175,4 +175,17 @@ def test_a_users_start_worker_of_a_warm_host_takes_it(settings_env: dict[str, st
     assert warm_hosts(ctx.inventory, "lab", world.running) == set()
     done = monitor.pass_once()  # now a host the user started: it serves, and the pool refills elsewhere
     assert [(a.kind, a.host) for a, _, _ in done] == [("warm", "web03")]
+    ctx.close()
+
+
+def test_a_provider_that_cannot_pause_boots_no_warm_host(settings_env: dict[str, str], tmp_path: Path,
+                                                         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = fake_ctx(settings_env, tmp_path, world, FakeProvider)
+    assert ctx.runs().start_min().failed() == []
+    monitor = Monitor(ctx)
+    monkeypatch.setattr(monitor, "watch_gateways", lambda: None)
+    starts = world.calls.count("start")
+    done = monitor.pass_once()
+    assert [(a.kind, a.host, ok) for a, ok, _ in done] == [("warm", "web02", False)]
+    assert "cannot pause hosts" in done[0][2] and world.calls.count("start") == starts and "web02" not in world.running
     ctx.close()

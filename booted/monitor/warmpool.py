@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from booted.monitor.follow import stamp
 from booted.monitor.reconcile import Action, Kind, Observed, decide, managed
+from booted.providers.base import Provider
 from booted.remote.fanout import Target
 from booted.state.warm import clear_warm, set_warm, warm_hosts
 
@@ -80,6 +81,9 @@ def wait(m: Monitor, stop: threading.Event, seconds: float) -> None:
 
 def fill(m: Monitor, host: str) -> tuple[bool, str]:
     """Boot, deploy and test a pool host like any start, then pause it and record it warm (with its PID)."""
+    provider = m.lab.provider
+    if type(provider).pause is Provider.pause:  # no boot for a host that could not be paused after
+        return False, f"the {provider.name} provider cannot pause hosts: no warm pool (remove 'warm')"
     ok, detail = m.ctx.runs(m.env.name).start_hosts([m.env.host(host)]).outcome()
     if ok:
         with m.lab.locked("pausing a warm host of"):
