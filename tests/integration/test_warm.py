@@ -1,7 +1,8 @@
 """The monitor's warm pool on a real netns lab (HAProxy lb + 4 hello workers, `warm: {"worker": 1}`): the
 monitor fills the pool (a frozen host, not in the lb, shown by env_status and monitor_status), a kill -9 of a
 serving worker is healed by the warm host under load with no failed request and the pool refills, a scale-up
-(the role's `min` raised in environments.py) takes the warm host first, and env_stop leaves nothing."""
+(the role's `min` raised in environments.py) takes the warm host first, a user's env_start_worker of a warm
+host resumes it, and env_stop leaves nothing."""
 
 from __future__ import annotations
 
@@ -85,6 +86,19 @@ def test_the_warm_pool_heals_and_scales_up_without_a_boot(lab_run: LabRun) -> No
     wait_for("three workers serve", lambda: len(role(lab_run)["healthy"]) == 3)
     assert refill in role(lab_run)["healthy"] and answers(IPS[refill])
 
-    # env_stop stops the warm host too (thawed, then killed) and leaves nothing
+    # a user's env_start_worker of a warm host takes it: resumed (the same process, no boot) and tested
+    wait_for("the pool refilled again", lambda: len(role(lab_run).get("warm", [])) == 1, timeout=90)
+    last = role(lab_run)["warm"][0]
+    ctx = lab_run.ctx()
+    pid = ctx.lab().running()[last]
+    ctx.close()
+    out = json.loads(lab_run.fab("env_start_worker", last, "--json").stdout)
+    assert "resumed from the monitor's warm pool" in json.dumps(out) and answers(IPS[last])
+    ctx = lab_run.ctx()
+    assert ctx.lab().running()[last] == pid
+    ctx.close()
+    wait_for(f"{last} serves as a user's host", lambda: last in role(lab_run)["healthy"])
+
+    # env_stop stops the warm hosts too (thawed, then killed) and leaves nothing
     lab_run.fab("env_stop")
     assert leftovers(lab_run) == []
