@@ -3,11 +3,14 @@ from a load step to the new workers serving, and scale-down timing.
 
     sudo .venv/bin/python bench/monitor.py                    # netns hosts, ~1 min
     sudo .venv/bin/python bench/monitor.py --provider qemu    # qemu VMs (TCG here), ~5 min
+    sudo .venv/bin/python bench/monitor.py --warm 1           # with a warm pool (bench/_warmpool.py)
 
 An lb in front of a pool of 4 hello workers (min 2, max 4, target 10 req/s per worker, a pass every second,
 a 10 s window), the monitor as `fab monitor_start`. A load generator (the lb's lab address only) runs at a
 bounded rate; its failures are counted. Times are read from the daemon's status file (a pass per second).
-Always stops what it started. Last line: `heal_s=.. failed_requests=.. scaleup_s=.. scaledown_s=..`.
+Always stops what it started. Last line: `heal_s=.. failed_requests=.. scaleup_s=.. scaledown_s=..`; with
+`--warm N` (N paused workers; the scale-up is `min` raised by one; load on netns only; on networks of their
+own) `heal_s=.. failed_requests=.. scaleup_s=..`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 import _benchlib as lib
+import _warmpool as warmpool
 from _benchlib import BenchError, run_in_tmp, say
 
 from booted.config import Settings
@@ -36,6 +40,7 @@ ENV = '''ENVIRONMENTS = {"bm": {"provider": "PROVIDER", "network": "10.213.NET.0
     "monitor": {"interval": 1, "window": 10}}}
 '''
 NETWORKS = {"netns": "238", "qemu": "237"}
+WARM_NETWORKS = {"netns": "186", "qemu": "187"}
 
 
 class Load(threading.Thread):
@@ -70,6 +75,44 @@ def until(what: str, check: object, timeout: float = 60) -> float:
             return time.monotonic() - start
         time.sleep(0.1)
     raise BenchError(f"not within {timeout}s: {what}")
+
+
+def run_warm(tmp: Path, provider: str, count: int) -> int:
+    envfile = tmp / "environments.py"
+    net = WARM_NETWORKS[provider]
+    envfile.write_text(ENV.replace("PROVIDER", provider).replace("NET", net).replace(
+        '"monitor"', f'"warm": {{"worker": {count}}}, "monitor"'))
+    slow = 1 if provider == "netns" else 6
+    env = lib.booted_env(tmp / "state", envfile)
+    ctx = Booted(Settings.from_env(env), say=lambda line: None)
+    load = Load(f"http://10.213.{net}.2:8080/", 8) if provider == "netns" else None  # no load to VMs
+    try:
+        lib.timed([lib.FAB, "env_start_min"], env=env)
+        lib.timed([lib.FAB, "monitor_start"], env=env)
+        until("the first pass", lambda: len(healthy(tmp / "state" / "monitor" / "bm.json")) == 2, timeout=60 * slow)
+        if load is not None:
+            load.start()
+            time.sleep(2)
+        out = warmpool.measure(ctx, "bm", envfile, tmp / "state" / "monitor" / "bm.json", count, load, until, slow)
+    finally:
+        if load is not None and load.is_alive():
+            load.stop.set()
+            load.join()
+        lib.timed([lib.FAB, "env_stop"], env=env, check=False)
+        ctx.close()
+    failed = load.failed if load is not None else 0
+    print(lib.machine())
+    print(lib.table(["measurement", "value"], [
+        (f"warm pool of {count}: a worker killed -> a warm one resumed, healthy, in the lb", f"{out['heal_s']:.2f} s"),
+        ("... of which the monitor seeing it (a pass, or its watch between passes)", f"{out['seen_s']:.2f} s"),
+        ("requests failed during the heal (of those sent)", "no load (VMs)" if load is None
+         else f"{load.failed} of {load.ok + load.failed}"),
+        ("min 2 -> 3 in environments.py -> the warm worker serves", f"{out['scaleup_s']:.2f} s"),
+        ("PSS of a paused host's processes / of a serving one", f"{out['pss_paused_mib']:.1f} MiB / "
+                                                                f"{out['pss_serving_mib']:.1f} MiB"),
+    ]))
+    print(f"heal_s={out['heal_s']:.2f} failed_requests={failed} scaleup_s={out['scaleup_s']:.2f}")
+    return 0
 
 
 def run(tmp: Path, provider: str) -> int:
@@ -140,10 +183,13 @@ def run(tmp: Path, provider: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description="the monitor's heal and scale timing under load")
     parser.add_argument("--provider", choices=sorted(NETWORKS), default="netns")
+    parser.add_argument("--warm", type=int, default=0, choices=(0, 1, 2), help="warm workers (0: the cold path)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/monitor.py needs root (lab hosts)", file=sys.stderr)
         return 2
+    if args.warm:
+        return run_in_tmp("monitor", lambda tmp: run_warm(tmp, args.provider, args.warm))
     return run_in_tmp("monitor", lambda tmp: run(tmp, args.provider))
 
 

@@ -16,6 +16,7 @@ from booted.remote.reach import Remote
 from booted.results import HostResult
 from booted.state import pins
 from booted.state.inventory import Image
+from booted.state.warm import clear_warm, warm_hosts
 
 STEPS = ("boot", *deploy.DELIVER)
 
@@ -64,14 +65,43 @@ class Runs:
 
     def start_by_user(self, specs: list[HostSpec]) -> StartReport:
         """A user's start: the hosts run what environments.py says again (their pins end; their holds end
-        when they start)."""
+        when they start; the monitor's warm hosts among them are resumed and are the user's now)."""
         pins.clear_pins(self.remote.kit.inventory, [s.name for s in specs])
+        self.resume_warm([s.name for s in specs])
         return self.start_hosts(specs)
+
+    def resume_warm(self, names: list[str]) -> dict[str, str]:
+        """Resume those of `names` paused in the monitor's warm pool and take them out of it; host -> error."""
+        inv = self.remote.kit.inventory
+        with self.handle.locked("resuming warm hosts of"):
+            found = sorted(warm_hosts(inv, self.env.name, self.handle.running()) & set(names))
+            errors = self.handle.provider.resume(self.handle.lab, found) if found else {}
+            clear_warm(inv, found)
+        return {n: errors.get(n, "") for n in found}
+
+    def take_warm(self, name: str) -> StartReport | None:
+        """`env_start_worker` of a host in the monitor's warm pool: it was booted, deployed and tested, then
+        paused; resume it and test it again (no reboot). None: the host is not warm."""
+        resumed = self.resume_warm([name])
+        if name not in resumed:
+            return None
+        spec, report = self.env.host(name), StartReport(self.handle.images([name]))
+        error = resumed[name]
+        report.add("boot", [HostResult(name, not error, f"could not resume it: {error}" if error
+                                       else "resumed from the monitor's warm pool (no boot)")])
+        pins.clear_pins(self.remote.kit.inventory, [name])
+        self.remote.kit.inventory.set_held([name], False)
+        if not error and spec.service:
+            report.add("test", deploy.run_op(self.remote, "test", deploy.plan(self.remote, spec.service, [name],
+                                                                                self.env.name)))
+        return report
 
     def start_worker(self, name: str, by_user: bool = True) -> StartReport:
         """(Re)start one host: stop it if it runs, boot it, deploy/start/test its service. The monitor's heal
         (not `by_user`) keeps a user's pin: its next pass deploys the pinned version again."""
         spec = self.env.host(name)
+        if by_user and (taken := self.take_warm(name)) is not None:
+            return taken
         with self.handle.locked("restarting a host of"):
             self.handle.validate([spec])  # before the host is stopped: bad input never leaves it down
             self.handle.check()

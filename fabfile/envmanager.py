@@ -71,7 +71,7 @@ def env_start_min(ctx: Booted, env: str | None = None, json_: bool = False) -> N
 
 @booted_task(help={"name": "host to (re)start", **ENV_HELP, **JSON_HELP})
 def env_start_worker(ctx: Booted, name: str, env: str | None = None, json_: bool = False) -> None:
-    """(Re)start one host: stop, boot, deploy, start, test."""
+    """(Re)start one host: stop, boot, deploy, start, test (a warm host of the monitor: resume, test)."""
     started, runs = time.monotonic(), ctx.runs_of(name, env)
     report = runs.start_worker(name)
     _summary(f"environment {runs.env.name}: worker {name}", report, started, json_)

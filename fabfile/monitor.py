@@ -68,9 +68,10 @@ def monitor_status(ctx: Booted, env: str | None = None, json_: bool = False) -> 
     print(f"monitor of {name}: " + (f"running (pid {pid}){age}" if pid else "not running"))
     roles = last.get("roles", {})
     if roles:
-        print(table(["role", "wanted", "running", "healthy", "held by a user", "load req/s"],
+        print(table(["role", "wanted", "running", "healthy", "warm (paused)", "held by a user", "load req/s"],
                     [(r, v["wanted"], ",".join(v["running"]) or "-", ",".join(v["healthy"]) or "-",
-                      ",".join(v["held"]) or "-", "-" if v["load"] is None else f"{v['load']:.1f}")
+                      ",".join(v.get("warm", [])) or "-", ",".join(v["held"]) or "-",
+                      "-" if v["load"] is None else f"{v['load']:.1f}")
                      for r, v in roles.items()]))
     if pinned:
         print("pinned by a user (kept until environments.py's version changes): "

@@ -19,7 +19,7 @@ from booted.rules import DEBIAN_PACKAGE
 # the keys every provider reads, and (providers/options.py) those one provider reads and checks itself
 HOST_KEYS = {"role", "service", "version", "memory", "cpus", "impair", "networks"} | host_keys()
 ENV_KEYS = {"provider", "network", "networks", "hosts", "min", "packages", "init", "max", "target", "monitor",
-            "impair"} | env_keys()
+            "warm", "impair"} | env_keys()
 INITS = ("busybox", "systemd")
 RANGE_RE = re.compile(r"^([a-z][a-z0-9-]*)\[(\d+):(\d+)\]([a-z0-9-]*)\Z")
 

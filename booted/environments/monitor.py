@@ -1,5 +1,6 @@
-"""The monitor's part of an environment: per role `min` (exists), `max` and a load `target`, and the
-loop's settings. Checked with the rest of environments.py (file:line errors)."""
+"""The monitor's part of an environment: per role `min` (exists), `max`, a load `target` and a `warm` pool
+(spare hosts kept booted, deployed, tested and paused), and the loop's settings. Checked with the rest of
+environments.py (file:line errors)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class MonitorSpec:
     window: float = 300.0  # scale-down stabilization window, seconds (Kubernetes HPA's default)
     failures: int = 3  # failed health checks in a row before a host is healed
     tolerance: float = 0.1  # load within target x (1 +- tolerance) changes nothing
+    warm: dict[str, int] = field(default_factory=dict)  # role -> spare hosts kept paused, outside the lb
 
     def bounds(self, role: str, minimum: dict[str, int], pool: int) -> tuple[int, int]:
         """(min, max) of a role: max defaults to its pool (the role's hosts in environments.py), so without a
@@ -82,4 +84,25 @@ def parse_monitor(env: str, value: dict[str, Any], roles: dict[str, int], minimu
     defaults = MonitorSpec()
     return MonitorSpec(maximum, target, float(settings.get("interval", defaults.interval)),
                        float(settings.get("window", defaults.window)), int(settings.get("failures", defaults.failures)),
-                       float(settings.get("tolerance", defaults.tolerance)))
+                       float(settings.get("tolerance", defaults.tolerance)), parse_warm(env, value, roles, minimum, at))
+
+
+def parse_warm(env: str, value: dict[str, Any], roles: dict[str, int], minimum: dict[str, int],
+               at: Callable[..., str]) -> dict[str, int]:
+    """`warm`: role -> spare hosts of its pool kept paused; they must leave the role's `min` room to serve."""
+    raw = value.get("warm", {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{at(env, 'warm')}: environment {env!r}: 'warm' must be a dict ROLE -> COUNT "
+                          "(e.g. 'warm': {'worker': 1})")
+    warm: dict[str, int] = {}
+    for role, count in raw.items():
+        if role not in roles:
+            raise ConfigError(f"{at(env, 'warm', str(role))}: environment {env!r}: warm: no host has role "
+                              f"{role!r} (roles: {', '.join(sorted(roles))})")
+        room = roles[role] - minimum.get(role, 0)
+        if not _number(count) or count != int(count) or not 0 <= count <= room:
+            raise ConfigError(f"{at(env, 'warm', str(role))}: environment {env!r}: warm[{role!r}] = {count!r}: a "
+                              f"whole number from 0 to {room} (the role's {roles[role]} host(s) less its min "
+                              f"{minimum.get(role, 0)}: warm hosts come from the pool not serving)")
+        warm[role] = int(count)
+    return warm

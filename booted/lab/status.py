@@ -9,22 +9,24 @@ from booted.remote.fanout import Fleet
 from booted.state import pins as user_pins
 from booted.state.inventory import Host, Image, Inventory
 from booted.state.records import Pin
+from booted.state.warm import warm_hosts
 
 
 def status(handle: LabHandle, inventory: Inventory, fleet: Fleet) -> list[dict[str, object]]:
     """The lab's rows: what its provider runs, its images, the host list, deployments, pins, SSH banners."""
     running, images = handle.running(), inventory.images(handle.env.name)
-    answers = fleet.answers([handle.target(i) for i in images if i.name in running])
+    warm = warm_hosts(inventory, handle.env.name, running)  # paused: their SSH would not answer
+    answers = fleet.answers([handle.target(i) for i in images if i.name in running and i.name not in warm])
     return status_rows(handle.env, running, images, inventory.hosts(), inventory.releases(),
-                       user_pins.pins(inventory), answers)
+                       user_pins.pins(inventory), answers, warm)
 
 
 def status_rows(env: Environment, running: dict[str, int], images: list[Image], listed: list[Host],
                 deployed: dict[tuple[str, str], str], pins: dict[str, Pin] | None = None,
-                answers: dict[str, bool] | None = None) -> list[dict[str, object]]:
+                answers: dict[str, bool] | None = None, warm: set[str] | None = None) -> list[dict[str, object]]:
     """One row per host; `pins`: versions users deployed by hand; `answers`: whether each running host's SSH
-    greeted just now (None: not probed, the host list's last check is shown)."""
-    pins = pins or {}
+    greeted just now (None: not probed, the host list's last check is shown); `warm`: the monitor's paused spares."""
+    pins, warm = pins or {}, warm or set()
     by_image = {i.name: i for i in images}
     by_host = {h.name: h for h in listed}
     desired = {h.name: h for h in env.hosts}
@@ -38,14 +40,17 @@ def status_rows(env: Environment, running: dict[str, int], images: list[Image], 
         version = pin.version if pin is not None and pinned else version
         want = f"{service} {version or ''}".strip() if spec and service else (service or "-")
         have = deployed.get((name, service or "")) if service else None
-        reachable = (answers.get(name, False) if name in running else None) if answers is not None \
+        reachable = (answers.get(name, False) if name in running and name not in warm else None) \
+            if answers is not None \
             else (host.reachable if host else None)
         out.append({"host": name, "desired": "yes" if spec else "no (extra)", "image": "yes" if img else "no",
                     "ip": img.ip if img else None, "running": name in running, "listed": host is not None,
                     "reachable": reachable, "want": want + (" (pinned)" if pinned else ""),
                     "pinned": pin.version if pinned and pin else None,
                     "deployed": f"{service} {have}" if have else "-",
-                    "state": verdict(spec is not None, name in running, service, version, have, reachable)})
+                    "warm": name in warm,
+                    "state": "warm (paused by the monitor)" if name in warm and spec
+                    else verdict(spec is not None, name in running, service, version, have, reachable)})
     return out
 
 

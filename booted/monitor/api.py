@@ -48,7 +48,8 @@ class Control:
         self.busy: str | None = None  # the host the daemon acts on now
 
     def record(self, status: dict[str, Any]) -> None:
-        point = {"at": status["at"], "roles": {r: {"load": v["load"], "healthy": len(v["healthy"])}
+        point = {"at": status["at"], "roles": {r: {"load": v["load"], "healthy": len(v["healthy"]),
+                                                   "warm": len(v.get("warm", []))}
                                                for r, v in status["roles"].items()}}
         with self.lock:
             self.status = status
@@ -82,7 +83,7 @@ class Control:
             self.busy = host
 
 
-BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)  # seconds: a netns heal to a TCG VM's scale-up
+BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)  # seconds: a warm take to a TCG boot
 FINISHED = ("done", "failed", "interrupted")
 
 
@@ -109,7 +110,8 @@ def metrics(env: str, status: dict[str, Any], counts: dict[tuple[str, str], int]
               f'booted_actions_in_progress{{env="{env}"}} '
               f'{sum(n for (_, s), n in counts.items() if s not in FINISHED)}']
     for kind, name, what in (("heal", "booted_heal_seconds", "a heal (restart, redeploy, test) took"),
-                             ("start", "booted_scaleup_seconds", "a scale-up start took until the host served")):
+                             ("start", "booted_scaleup_seconds", "a scale-up start took until the host served"),
+                             ("take", "booted_warm_take_seconds", "taking a warm host (resume, check, lb) took")):
         values = took.get(kind, [])
         lines += [f"# HELP {name} Seconds {what}.", f"# TYPE {name} histogram"]
         lines += [f'{name}_bucket{{env="{env}",le="{b:g}"}} {sum(1 for v in values if v <= b)}' for b in BUCKETS]

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 
 from booted.environments import Environment
 from booted.errors import BootedError, storage_error
+from booted.monitor import warmpool
 from booted.monitor.api import Api, Control
 from booted.monitor.follow import Watch, stamp, take
+from booted.monitor.load import measure
 from booted.monitor.reconcile import Action, Kind, Observed, Shortage, decide, managed, wanted_version
 from booted.monitor.scaling import Scaler
 from booted.monitor.statusfile import status_file, write_status
@@ -24,6 +26,7 @@ from booted.remote import deploy
 from booted.remote.fanout import Target
 from booted.remote.services import backend_addresses
 from booted.state import pins
+from booted.state.warm import clear_warm, warm_hosts
 
 if TYPE_CHECKING:
     from booted.context import Booted
@@ -43,6 +46,9 @@ class Monitor:
         self.failures: dict[str, int] = {}
         self.counters: dict[str, tuple[float, int]] = {}  # lb host -> (time, requests served)
         self.load: dict[str, float] = {}
+        self.last_wanted: dict[str, int] = {}
+        self.ran: frozenset[str] = frozenset()
+        self.serving: tuple[set[str], dict[str, dict[str, object]]] = (set(), {})  # the lbs' last hosts, health
         self.status_file = status_file(ctx.settings.state_dir, self.env.name)
         self.control = Control(self.env.name, {h.name for h in self.env.hosts})
 
@@ -87,18 +93,19 @@ class Monitor:
     # observing ---------------------------------------------------------------------------------------
     def observe(self) -> tuple[Observed, dict[str, dict[str, object]]]:
         """What runs, its health, and what each lb reports (host -> its /health JSON)."""
-        running = frozenset(self.lab.running())
+        procs = self.lab.running()
+        running, warm = frozenset(procs), frozenset(warm_hosts(self.ctx.inventory, self.env.name, procs))
         images = {i.name: i for i in self.ctx.inventory.images(self.env.name)}
         targets = {t.name: t for t in self.ctx.targets(env=self.env.name)}
         unlisted = {n for n in running - set(targets) if n in images}
         for name in unlisted:  # runs but is not listed (booted before this boot log, a killed run): checked
             targets[name] = self.lab.target(images[name])
-        health = self._health([targets[n] for n in sorted(running) if n in targets])
+        health = self._health([targets[n] for n in sorted(running - warm) if n in targets])  # warm: paused
         for name in sorted(unlisted & set(health)):  # it serves: list it again (its pinned key still checked)
             self.ctx.say(f"monitor: {name} runs and serves but was not listed: {self.lab.relist(images[name]).detail}")
         for name in images:
             ok = name in health
-            self.failures[name] = 0 if ok or name not in running else self.failures.get(name, 0) + 1
+            self.failures[name] = 0 if ok or name not in running - warm else self.failures.get(name, 0) + 1
         held = frozenset(n for n, i in images.items() if i.held)
         deployed = {h: v for (h, s), v in self.ctx.inventory.releases().items()
                     if h in images and images[h].service == s}
@@ -107,7 +114,7 @@ class Monitor:
         pins.clear_pins(self.ctx.inventory, [n for n, p in pinned.items() if n in versions
                                              and not p.holds(versions[n]) and deployed.get(n) == versions[n]])
         return Observed(running, {n: f for n, f in self.failures.items() if n in running}, held, deployed,
-                        pinned), health
+                        pinned, warm), health
 
     def _health(self, targets: list[Target]) -> dict[str, dict[str, object]]:
         """host -> its health JSON, for the hosts whose service answers with its own name."""
@@ -134,27 +141,7 @@ class Monitor:
         return out
 
     def measure(self, health: dict[str, dict[str, object]], now: float) -> dict[str, float]:
-        """Requests per second each lb served since the last pass, summed per role of its upstream."""
-        services = self.ctx.services
-        by_service: dict[str, set[str]] = {}
-        for h in self.env.hosts:
-            if h.service:
-                by_service.setdefault(h.service, set()).add(h.role)
-        load: dict[str, float] = {}
-        for name, data in health.items():
-            count = data.get("requests")
-            spec = next((h for h in self.env.hosts if h.name == name), None)
-            if not isinstance(count, int) or spec is None or spec.service not in services:
-                continue
-            upstream = services[spec.service].upstream
-            before = self.counters.get(name)
-            self.counters[name] = (now, count)
-            if before is None or upstream is None or now <= before[0] or count < before[1]:
-                continue
-            rate = (count - before[1]) / (now - before[0])
-            for role in by_service.get(upstream, set()):
-                load[role] = load.get(role, 0.0) + rate
-        return load
+        return measure(self.env, self.ctx.services, self.counters, health, now)
 
     # one pass ------------------------------------------------------------------------------------------
     def wanted(self, seen: Observed, load: dict[str, float], now: float) -> dict[str, int]:
@@ -162,7 +149,7 @@ class Monitor:
         for role in managed(self.env):
             low, high = self.env.monitor.bounds(role, self.env.minimum, self.pool(role))
             serving = sum(1 for h in self.env.hosts if h.role == role and h.name in seen.running
-                          and h.name not in seen.held and seen.failures.get(h.name, 0) == 0)
+                          and h.name not in seen.held | seen.warm and seen.failures.get(h.name, 0) == 0)
             if role in self.scalers and role in load:
                 out[role] = self.scalers[role].recommend(now, serving, load[role])
             else:  # no load to go by: keep what runs (a user's start included) between min and max
@@ -178,27 +165,36 @@ class Monitor:
         if busy:  # a user's start/stop is under way: what runs is changing under it; look again next pass
             self.ctx.say(f"monitor: {busy}; waiting for it")
             return []
+        quick = [(a, *self.act(a)) for a in warmpool.replacements(self)]  # before any health check
         self.watch_gateways()
         now = time.monotonic()
         seen, health = self.observe()
+        self.ran = seen.running  # what the wait after this pass compares with
         self.load = self.measure(health, now)
-        wanted = self.wanted(seen, self.load, now)
+        wanted = self.last_wanted = self.wanted(seen, self.load, now)
         decided = decide(self.env, seen, wanted)
         # a failing host leaves the lb at once, before it is healed; a host about to be stopped leaves it
         # before it stops (its requests in flight finish), so scaling down drops no request
         leaving = {a.host for a in decided if isinstance(a, Action) and a.kind is Kind.STOP}
         healthy = {n for n in seen.running if seen.failures.get(n, 0) == 0 and n in health} - leaving
         self.sync_backends(healthy, health)
+        self.serving = (healthy, health)
         asked: list[Action | Shortage] = [Action(Kind.HEAL, host, "reprovision requested through the API")
                                           for host, _ in self.control.take()]
         chosen = {a.host for a in asked if isinstance(a, Action)}
         todo = asked + [a for a in decided if not isinstance(a, Action) or a.host not in chosen]
-        done = [(a, *self.act(a)) for a in todo]
+        todo.sort(key=lambda a: not (isinstance(a, Action) and a.kind is Kind.TAKE))  # no boot: serving first
+        done = quick + [(a, *self.act(a)) for a in todo]
         if any(ok and isinstance(a, Action) and a.kind is not Kind.DEPLOY for a, ok, _ in done):
-            seen, health = self.observe()
-            self.sync_backends({n for n in seen.running if n in health}, health)
+            seen, health = self.settle()
         self.control.record(self.write_status(seen, wanted, health))
         return done
+
+    def settle(self) -> tuple[Observed, dict[str, dict[str, object]]]:
+        """Look again and put the lbs on the hosts healthy now (after actions, or a warm host taken)."""
+        seen, health = self.observe()
+        self.sync_backends({n for n in seen.running if n in health}, health)
+        return seen, health
 
     def act(self, action: Action | Shortage) -> tuple[bool, str]:
         """Do one action (recorded with its reason and outcome); a shortage is only said."""
@@ -209,7 +205,8 @@ class Monitor:
         self.ctx.say(f"monitor: {action.kind.value} {action.host}: {action.reason}")
         self.control.set_busy(action.host)
         doers: dict[Kind, Callable[[str], tuple[bool, str]]] = {
-            Kind.HEAL: self.heal, Kind.START: self.start, Kind.STOP: self.stop, Kind.DEPLOY: self.redeploy}
+            Kind.HEAL: self.heal, Kind.START: self.start, Kind.STOP: self.stop, Kind.DEPLOY: self.redeploy,
+            Kind.TAKE: functools.partial(warmpool.take, self), Kind.WARM: functools.partial(warmpool.fill, self)}
         try:
             ok, detail = doers[action.kind](action.host)
         except Exception as exc:  # one failed action is recorded and retried next pass, never the end
@@ -227,6 +224,7 @@ class Monitor:
         return self.ctx.runs(self.env.name).start_hosts([self.env.host(host)]).outcome()
 
     def stop(self, host: str) -> tuple[bool, str]:
+        clear_warm(self.ctx.inventory, [host])
         r = self.lab.stop([host], by_user=False)[0]
         return r.ok, r.detail
 
@@ -285,6 +283,6 @@ class Monitor:
                 except (BootedError, OSError, sqlite3.Error) as exc:  # a full disk, a lock: next pass tries again
                     storage = storage_error(exc, self.ctx.settings.state_dir)
                     self.ctx.say(f"monitor: pass failed: {storage or exc}")
-                stop.wait(max(0.0, self.env.monitor.interval - (time.monotonic() - started)))
+                warmpool.wait(self, stop, max(0.0, self.env.monitor.interval - (time.monotonic() - started)))
         finally:
             api.close()

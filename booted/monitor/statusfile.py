@@ -21,7 +21,8 @@ def write_status(path: Path, env: Environment, seen: Observed, wanted: dict[str,
     roles = {}
     for role in sorted({h.role for h in env.hosts}):
         hosts = [h.name for h in env.hosts if h.role == role]
-        roles[role] = {"wanted": wanted.get(role), "running": [h for h in hosts if h in seen.running],
+        roles[role] = {"wanted": wanted.get(role), "running": [h for h in hosts if h in seen.running - seen.warm],
+                       "warm": [h for h in hosts if h in seen.warm],
                        "healthy": [h for h in hosts if h in health and seen.failures.get(h, 0) == 0],
                        "held": [h for h in hosts if h in seen.held], "load": load.get(role)}
     lbs = {name: h["servers"] for name, h in sorted(health.items()) if isinstance(h.get("servers"), dict)}

@@ -171,7 +171,7 @@ class Inventory:
             "SELECT kind, status, COUNT(*) AS n FROM actions WHERE env = ? GROUP BY kind, status", (env,))}
         took: dict[str, list[float]] = {}
         for r in self.db.execute("SELECT kind, finished - started AS s FROM actions WHERE env = ? AND status = 'done'"
-                                 " AND finished IS NOT NULL AND kind IN ('heal', 'start')", (env,)):
+                                 " AND finished IS NOT NULL AND kind IN ('heal', 'start', 'take')", (env,)):
             took.setdefault(r["kind"], []).append(float(r["s"]))
         return counts, took
 

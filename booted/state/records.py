@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS timelines (
     clock TEXT NOT NULL DEFAULT '', offset REAL, note TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS timelines_by_env ON timelines (env, start);
+CREATE TABLE IF NOT EXISTS warm (
+    host TEXT PRIMARY KEY, env TEXT NOT NULL, pid INTEGER NOT NULL, at REAL NOT NULL
+);
 """
 
 

@@ -43,8 +43,8 @@ class Load:
 
     THREADS = 4
 
-    def __init__(self, rate: float) -> None:
-        self.rate, self.ok, self.failed = rate, 0, 0
+    def __init__(self, rate: float, url: str = LB) -> None:
+        self.rate, self.url, self.ok, self.failed = rate, url, 0, 0
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(self.THREADS)]
@@ -53,7 +53,7 @@ class Load:
         due = time.monotonic()
         while not self.stop.is_set():
             try:
-                with urllib.request.urlopen(LB, timeout=10) as resp:
+                with urllib.request.urlopen(self.url, timeout=10) as resp:
                     resp.read()
                 ok = True
             except OSError:
