@@ -100,7 +100,7 @@ class Monitor:
         unlisted = {n for n in running - set(targets) if n in images}
         for name in unlisted:  # runs but is not listed (booted before this boot log, a killed run): checked
             targets[name] = self.lab.target(images[name])
-        health = self._health([targets[n] for n in sorted(running - warm) if n in targets])  # warm: paused
+        health = self.health([targets[n] for n in sorted(running - warm) if n in targets])  # warm: paused
         for name in sorted(unlisted & set(health)):  # it serves: list it again (its pinned key still checked)
             self.ctx.say(f"monitor: {name} runs and serves but was not listed: {self.lab.relist(images[name]).detail}")
         for name in images:
@@ -116,7 +116,7 @@ class Monitor:
         return Observed(running, {n: f for n, f in self.failures.items() if n in running}, held, deployed,
                         pinned, warm), health
 
-    def _health(self, targets: list[Target]) -> dict[str, dict[str, object]]:
+    def health(self, targets: list[Target]) -> dict[str, dict[str, object]]:
         """host -> its health JSON, for the hosts whose service answers with its own name."""
         services = self.ctx.services
         specs = {h.name: h for h in self.env.hosts}

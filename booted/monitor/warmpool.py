@@ -7,16 +7,37 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from booted.monitor.follow import stamp
+from booted.environments import Environment
+from booted.lab.handle import LabHandle
+from booted.monitor.follow import Watch, stamp
 from booted.monitor.reconcile import Action, Kind, Observed, decide, managed
 from booted.providers.base import Provider
 from booted.remote.fanout import Target
 from booted.state.warm import clear_warm, set_warm, warm_hosts
 
 if TYPE_CHECKING:
-    from booted.monitor.daemon import Monitor
+    from booted.context import Booted
+
+
+class Monitor(Protocol):
+    """What the warm pool uses of the monitor's daemon (daemon.py): its run, lab and environments.py watch, the
+    pass's view (failure counts, wanted counts, what ran, the lbs' hosts and health), its health check and
+    its lb sync."""
+
+    ctx: Booted
+    lab: LabHandle
+    env: Environment
+    watch: Watch
+    failures: dict[str, int]
+    last_wanted: dict[str, int]
+    ran: frozenset[str]
+    serving: tuple[set[str], dict[str, dict[str, object]]]
+
+    def health(self, targets: list[Target]) -> dict[str, dict[str, object]]: ...
+
+    def sync_backends(self, healthy: set[str], health: dict[str, dict[str, object]]) -> None: ...
 
 HEALTHY_WITHIN = 10.0  # seconds a resumed host has to answer its health check
 WATCH = 0.2  # seconds between two looks at what runs while the daemon waits (with a warm pool)
@@ -35,7 +56,7 @@ def take(m: Monitor, host: str) -> tuple[bool, str]:
     target = _target(m, host)
     clock = "" if m.env.provider in SHARED_CLOCK else _set_clock(m, target)
     deadline = time.monotonic() + HEALTHY_WITHIN
-    while host not in m._health([target]):
+    while host not in m.health([target]):
         if time.monotonic() > deadline:
             return False, f"resumed, but no healthy answer within {HEALTHY_WITHIN:g}s{clock}"
         time.sleep(0.05)
