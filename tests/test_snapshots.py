@@ -25,6 +25,7 @@ from booted.providers.lab import Lab
 from booted.snapshots import Snapshots, decide
 from booted.snapshots.store import Manifest, SavedHost, Store
 from booted.state import snapshots as records
+from booted.state.warm import set_warm
 from tests.conftest import REPO
 from tests.fakes import FakeFleet, FakeHost, FakeProvider, World
 
@@ -182,6 +183,17 @@ def test_take_change_restore_on_the_fake_lab(settings_env: dict[str, str], tmp_p
     assert sorted(world.running) == ["lb01", "web01", "web02"]
     assert {i.name: i.held for i in ctx.inventory.images("lab")} == {"lb01": 0, "web01": 0, "web02": 0}
     assert records.unfinished_restore(ctx.inventory, "lab") is None
+    ctx.close()
+
+
+def test_the_monitors_warm_hosts_stay_paused(settings_env: dict[str, str], tmp_path: Path, world: World) -> None:
+    """A warm host (the monitor's paused spare) is saved but neither paused again nor woken by a snapshot."""
+    ctx = make_ctx(settings_env, tmp_path, world)
+    assert ctx.runs().start_all().failed() == []
+    set_warm(ctx.inventory, "lab", {"web02": world.running["web02"]})
+    taken = ctx.snapshots().take("warm")
+    assert world.calls[-2:] == ["pause lb01,web01", "resume lb01,web01"]
+    assert [h.name for h in taken.hosts if h.saved] == ["lb01", "web01", "web02"]
     ctx.close()
 
 

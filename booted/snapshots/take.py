@@ -25,6 +25,7 @@ from booted.providers.lab import Lab
 from booted.snapshots import decide
 from booted.snapshots.store import Manifest, SavedHost, Store
 from booted.state import snapshots as records
+from booted.state.warm import warm_hosts
 
 SAVERS = 8  # hosts saved at once while the lab is paused
 
@@ -84,17 +85,20 @@ def take(handle: LabHandle, name: str, hold: float = 0.0) -> Manifest:
             kit.say(f"removed {gone}: the folder of a snapshot run that did not finish")
         inv = kit.inventory
         images = inv.images(env.name)
-        running = sorted(set(handle.running()) & {i.name for i in images})
+        procs = handle.running()
+        running = sorted(set(procs) & {i.name for i in images})
+        warm = warm_hosts(inv, env.name, procs)  # the monitor's paused spares: saved, left paused
+        awake = [h for h in running if h not in warm]
         event = records.open_event(inv, env.name, name, "snapshot")
         partial = store.partial(name)
         try:
             kept = records.capture(inv, env.name)
             golden: list[str] = []
-            records.record_paused(inv, env.name, running, os.getpid())
+            records.record_paused(inv, env.name, awake, os.getpid())
             records.set_step(inv, event, "paused")
-            with watchdog(provider.resume_command(lab, running) if running else None):
+            with watchdog(provider.resume_command(lab, awake) if awake else None):
                 began = time.monotonic()
-                errors = provider.pause(lab, running) if running else {}
+                errors = provider.pause(lab, awake) if awake else {}
                 try:
                     if errors:
                         raise ProviderError("could not pause " + _said(errors))
@@ -102,9 +106,9 @@ def take(handle: LabHandle, name: str, hold: float = 0.0) -> Manifest:
                     if hold:
                         time.sleep(hold)
                 finally:
-                    resumed = provider.resume(lab, running) if running else {}
+                    resumed = provider.resume(lab, awake) if awake else {}
                     pause_s = time.monotonic() - began
-            records.clear_paused(inv, env.name, running)
+            records.clear_paused(inv, env.name, awake)
             if resumed:
                 raise ProviderError("could not resume " + _said(resumed))
             saved, now = set(running), set(handle.running())
