@@ -194,6 +194,12 @@ class Provider(ABC):
         """Put a stopped host's saved state from `folder` back (the lab handle starts it after)."""
         raise self._no_snapshots()
 
+    def start_saved(self, lab: Lab, hosts: dict[str, tuple[str, str]]) -> tuple[list[Started], dict[str, str]]:
+        """restore_resumes providers: start restored hosts (name -> (IP, MAC)) from their saved memory, on the
+        network prepare_network made; they continue paused-where-they-were and do not phone home. Returns the
+        started ones and host -> error for the others."""
+        raise self._no_snapshots()
+
     def forget(self, lab: Lab, name: str, folder: Path) -> None:
         """A snapshot of the host is deleted: drop what the provider keeps of it outside `folder` (VirtualBox's,
         libvirt's own snapshots). The folder itself is booted's to remove."""

@@ -17,20 +17,21 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import ClassVar
 
 from booted.config import CHILD_ENV
 from booted.hosts.identity import Identity
 from booted.hosts.seed import write_seed
 from booted.images.vm_assets import Assets
-from booted.providers import qemu_install
-from booted.providers.base import InstallMedia, Progress
+from booted.providers import qemu_install, qemu_snapshot
+from booted.providers.base import InstallMedia, Progress, Started
 from booted.providers.bridge import ensure_bridge, remove_bridge
 from booted.providers.lab import Lab
 from booted.providers.links import link_exists
 from booted.providers.qemu_cmdline import disk_name, host_command, tap_name, tap_netdev
 from booted.providers.qemu_options import Boot, boot_of
-from booted.providers.qemu_tap import make_taps, record_tap, recorded_tap, remove_stale_taps, remove_taps
+from booted.providers.qemu_tap import make_taps, make_taps_for, record_tap, recorded_tap, remove_stale_taps, remove_taps
 from booted.providers.qemu_usernet import FORWARDS, USERNET_MARK, free_ports, read_forwards, user_netdev, write_forwards
 from booted.providers.qemuctl import QBOOT, QEMU, detect_accel, is_vm, last_words, qmp_ok, stop_vm
 from booted.providers.vm import INITS as INITS  # re-exported: tests and bench/ take INITS from here
@@ -200,6 +201,37 @@ class QemuProvider(VmProvider):
         if not scan:
             remove_bridge(lab)
             (lab.dir / USERNET_MARK).unlink(missing_ok=True)
+
+    # snapshots (providers/qemu_snapshot.py) -----------------------------------------------------------
+    snapshot_keeps = ("each VM's memory (its migration stream) and disk overlay; a restore continues it "
+                      "where it was paused, no boot")
+    restore_resumes = True
+
+    def pause(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        return qemu_snapshot.pause(lab, names)
+
+    def resume(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        return qemu_snapshot.resume(lab, names)
+
+    def resume_command(self, lab: Lab, names: list[str]) -> list[str] | None:
+        return qemu_snapshot.resume_command(lab, names)
+
+    def save(self, lab: Lab, name: str, folder: Path) -> list[str]:
+        return qemu_snapshot.save(lab, name, self.running(lab).get(name), folder)
+
+    def restore(self, lab: Lab, name: str, folder: Path) -> None:
+        qemu_snapshot.restore(lab, name, folder)
+
+    def start_saved(self, lab: Lab, hosts: dict[str, tuple[str, str]]) -> tuple[list[Started], dict[str, str]]:
+        self.prepare_network(lab)
+        errors = {} if self.user_net else make_taps_for(lab, hosts)
+        todo = [n for n in hosts if n not in errors]
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
+            done = dict(zip(todo, pool.map(lambda n: qemu_snapshot.start_saved(lab, n), todo)))
+        errors |= {n: why for n, (_, why) in done.items() if why}
+        if not self.user_net:
+            remove_taps([tap_name(lab, hosts[n][0]) for n in errors])
+        return [s for s, _ in done.values() if s is not None], errors
 
     def check_install(self) -> None:
         if self.user_net:  # the installer needs the lab bridge: its static address, nginx, the apt proxy

@@ -18,16 +18,21 @@ from booted.providers.qemu_cmdline import tap_name
 def make_taps(lab: Lab, hosts: list[Identity]) -> dict[str, str]:
     """A tap on the lab bridge per host (a crashed run's leftover replaced); host -> error for those whose
     tap could not be made."""
-    taps = [tap_name(lab, h.ip) for h in hosts]
+    return make_taps_for(lab, {h.name: (h.ip, h.mac) for h in hosts})
+
+
+def make_taps_for(lab: Lab, hosts: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """make_taps for hosts given as name -> (IP, MAC)."""
+    taps = [tap_name(lab, ip) for ip, _ in hosts.values()]
     lines = [f"link del {t}" for t in taps if link_exists(t)]  # leftover of a crashed run
     lines += [f"tuntap add dev {t} mode tap" for t in taps]
     err = ip_batch(lines)
     for tap in taps:
         disable_ipv6(tap)
-    guard(lab, [(tap_name(lab, h.ip), h.mac, h.ip) for h in hosts])
+    guard(lab, [(tap_name(lab, ip), mac, ip) for ip, mac in hosts.values()])
     err += ip_batch([f"link set {t} master {lab.bridge} up" for t in taps])
-    return {h.name: f"could not create tap {tap_name(lab, h.ip)}: {err.strip()[-300:]}"
-            for h in hosts if not link_exists(tap_name(lab, h.ip))}
+    return {n: f"could not create tap {tap_name(lab, ip)}: {err.strip()[-300:]}"
+            for n, (ip, _) in hosts.items() if not link_exists(tap_name(lab, ip))}
 
 
 def record_tap(lab: Lab, host: Identity) -> None:
