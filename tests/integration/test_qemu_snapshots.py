@@ -52,7 +52,7 @@ def assert_as_snapshot(lab_run: LabRun, uptimes: dict[str, float], boots: dict[s
         "web01": (True, "hello 1.0", "ok"), "web02": (True, "hello 1.0", "ok")}
     assert guest(lab_run, "web02", "test -e /root/after && echo present || echo absent") == "absent"
     for host in ("web01", "web02"):
-        console = (Path(lab_run.env["BOOTED_STATE_DIR"]) / "labs").glob(f"*/{host}/console.log")
+        console = (Path(lab_run.env["BOOTED_STATE_DIR"]) / "labs").glob(f"*/hosts/{host}/console.log")
         text = next(console).read_text(errors="replace")
         assert text.count("phoned home") == boots[host], text[-2000:]  # no boot since the snapshot
         assert "continues from a snapshot" in text
@@ -75,7 +75,7 @@ def test_qemu_snapshot_change_restore_and_after_env_stop(lab_run: LabRun) -> Non
     assert abs(clock_offset(lab_run, "web01")) < 2.0  # the snapshot's pause was corrected on resume
     boots = {}
     for host in ("web01", "web02"):
-        console = next((Path(lab_run.env["BOOTED_STATE_DIR"]) / "labs").glob(f"*/{host}/console.log"))
+        console = next((Path(lab_run.env["BOOTED_STATE_DIR"]) / "labs").glob(f"*/hosts/{host}/console.log"))
         boots[host] = console.read_text(errors="replace").count("phoned home")
 
     lab_run.fab("hello_deploy", "--version", "1.1", "--hosts", "web01", timeout=600)
