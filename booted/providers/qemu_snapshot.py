@@ -108,6 +108,8 @@ def save(lab: Lab, name: str, pid: int | None, folder: Path) -> list[str]:
     argv: list[str] = []
     if pid is not None:
         argv = cmdline(pid)
+        while argv and not argv[-1]:  # /proc's NUL-terminated list: an empty last word would be a disk image
+            argv.pop()
         if not argv:
             raise ProviderError(f"{name}: its QEMU (PID {pid}) is gone")
         (folder / ARGV).write_text(json.dumps(argv) + "\n")

