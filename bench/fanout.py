@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import _benchlib as lib
+import _rivals
 from _benchlib import BenchError, say
 
 from booted.config import Settings
@@ -43,55 +44,6 @@ LABELS = {
     "pyinfra": "pyinfra: put + shell + shell + python.call GET",
     "ansible": "Ansible: copy + shell + shell + uri (delegate_to localhost)",
 }
-PLAYBOOK = """\
-- hosts: all
-  gather_facts: false
-  tasks:
-    - name: upload the release
-      ansible.builtin.copy:
-        src: "{{ release_tarball }}"
-        dest: "{{ incoming }}"
-    - name: unpack, switch current
-      ansible.builtin.shell: "{{ deploy_script }}"
-      args: {executable: /bin/bash}
-    - name: start supervised, wait until it answers
-      ansible.builtin.shell: "{{ start_script }}"
-      args: {executable: /bin/bash}
-    - name: check /health from the controller
-      ansible.builtin.uri:
-        url: "http://{{ ansible_host }}:8000/health"
-        return_content: true
-      delegate_to: localhost
-      register: health
-      failed_when: >-
-        health.status != 200 or health.json.host != inventory_hostname or health.json.version != want_version
-"""
-PYINFRA_DEPLOY = """\
-import json
-import urllib.request
-
-from pyinfra import host
-from pyinfra.operations import files, python, server
-
-files.put(name="upload the release", src=host.data.release_tarball, dest=host.data.incoming)
-# bash, like booted (Fabric runs commands in root's login shell): booted's stop snippet needs bash
-server.shell(name="unpack, switch current", commands=[host.data.deploy_script], _shell_executable="bash")
-server.shell(name="start supervised, wait until it answers", commands=[host.data.start_script],
-             _shell_executable="bash")
-
-
-def check(ip, host_name, version):
-    with urllib.request.urlopen(f"http://{ip}:8000/health", timeout=5) as resp:
-        data = json.loads(resp.read(65536))
-    if data.get("host") != host_name or data.get("version") != version:
-        raise Exception(f"{host_name}: /health says {data}")
-
-
-python.call(name="check /health from the controller", function=check, ip=host.data.ssh_hostname,
-            host_name=host.name, version=host.data.want_version)
-"""
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -215,49 +167,12 @@ class Bench:
         return seconds
 
     def run_ansible(self, version: str) -> float:
-        adir = self.tmp / "ansible"
-        (adir / "cp").mkdir(parents=True, exist_ok=True)
-        lines = ["all:", "  hosts:"]
-        for h in self.release_inputs(version):
-            lines += [f"    {h['name']}:", f"      ansible_host: {h['ip']}",
-                      f"      release_tarball: {json.dumps(h['tarball'])}",
-                      f"      incoming: {json.dumps(h['incoming'])}",
-                      f"      want_version: {json.dumps(version)}",
-                      f"      deploy_script: !unsafe {json.dumps(h['deploy_script'])}",
-                      f"      start_script: !unsafe {json.dumps(h['start_script'])}"]
-        (adir / "inventory.yml").write_text("\n".join(lines) + "\n")
-        (adir / "site.yml").write_text(PLAYBOOK)
-        ssh_args = (f"-C -o ControlMaster=auto -o ControlPersist=60s -o StrictHostKeyChecking=yes "
-                    f"-o UserKnownHostsFile={self.known_hosts} -o GlobalKnownHostsFile=/dev/null "
-                    "-o IdentitiesOnly=yes -o BatchMode=yes")
-        (adir / "ansible.cfg").write_text(
-            "[defaults]\n"
-            f"forks = {self.n}\nhost_key_checking = True\ninventory = {adir / 'inventory.yml'}\n"
-            f"remote_user = root\nprivate_key_file = {self.key}\ninterpreter_python = /usr/bin/python3\n"
-            f"gathering = explicit\nretry_files_enabled = False\nlocal_tmp = {adir / 'tmp'}\n"
-            "[ssh_connection]\n"
-            f"pipelining = True\nssh_args = {ssh_args}\ncontrol_path_dir = {adir / 'cp'}\n")
-        env = dict(self.env, ANSIBLE_CONFIG=str(adir / "ansible.cfg"), ANSIBLE_HOME=str(adir / "home"),
-                   ANSIBLE_NOCOLOR="1")
-        seconds, _ = lib.timed([str(lib.BIN / "ansible-playbook"), str(adir / "site.yml")], env=env, cwd=adir,
-                               log=self.log(version))
-        return seconds
+        return _rivals.ansible(self.tmp / "ansible", self.release_inputs(version), version, self.key,
+                               self.known_hosts, self.env, self.log(version))
 
     def run_pyinfra(self, version: str) -> float:
-        pdir = self.tmp / "pyinfra"
-        pdir.mkdir(exist_ok=True)
-        hosts = [(h["name"], {"ssh_hostname": h["ip"], "ssh_user": "root", "ssh_key": self.key,
-                              "ssh_allow_agent": False, "ssh_look_for_keys": False,
-                              "ssh_known_hosts_file": self.known_hosts, "ssh_strict_host_key_checking": "yes",
-                              "release_tarball": h["tarball"], "incoming": h["incoming"], "want_version": version,
-                              "deploy_script": h["deploy_script"], "start_script": h["start_script"]})
-                 for h in self.release_inputs(version)]
-        (pdir / "inventory.py").write_text(f"hosts = {hosts!r}\n")
-        (pdir / "deploy.py").write_text(PYINFRA_DEPLOY)
-        seconds, _ = lib.timed([str(lib.BIN / "pyinfra"), "-y", "--parallel", str(self.n),
-                                "inventory.py", "deploy.py"], env=dict(self.env, HOME=str(pdir)), cwd=pdir,
-                               log=self.log(version))
-        return seconds
+        return _rivals.pyinfra(self.tmp / "pyinfra", self.release_inputs(version), version, self.key,
+                               self.known_hosts, self.env, self.log(version))
 
     # the benchmark ----------------------------------------------------------------------------------
     def run(self) -> None:

@@ -155,8 +155,16 @@ class Booted:
         running = {n for e in {i.env for i in images} & set(self.environments) for n in self.lab(e).running()}
         return [{"name": i.name, "env": i.env, "provider": i.provider, "ip": i.ip, "mac": i.mac, "role": i.role,
                  "service": i.service, "version": i.version, "running": i.name in running, "created": i.created,
+                 "networks": self.networks_of(i),
                  "hypervisor": i.hypervisor or None}
                 for i in images]
+
+    def networks_of(self, image: Image) -> dict[str, str]:
+        """A host image's address on each network it is on (an environment no longer in the file: its one)."""
+        env = self.environments.get(image.env)
+        if env is None:
+            return {image.env: image.ip}
+        return {net.name: env.address(image.ip, net.name) for net in env.host_nets(image.name)}
 
     # across labs: the target resolver remote work is handed ------------------------------------------
     def target(self, image: Image) -> Target:
@@ -173,6 +181,10 @@ class Booted:
                 image = images.get(host.name)
                 out.append(self.target(image) if image and image.ip == host.ip else Target(host.name, host.ip))
         return out
+
+    def address(self, env: str, ip: str, network: str | None) -> str:
+        """A host's address on a network of its environment (an environment no longer in the file: its IP)."""
+        return self.environments[env].address(ip, network) if env in self.environments else ip
 
     def gateway(self, host: str) -> str:
         """The lab gateway a host reaches booted's nginx on."""
@@ -199,7 +211,8 @@ class Booted:
             image = images.get(t.name)
             if image is not None:
                 addr, port = t.endpoint(22)
-                entries.append(Entry(t.name, addr, port, t.ip, image.env, image.role, image.service))
+                entries.append(Entry(t.name, addr, port, t.ip, image.env, image.role, image.service,
+                                     self.networks_of(image)))
         self.keys.ensure_lab_key()
         return entries, Credentials(self.settings.user, self.keys.lab_key, self.keys.known_hosts)
 

@@ -97,7 +97,9 @@ def env_status(ctx: Booted, env: str | None = None, json_: bool = False) -> None
     if json_:  # "host" stays beside "name" for the scripts written before every task said "name" (deprecated)
         emit_json([{"name": r["host"], **r} for r in rows])
         return
-    print(f"environment {lab.env.name} ({lab.env.provider}, {lab.env.network})")
+    nets = lab.env.networks
+    print(f"environment {lab.env.name} ({lab.env.provider}, "
+          + (", ".join(f"{n.name} {n.cidr}" for n in nets) if len(nets) > 1 else str(lab.env.network)) + ")")
     print(table(["host", "desired", "ip", "running", "reachable", "want", "deployed", "state"],
                 [(r["host"], r["desired"], r["ip"], "yes" if r["running"] else "no",
                   {True: "yes", False: "no", None: "-"}[r["reachable"]], r["want"], r["deployed"], r["state"])

@@ -36,7 +36,7 @@ def hosts_filter(ctx: Booted, json_: bool = False) -> None:
 @booted_task(help=JSON_HELP)
 def hosts_list(ctx: Booted, json_: bool = False) -> None:
     """Show the host list: IP, role, service, boot, reachable."""
-    rows = hostlist.rows(ctx.kit)
+    rows = hostlist.rows(ctx.kit, ctx.networks_of)
     if json_:
         emit_json(rows)
         return

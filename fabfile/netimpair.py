@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from booted.context import Booted
+from booted.environments.impairment import impairment
 from booted.errors import ConfigError
-from booted.impair.spec import impairment
 from booted.report import table
 from booted.results import HostResult
 from fabfile._task import JSON_HELP, booted_task, emit_json, finish, names

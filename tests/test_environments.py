@@ -261,7 +261,7 @@ def test_host_images_made_on_another_network(tmp_path: Path) -> None:
 
 
 def test_impair_per_environment_and_host(tmp_path: Path) -> None:
-    from booted.impair.spec import Impairment
+    from booted.environments.impairment import Impairment
     text = GOOD.replace('"min": {"worker": 1},', '"min": {"worker": 1},\n        "impair": {"loss": "1%"},').replace(
         '"lb01": {"role": "lb"}', '"lb01": {"role": "lb", "impair": {"delay": "100ms", "rate": "10mbit"}}')
     env = load_environments(write(tmp_path, text))["lab"]

@@ -9,9 +9,9 @@ import pytest
 
 from booted.config import Settings
 from booted.context import Booted
+from booted.environments.impairment import Impairment, impairment, parse_duration, parse_percent, parse_rate
 from booted.errors import ConfigError
 from booted.impair.kernel import pair, tbf
-from booted.impair.spec import Impairment, impairment, parse_duration, parse_percent, parse_rate
 from tests.fakes import FakeProvider, World
 
 

@@ -65,8 +65,9 @@ def reset(kit: Kit, listed: Targets) -> tuple[bootlog.ReadResult, list[HostResul
     return logged(kit), filter_hosts(kit, listed)
 
 
-def rows(kit: Kit) -> list[dict[str, object]]:
-    """One dict per listed host: what hosts_list prints (table or JSON)."""
+def rows(kit: Kit, networks: Callable[[Image], dict[str, str]] | None = None) -> list[dict[str, object]]:
+    """One dict per listed host: what hosts_list prints (table or JSON); `networks`: a host image's address on
+    each of its networks (Booted.networks_of)."""
     images = {i.name: i for i in kit.inventory.images()}
     deployed = kit.inventory.releases()
     out: list[dict[str, object]] = []
@@ -78,6 +79,7 @@ def rows(kit: Kit) -> list[dict[str, object]]:
             "service": service, "version": deployed.get((h.name, service or "")) if service else None,
             "booted_at": h.booted_at, "reachable": h.reachable, "known": img is not None,
             "hypervisor": (img.hypervisor or None) if img else None,
+            "networks": networks(img) if img and networks else {img.env if img else "": h.ip},
         })
     return out
 

@@ -32,10 +32,12 @@ def load_environments(path: Path, timeout: float = LOAD_TIMEOUT) -> dict[str, En
     for name, value in raw.items():
         env = environment(name, value, lines)
         for other in envs.values():
-            if env.network.overlaps(other.network):
-                raise ConfigError(f"{lines.at(name, 'network')}: environment {name!r}: network {env.network} "
-                                  f"overlaps environment {other.name!r}'s {other.network}: give each environment "
-                                  "its own network")
+            for net in env.networks:
+                for theirs in other.networks:
+                    if net.cidr.overlaps(theirs.cidr):
+                        raise ConfigError(f"{net.where}: environment {name!r}: network {net.cidr} overlaps "
+                                          f"environment {other.name!r}'s {theirs.cidr}: give each environment "
+                                          "its own network")
         for host in env.hosts:
             if host.name in owner:
                 raise ConfigError(f"{lines.at(name, 'hosts')}: environment {name!r}: host {host.name!r} is "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from booted.environments.model import Environment
 from booted.errors import ConfigError
 
-BOOTED_BRIDGE_RE = re.compile(r"^bt[0-9a-f]{6}\Z")  # a booted lab's bridge (Lab.bridge): bt + lab id
+BOOTED_BRIDGE_RE = re.compile(r"^bt[0-9a-f]{6}(x\d)?\Z")  # a booted lab's bridge (Lab.bridges): bt + lab id [x k]
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,12 @@ def check_machine(env: Environment, own: Iterable[str], found: list[Claim]) -> N
     the lab's too, unless it is another booted lab's bridge)."""
     mine = set(own) | {c.device for c in found if c.exact_gateway and not BOOTED_BRIDGE_RE.match(c.device)}
     for claim in found:
-        if claim.device in mine or not claim.network.overlaps(env.network):
+        net = next((n for n in env.networks if claim.network.overlaps(n.cidr)), None)
+        if claim.device in mine or net is None:
             continue
         other = " (another booted lab's bridge, from another state directory?)" \
             if BOOTED_BRIDGE_RE.match(claim.device) else ""
-        raise ConfigError(f"{env.where_network or env.source}: environment {env.name!r}: network {env.network} "
+        raise ConfigError(f"{net.where or env.source}: environment {env.name!r}: network {net.cidr} "
                           f"overlaps this machine's {claim.what}{other}: hosts could not reach it, nor it them; "
                           "choose a network no interface or route of this machine uses (see ip addr, ip route)")
 

@@ -8,16 +8,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from booted.environments.impairment import Impairment
 from booted.environments.monitor import MonitorSpec
+from booted.environments.networks import Net, address_on
 from booted.errors import ConfigError
-from booted.impair.spec import Impairment
 from booted.providers.lab import Options
 from booted.providers.options import env_keys, host_keys
 from booted.rules import DEBIAN_PACKAGE
 
 # the keys every provider reads, and (providers/options.py) those one provider reads and checks itself
-HOST_KEYS = {"role", "service", "version", "memory", "cpus", "impair"} | host_keys()
-ENV_KEYS = {"provider", "network", "hosts", "min", "packages", "init", "max", "target", "monitor",
+HOST_KEYS = {"role", "service", "version", "memory", "cpus", "impair", "networks"} | host_keys()
+ENV_KEYS = {"provider", "network", "networks", "hosts", "min", "packages", "init", "max", "target", "monitor",
             "impair"} | env_keys()
 INITS = ("busybox", "systemd")
 RANGE_RE = re.compile(r"^([a-z][a-z0-9-]*)\[(\d+):(\d+)\]([a-z0-9-]*)\Z")
@@ -34,6 +35,8 @@ class HostSpec:
     memory: int = 256
     cpus: int = 1
     impair: Impairment | None = None  # its link's impairment (None: the environment's)
+    networks: tuple[str, ...] = ()  # the networks it has a NIC on, in the environment's order (): the first
+    where: str = ""  # file:line of its key, for errors found later (its service's network)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,33 @@ class Environment:
     options: Options = field(default_factory=Options)  # its provider's own keys (qemu: boot; libvirt: hypervisors...)
     where_network: str = ""  # file:line of its 'network' key, for errors found later (on this machine)
     impair: Impairment = field(default_factory=Impairment)  # its hosts' links' impairment, unless a host says
+    nets: tuple[Net, ...] = ()  # its networks, the first booted's (): one, `network`, named after it
+
+    @property
+    def networks(self) -> tuple[Net, ...]:
+        return self.nets or (Net(self.name, self.network, True, self.where_network),)
+
+    @property
+    def lab_nets(self) -> tuple[tuple[str, ipaddress.IPv4Network, bool], ...]:
+        """Its networks as a provider's Lab has them: (name, CIDR, gateway)."""
+        return tuple((n.name, n.cidr, n.gateway) for n in self.networks)
+
+    def net(self, name: str | None) -> Net:
+        """A network by name (None: the first)."""
+        for net in self.networks:
+            if name is None or net.name == name:
+                return net
+        raise ConfigError(f"{self.source}: environment {self.name!r} has no network {name!r} "
+                          f"(networks: {', '.join(n.name for n in self.networks)})")
+
+    def host_nets(self, name: str) -> tuple[Net, ...]:
+        """The networks a host has a NIC on, the first first (a host not in the file: the first only)."""
+        names = next((h.networks for h in self.hosts if h.name == name), ())
+        return tuple(n for n in self.networks if n.name in names) or self.networks[:1]
+
+    def address(self, ip: str, network: str | None) -> str:
+        """A host's address on a network (None: the first), from its address on the first."""
+        return address_on(ip, self.network, self.net(network).cidr)
 
     def host(self, name: str) -> HostSpec:
         for spec in self.hosts:

@@ -3,9 +3,9 @@ host and the key, and says what is allowed."""
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
+from booted.environments.impairment import Impairment, impairment
 from booted.environments.loader import Lines
 from booted.environments.model import (
     ENV_KEYS,
@@ -17,13 +17,14 @@ from booted.environments.model import (
     packages_of,
 )
 from booted.environments.monitor import parse_monitor
+from booted.environments.networks import Net, host_networks, parse_networks
 from booted.errors import ConfigError
-from booted.impair.spec import Impairment, impairment
 from booted.providers import NAMES as PROVIDERS
 from booted.providers.options import parse_options
 from booted.rules import HOST_NAME, VERSION
 
-PRIVATE = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))  # RFC 1918
+MULTI_NIC = ("netns", "qemu")  # the providers that give a host a NIC per network
+
 
 
 def environment(name: Any, value: Any, lines: Lines) -> Environment:
@@ -41,7 +42,11 @@ def environment(name: Any, value: Any, lines: Lines) -> Environment:
     if provider not in PROVIDERS:
         raise ConfigError(f"{lines.at(name, 'provider')}: environment {name!r}: provider {provider!r} "
                           f"is not one of {', '.join(PROVIDERS)} (the providers this version of booted has)")
-    network = _network(name, value.get("network"), lines)
+    nets = parse_networks(name, value, lines.at)
+    if len(nets) > 1 and provider not in MULTI_NIC:
+        raise ConfigError(f"{nets[1].where}: environment {name!r}: several networks are not supported for provider "
+                          f"{provider!r} yet (providers with several: {', '.join(MULTI_NIC)}); use one network")
+    network = nets[0].cidr
     hosts_raw = value.get("hosts")
     if not isinstance(hosts_raw, dict) or not hosts_raw:
         raise ConfigError(f"{lines.at(name, 'hosts')}: environment {name!r}: 'hosts' must be a non-empty "
@@ -49,14 +54,14 @@ def environment(name: Any, value: Any, lines: Lines) -> Environment:
     hosts: list[HostSpec] = []
     defined: dict[str, tuple[str, dict[str, Any]]] = {}  # host -> the key it is defined under, its dict
     for key, spec in hosts_raw.items():
-        for host in _hosts(name, key, spec, lines):
+        for host in _hosts(name, key, spec, lines, nets):
             if host.name in defined:
                 raise ConfigError(f"{lines.at(name, str(key))}: environment {name!r}: host {host.name!r} "
                                   "is defined twice (check overlapping ranges)")
             defined[host.name] = (str(key), spec)
             hosts.append(host)
     if len(hosts) > network.num_addresses - 3:
-        raise ConfigError(f"{lines.at(name, 'network')}: environment {name!r}: network {network} has room "
+        raise ConfigError(f"{nets[0].where}: environment {name!r}: network {network} has room "
                           f"for {network.num_addresses - 3} hosts, {len(hosts)} are defined: use a larger network")
     minimum = _minimum(name, value.get("min", {}), hosts, lines)
     packages = packages_of(value.get("packages", []), f"{lines.at(name, 'packages')}: environment {name!r}")
@@ -71,11 +76,11 @@ def environment(name: Any, value: Any, lines: Lines) -> Environment:
     monitor = parse_monitor(name, value, roles, minimum, lines.at)
     impair = _impair(value, lines, name) or Impairment()
     return Environment(name, provider, network, tuple(hosts), minimum, str(lines.path), packages, init, monitor,
-                       options, lines.at(name, "network"), impair)
+                       options, nets[0].where, impair, nets if "networks" in value else ())
 
 
 def _impair(spec: dict[str, Any], lines: Lines, env: str, key: str | None = None) -> Impairment | None:
-    """An environment's or a host's `impair` dict (booted/impair/spec.py), or None when it has none."""
+    """An environment's or a host's `impair` dict (environments/impairment.py), or None when it has none."""
     if "impair" not in spec:
         return None
     path = (env, key, "impair") if key is not None else (env, "impair")
@@ -88,21 +93,7 @@ def _impair(spec: dict[str, Any], lines: Lines, env: str, key: str | None = None
         raise ConfigError(f"{where}: environment {env!r}: {owner}impair: {exc}") from None
 
 
-def _network(env: str, raw: Any, lines: Lines) -> ipaddress.IPv4Network:
-    where = lines.at(env, "network")
-    if not isinstance(raw, str):
-        raise ConfigError(f"{where}: environment {env!r}: 'network' must be a CIDR string like '10.77.0.0/24'")
-    try:
-        net = ipaddress.IPv4Network(raw, strict=True)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: environment {env!r}: network {raw!r} is not a valid IPv4 CIDR ({exc})") from None
-    if not any(net.subnet_of(block) for block in PRIVATE) or net.prefixlen > 29 or net.prefixlen < 16:
-        raise ConfigError(f"{where}: environment {env!r}: network {raw!r} must be a private range "
-                          "(10/8, 172.16/12, 192.168/16) between /16 and /29")
-    return net
-
-
-def _hosts(env: str, key: Any, spec: Any, lines: Lines) -> list[HostSpec]:
+def _hosts(env: str, key: Any, spec: Any, lines: Lines, nets: tuple[Net, ...]) -> list[HostSpec]:
     where = lines.at(env, str(key))
     if not isinstance(key, str):
         raise ConfigError(f"{where}: environment {env!r}: host key {key!r} must be a string")
@@ -139,7 +130,8 @@ def _hosts(env: str, key: Any, spec: Any, lines: Lines) -> list[HostSpec]:
     if not _whole(cpus) or not 1 <= cpus <= 64:
         raise ConfigError(f"{where}: environment {env!r}: host {key!r}: cpus {cpus!r}: 1..64")
     impair = _impair(spec, lines, env, key)
-    return [HostSpec(n, role, service, version, memory, cpus, impair) for n in names]
+    networks = host_networks(env, key, spec, nets, lines.at)
+    return [HostSpec(n, role, service, version, memory, cpus, impair, networks, where) for n in names]
 
 
 def _whole(value: Any) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 GROUP_RE = re.compile(r"[^a-z0-9_]")
@@ -23,6 +23,7 @@ class Entry:
     env: str
     role: str
     service: str | None
+    networks: dict[str, str] = field(default_factory=dict)  # network -> its address there (`ip`: the first's)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def ansible(entries: list[Entry], cred: Credentials) -> str:
              f"    ansible_user: {q(cred.user)}", f"    ansible_ssh_private_key_file: {q(str(cred.key))}",
              f"    ansible_ssh_common_args: {q(args)}", "    ansible_python_interpreter: /usr/bin/python3",
              "  hosts:"]
-    lines += [f"    {e.name}: {{ansible_host: {q(e.addr)}, ansible_port: {e.port}}}" for e in entries]
+    lines += [f"    {e.name}: {{ansible_host: {q(e.addr)}, ansible_port: {e.port}, booted_networks: {q(e.networks)}}}"
+              for e in entries]
     lines.append("  children:")
     for name, hosts in groups(entries).items():
         lines += [f"    {name}:", "      hosts:"] + [f"        {h}: {{}}" for h in hosts]

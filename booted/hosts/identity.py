@@ -104,6 +104,17 @@ def hash_password(password: str, search: str = "/usr/bin:/bin") -> str:
 
 
 @dataclass(frozen=True)
+class Nic:
+    """A host's NIC on one of its lab's networks (eth0: the first network's, the Identity's ip and mac)."""
+
+    network: str
+    iface: str
+    ip: str
+    prefix: int
+    mac: str
+
+
+@dataclass(frozen=True)
 class Identity:
     """What a host is told at boot: the same fields for every provider."""
 
@@ -125,6 +136,13 @@ class Identity:
     serve: str = ""  # serve.sh: fetch, unpack and start the host's service at first boot (booted's deploy.sh)
     release: str = ""  # the release serve.sh starts, announced in the boot-log line once it serves
     hypervisor: str = ""  # libvirt: the hypervisor it runs on (placement; not told to the host)
+    network: str = ""  # the name of the first network (eth0's)
+    extra: tuple[Nic, ...] = ()  # its NICs on the lab's other networks: eth1, eth2...
+
+    @property
+    def nics(self) -> tuple[Nic, ...]:
+        """Every NIC of the host, eth0 first."""
+        return (Nic(self.network, "eth0", self.ip, self.prefix, self.mac), *self.extra)
 
     def env_text(self) -> str:
         """The /run/booted/identity file: shell KEY='value' lines, every value quoted."""
@@ -134,6 +152,7 @@ class Identity:
             "BOOTED_IFACE": "eth0", "BOOTED_LOGIN_USER": self.login_user, "BOOTED_PW_HASH": self.pw_hash or "",
             "BOOTED_BOOT_TOKEN": self.boot_token, "BOOTED_APT_PROXY": self.apt_proxy,
             "BOOTED_RELEASE": self.release,
+            "BOOTED_NICS": " ".join(f"{n.iface}={n.ip}/{n.prefix}" for n in self.extra),
         }
         return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from booted.config import CHILD_ENV
+from booted.environments.impairment import Impairment
 from booted.errors import ProviderError
-from booted.impair.spec import Impairment
 from booted.providers.links import disable_ipv6, ip_batch, link_exists
 from booted.providers.procs import alive, from_pidfile
 

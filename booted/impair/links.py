@@ -6,8 +6,8 @@ Recorded in the lab's folder (`impair.json`), written under the lab lock: `want`
 net_clear's word per host and network ({} = cleared: environments.py's impairment is off too, until
 env_stop), `live` what was applied to which interface by which mechanisms. A host that (re)starts gets its
 impairment again (the lab handle calls `apply`); a stopped host's delay lines end (`stopped`); env_stop
-forgets everything (`forget`). Today a lab has one network, named after its environment; each network of a
-host is its own link here, so several networks per lab need only the provider's `local_nics` to say more.
+forgets everything (`forget`). Each network a host is on is its own link here (the provider's
+`local_nics`: network -> interface); a lab with one network names it after its environment.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from booted.environments import Environment
+from booted.environments.impairment import Impairment, impairment, ms_text, rate_text
 from booted.errors import BootedError, ConfigError
 from booted.impair import kernel
-from booted.impair.spec import Impairment, impairment, ms_text, rate_text
 from booted.kit import Kit
 from booted.providers.base import Provider
 from booted.providers.lab import Lab
@@ -37,13 +37,14 @@ class LabLinks:
         self.path, self.run_dir = lab.dir / "impair.json", lab.dir / "impair"
 
     # what is wanted ----------------------------------------------------------------------------------
-    def networks(self, network: str | None = None) -> list[str]:
-        """The lab's networks (`network`: only that one, checked)."""
-        names = [self.env.name]
+    def networks(self, network: str | None = None, host: str | None = None) -> list[str]:
+        """The lab's networks (`network`: only that one, checked; `host`: only those it is on)."""
+        names = [n.name for n in self.env.networks]
         if network is not None and network not in names:
             raise ConfigError(f"environment {self.env.name!r} has no network {network!r} (networks: "
-                              f"{', '.join(names)}: a lab's one network is named after its environment)")
-        return [network] if network else names
+                              f"{', '.join(names)}: a lab with one network names it after its environment)")
+        on = [n.name for n in self.env.host_nets(host)] if host is not None else names
+        return [n for n in names if n in on and n == (network or n)]
 
     def hosts(self, names: list[str] | None) -> list[str]:
         """The named hosts (checked: of this environment), or all of them."""
@@ -76,7 +77,7 @@ class LabLinks:
         with self.locked(what):
             records = self._load()
             for host in hosts:
-                for net in networks:
+                for net in (n for n in networks if n in self.networks(host=host)):
                     records["want"].setdefault(host, {})[net] = value
             self._save(records)
             return self._apply(records, hosts)
@@ -119,7 +120,7 @@ class LabLinks:
         records, running = self._load(), self.provider.running(self.lab)
         rows = []
         for host in self.hosts(None):
-            for net in self.networks():
+            for net in self.networks(host=host):
                 spec, live = self.wanted(records, host, net), records["live"].get(host, {}).get(net)
                 if not spec and not live:
                     continue
@@ -157,7 +158,7 @@ class LabLinks:
                 continue
             nics = self.provider.local_nics(self.lab, name, images[name].ip)
             done, errors = [], []
-            for net in self.networks():
+            for net in self.networks(host=name):
                 spec, link = self.wanted(records, name, net), nics.get(net)
                 if link is None:
                     if spec:

@@ -23,7 +23,7 @@ from booted.hosts.identity import Identity, hash_password
 from booted.impair.links import LabLinks
 from booted.kit import Kit
 from booted.lab import timeline
-from booted.lab.hostimages import ensure_image, identity
+from booted.lab.hostimages import ensure_image, host_target, identity
 from booted.lab.lock import LabLock, under_lab_lock
 from booted.lab.preflight import preflight
 from booted.providers.base import Provider
@@ -49,7 +49,7 @@ class LabHandle:
         s = kit.settings
         self.kit, self.env, self.services, self.gateways = kit, env, services, gateways
         self.lab = Lab(env.name, s.lab_id(env.name), env.network, s.state_dir / "labs" / env.name, init=env.init,
-                       options=env.options, placed=self.placed)
+                       options=env.options, placed=self.placed, nets=env.lab_nets)
         self.provider = provider(s)
         self._checked, self._lock = False, LabLock(kit.locks, env.name)
         self.links = LabLinks(kit, self.lab, env, self.provider, self.locked)  # impaired links (booted/impair/)
@@ -70,7 +70,7 @@ class LabHandle:
 
     def validate(self, specs: list[HostSpec]) -> None:
         """What input decides, checked before any host is touched (lab/preflight.py): ConfigError, exit 2."""
-        preflight(self.kit, self.services, self.env, self.lab.bridge, specs)
+        preflight(self.kit, self.services, self.env, self.lab.bridges, specs)
 
     # observing (no root needed) ----------------------------------------------------------------------
     def running(self) -> dict[str, int]:
@@ -81,8 +81,7 @@ class LabHandle:
 
     def target(self, image: Image) -> Target:
         """A fan-out target for a host image of this lab, with its forwarded ports if it has any."""
-        fwd = self.endpoints(image.name)
-        return Target(image.name, image.ip, tuple((g, a, p) for g, (a, p) in sorted(fwd.items())))
+        return host_target(self.env, self.services, image, self.endpoints(image.name))
 
     def ssh_endpoint(self, image: Image) -> tuple[str, int]:
         return self.target(image).endpoint(22)

@@ -3,11 +3,16 @@ MAC, host key), and the Identity a provider hands the host at boot."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Mapping
+
 from booted.config import Settings
 from booted.environments import Environment, HostSpec
 from booted.errors import StateError
-from booted.hosts.identity import Identity, Keys
-from booted.state.inventory import Image, Inventory
+from booted.hosts.identity import Identity, Keys, Nic
+from booted.remote.fanout import Target
+from booted.remote.services import Service, listen_address
+from booted.state.inventory import Image, Inventory, mac_for
 
 
 def ensure_image(inventory: Inventory, keys: Keys, env: Environment, spec: HostSpec) -> Image:
@@ -34,10 +39,22 @@ def ensure_image(inventory: Inventory, keys: Keys, env: Environment, spec: HostS
 def identity(settings: Settings, keys: Keys, env: Environment, image: Image, pw_hash: str | None,
              ports: tuple[int, ...], boot_token: str, serve: str = "", release: str = "") -> Identity:
     """What the host is told at boot (the same for every provider); `serve`/`release`: its service to
-    start at boot (remote/firstboot.py)."""
+    start at boot (remote/firstboot.py). A NIC on each of its networks, the first's eth0."""
+    nets = env.host_nets(image.name)
+    extra = tuple(Nic(net.name, f"eth{k}", ip, net.cidr.prefixlen, mac_for(ipaddress.IPv4Address(ip)))
+                  for k, net in enumerate(nets[1:], 1) for ip in [env.address(image.ip, net.name)])
     return Identity(
         name=image.name, ip=image.ip, prefix=env.network.prefixlen, gateway=str(env.gateway), mac=image.mac,
         boot_url=f"http://{env.gateway}:{settings.http_port}/booted", login_user=settings.user, pw_hash=pw_hash,
         host_key=keys.host_key(image.name), authorized_key=keys.ensure_lab_key(), memory=image.memory,
         cpus=image.cpus, ports=ports, boot_token=boot_token,
-        apt_proxy=f"http://{env.gateway}:{settings.apt_port}", serve=serve, release=release)
+        apt_proxy=f"http://{env.gateway}:{settings.apt_port}", serve=serve, release=release,
+        network=env.networks[0].name, extra=extra)
+
+
+def host_target(env: Environment, services: Mapping[str, Service], image: Image,
+                fwd: dict[int, tuple[str, int]]) -> Target:
+    """A fan-out target for a host image of `env`: its forwarded ports, and where its service listens when
+    that is on another network than the first."""
+    listen, inside = listen_address(env, services.get(image.service or ""), image.ip)
+    return Target(image.name, image.ip, tuple((g, a, p) for g, (a, p) in sorted(fwd.items())), listen, inside)

@@ -15,18 +15,39 @@ from booted.remote.services import Service, check_release, get_service
 from booted.state.inventory import Image
 
 
-def preflight(kit: Kit, services: Mapping[str, Service], env: Environment, bridge: str,
+def preflight(kit: Kit, services: Mapping[str, Service], env: Environment, bridges: list[str],
               specs: Iterable[HostSpec]) -> None:
     """Raise for the first mistake in what starting `specs` of `env` (on its bridge) needs."""
     settings = kit.settings
     checked: set[tuple[str, str | None]] = set()
     for spec in specs:
+        check_networks(env, spec, services)
         if spec.service and (spec.service, spec.version) not in checked:
             checked.add((spec.service, spec.version))
             service = get_service(settings.services_dir, spec.service, dict(services))
             check_release(service, spec.version, settings.repo(service.repo_var))
     check_images(env, kit.inventory.images(env.name))
-    check_machine(env, [bridge], claims(env, settings.which("ip")))
+    check_machine(env, bridges, claims(env, settings.which("ip")))
+
+
+def check_networks(env: Environment, spec: HostSpec, services: Mapping[str, Service]) -> None:
+    """A host's service listens on a network the host is on, and an lb reaches its upstream on one."""
+    service = services.get(spec.service or "")
+    if service is None:
+        return
+    mine = [n.name for n in env.host_nets(spec.name)]
+    upstream = services.get(service.upstream or "")
+    for svc, why in ((service, "listens on"), (upstream, "is reached on")):
+        if svc is None or svc.network is None or svc.network in mine:
+            continue
+        if svc.network not in [n.name for n in env.networks]:
+            raise ConfigError(f"{svc.folder / 'service.toml'}: service {svc.name!r} {why} network {svc.network!r}, "
+                              f"which environment {env.name!r} does not have (networks: "
+                              f"{', '.join(n.name for n in env.networks)})")
+        raise ConfigError(f"{spec.where or env.source}: environment {env.name!r}: host {spec.name!r} runs "
+                          f"{service.name!r}, and service {svc.name!r} {why} network {svc.network!r} "
+                          f"({svc.folder / 'service.toml'}): add {svc.network!r} to the host's 'networks' "
+                          f"(it is on {', '.join(mine)})")
 
 
 def check_images(env: Environment, images: list[Image]) -> None:

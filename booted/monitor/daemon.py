@@ -253,7 +253,7 @@ class Monitor:
         members = healthy & {h.name for h in self.env.hosts}  # a clone's health is not checked: not sent to
         for lb in lbs:
             svc = services[lb.service or ""]
-            want = backend_addresses(services[svc.upstream or ""], images, members)
+            want = backend_addresses(services[svc.upstream or ""], images, members, self.env.address)
             have = health[lb.name].get("backends")
             if sorted(want) == sorted(str(b) for b in (have if isinstance(have, list) else [])):
                 continue

@@ -194,10 +194,10 @@ class Provider(ABC):
         """Put a stopped host's saved state from `folder` back (the lab handle starts it after)."""
         raise self._no_snapshots()
 
-    def start_saved(self, lab: Lab, hosts: dict[str, tuple[str, str]]) -> tuple[list[Started], dict[str, str]]:
-        """restore_resumes providers: start restored hosts (name -> (IP, MAC)) from their saved memory, on the
-        network prepare_network made; they continue paused-where-they-were and do not phone home. Returns the
-        started ones and host -> error for the others."""
+    def start_saved(self, lab: Lab, hosts: list[Identity]) -> tuple[list[Started], dict[str, str]]:
+        """restore_resumes providers: start restored hosts from their saved memory (their identities as at
+        their boot: names, NICs) on the networks prepare_network made; they continue where they were paused
+        and do not phone home. Returns the started ones and host -> error for the others."""
         raise self._no_snapshots()
 
     def forget(self, lab: Lab, name: str, folder: Path) -> None:

@@ -1,5 +1,7 @@
-"""The lab bridge every tap/veth provider plugs its hosts into: made with the gateway address before any
-host boots, removed with its port filter (providers/portfilter.py) when the lab goes."""
+"""The lab bridges every tap/veth provider plugs its hosts into: booted's (the first network's) made with the
+gateway address before any host boots, one per other network (its first address on the controller only
+with "gateway": true, else none: the controller cannot reach that network), removed with their port filter
+(providers/portfilter.py) when the lab goes."""
 
 from __future__ import annotations
 
@@ -9,9 +11,9 @@ from booted.providers.links import disable_ipv6, ip_batch, ipv4_addresses, link_
 from booted.providers.portfilter import unguard
 
 
-def bridge_mac(lab: Lab) -> str:
-    """A fixed MAC per lab, so the gateway's address does not change when the bridge is recreated."""
-    return "52:54:ff:" + ":".join(lab.lab_id[i:i + 2] for i in (0, 2, 4))
+def bridge_mac(lab: Lab, k: int = 0) -> str:
+    """A fixed MAC per lab and network, so the gateway's address does not change when a bridge is recreated."""
+    return f"52:5{k}:ff:" + ":".join(lab.lab_id[i:i + 2] for i in (0, 2, 4))
 
 
 def address_owner(ip: str) -> str | None:
@@ -20,7 +22,18 @@ def address_owner(ip: str) -> str | None:
 
 
 def ensure_bridge(lab: Lab) -> None:
-    """The lab bridge with the gateway address, IPv6 off (no router solicitations, no SLAAC noise)."""
+    """The lab bridges, booted's with the gateway address, IPv6 off (no router solicitations, no SLAAC noise)."""
+    for k, net in enumerate(lab.networks[1:], 1):
+        if link_exists(net.bridge):
+            continue
+        gateway = next(net.cidr.hosts())
+        err = ip_batch([f"link add {net.bridge} address {bridge_mac(lab, k)} type bridge",
+                        *([f"addr add {gateway}/{net.cidr.prefixlen} dev {net.bridge}"] if net.gateway else [])])
+        disable_ipv6(net.bridge)
+        err += ip_batch([f"link set {net.bridge} up"])
+        if not link_exists(net.bridge):
+            raise ProviderError(f"could not create bridge {net.bridge} for network {net.name!r} ({net.cidr}): "
+                                f"{err.strip()}")
     if link_exists(lab.bridge):
         return
     owner = address_owner(lab.gateway)
@@ -37,7 +50,6 @@ def ensure_bridge(lab: Lab) -> None:
 
 
 def remove_bridge(lab: Lab) -> None:
-    """The bridge and its port filter (providers/portfilter.py) go together."""
-    if link_exists(lab.bridge):
-        ip_batch([f"link del {lab.bridge}"])
+    """The bridges and their port filter (providers/portfilter.py) go together."""
+    ip_batch([f"link del {net.bridge}" for net in lab.networks if link_exists(net.bridge)])
     unguard(lab)

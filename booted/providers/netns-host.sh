@@ -1,6 +1,7 @@
 # shellcheck shell=sh
 # A netns host, run by booted as `sh -c THIS booted-host ROOT LOWER HOSTDIR IDENTITY INIT NETNS NAME BASE ADDR
-# PYTHON HOSTROOT` as real root in the host's new mount, pid and uts namespaces (inside its network namespace).
+# PYTHON HOSTROOT NICS` (NICS: "eth1=ADDR/PREFIX ...", its NICs on the lab's other networks) as real root in
+# the host's new mount, pid and uts namespaces (inside its network namespace).
 # Every path arrives as an argument, never in the text. It contains the host (README: "How a netns host is
 # contained"):
 # - the host's network (lo, eth0 and its address, the sysctls it needs) is set here: the netns belongs to the
@@ -15,11 +16,15 @@
 # - systemd: systemd-nspawn boots the image's systemd on that overlay, in this network namespace, with
 #   --private-users=BASE:65536 (its own pivot_root, minimal /dev, masked /proc, bounded capabilities).
 set -e
-root=$1 lower=$2 hdir=$3 ident=$4 init=$5 ns=$6 name=$7 base=$8 addr=$9 python=${10} hostroot=${11}
+root=$1 lower=$2 hdir=$3 ident=$4 init=$5 ns=$6 name=$7 base=$8 addr=$9 python=${10} hostroot=${11} nics=${12:-}
 
 ip link set lo up
 ip link set eth0 up
 ip addr replace "$addr" dev eth0
+for nic in $nics; do
+  ip link set "${nic%%=*}" up
+  ip addr replace "${nic#*=}" dev "${nic%%=*}"
+done
 echo 0 >/proc/sys/net/ipv4/ip_unprivileged_port_start  # sshd binds port 22 as a user-namespace root
 echo "0 2147483647" >/proc/sys/net/ipv4/ping_group_range  # ping without CAP_NET_RAW (ICMP sockets)
 # queued connections move to another listener of the port when one closes (Linux 5.14+; best effort)

@@ -28,7 +28,7 @@ from booted.providers import netns_snapshot as snap
 from booted.providers.base import Progress, Provider, Started
 from booted.providers.bridge import remove_bridge
 from booted.providers.hostroot import SPAN
-from booted.providers.lab import Lab
+from booted.providers.lab import Lab, address_on
 from booted.providers.links import ip_batch, link_exists
 from booted.providers.portfilter import guard
 from booted.providers.procs import alive
@@ -69,7 +69,9 @@ class NetnsProvider(Provider):
         return lab.link("v", ip)
 
     def local_nics(self, lab: Lab, name: str, ip: str) -> dict[str, str]:
-        return {lab.env: self.veth(lab, ip)}  # the lab's one network is named after its environment
+        """A veth per network the host is on (the same host number on each network)."""
+        veths = {net.name: self.veth(lab, address_on(ip, lab.network, net.cidr)) for net in lab.networks}
+        return {net: veth for k, (net, veth) in enumerate(veths.items()) if not k or link_exists(veth)}
 
     # contract ------------------------------------------------------------------------------------
     def host_of(self, lab: Lab, argv: list[str]) -> str | None:
@@ -171,21 +173,21 @@ class NetnsProvider(Provider):
         side. Returns ip's error output."""
         for ns in stale:
             self._kill_netns_pids(ns)
-        veths = [self.veth(lab, h.ip) for h in hosts]
+        nics = [(h, nic, self.veth(lab, nic.ip), lab.bridge_of(nic.network) if k else lab.bridge)
+                for h in hosts for k, nic in enumerate(h.nics)]  # a veth per NIC, on its network's bridge
         err = ip_batch([f"netns del {ns}" for ns in stale]
-                       + [f"link del {veth}" for veth in veths if link_exists(veth)])
+                       + [f"link del {veth}" for _, _, veth, _ in nics if link_exists(veth)])
         deadline = time.monotonic() + 5
-        while any(link_exists(veth) for veth in veths) and time.monotonic() < deadline:
+        while any(link_exists(veth) for _, _, veth, _ in nics) and time.monotonic() < deadline:
             time.sleep(0.02)
-        lines = []
-        for host, veth in zip(hosts, veths):
-            ns = self.netns(lab, host.name)
-            lines += [f"netns add {ns}", f"link add {veth} type veth peer name eth0 address {host.mac} netns {ns}",
-                      f"link set {veth} master {lab.bridge} up"]
+        lines = [f"netns add {self.netns(lab, h.name)}" for h in hosts]
+        for host, nic, veth, bridge in nics:
+            lines += [f"link add {veth} type veth peer name {nic.iface} address {nic.mac} "
+                      f"netns {self.netns(lab, host.name)}", f"link set {veth} master {bridge} up"]
         err += ip_batch(lines)
-        guard(lab, [(veth, h.mac, h.ip) for h, veth in zip(hosts, veths)])  # before any host process starts
-        unplugged = [veth for veth in veths if link_exists(veth) and not _on_bridge(veth, lab.bridge)]
-        return err + ip_batch([f"link set {veth} master {lab.bridge} up" for veth in unplugged])
+        guard(lab, [(veth, nic.mac, nic.ip) for _, nic, veth, _ in nics])  # before any host process starts
+        return err + ip_batch([f"link set {veth} master {bridge} up" for _, _, veth, bridge in nics
+                               if link_exists(veth) and not _on_bridge(veth, bridge)])
 
     def _namespaces(self, lab: Lab) -> list[str]:
         prefix = f"bt{lab.lab_id}-"
@@ -214,7 +216,8 @@ class NetnsProvider(Provider):
         cmd = ["nsenter", f"--net=/run/netns/{ns}", "unshare", "--uts", "--mount", "--pid", "--fork",
                "--kill-child", "--propagation", "private", "sh", "-c", SETUP, MARK,
                str(hdir / "root"), lower, str(hdir), str(ident), lab.init, ns, host.name,
-               str(id_base(host.ip)), f"{host.ip}/{host.prefix}", sys.executable, str(HOSTROOT)]
+               str(id_base(host.ip)), f"{host.ip}/{host.prefix}", sys.executable, str(HOSTROOT),
+               " ".join(f"{n.iface}={n.ip}/{n.prefix}" for n in host.extra)]
         with open(hdir / "console.log", "ab") as console:
             console.write(f"--- booted: starting {host.name} at {time.strftime('%F %T')}\n".encode())
             console.flush()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from booted.config import CHILD_ENV
+from booted.errors import ConfigError
 from booted.hosts.identity import Identity
 from booted.hosts.seed import write_seed
 from booted.images.vm_assets import Assets
@@ -29,9 +30,9 @@ from booted.providers.base import InstallMedia, Progress, Started
 from booted.providers.bridge import ensure_bridge, remove_bridge
 from booted.providers.lab import Lab
 from booted.providers.links import link_exists
-from booted.providers.qemu_cmdline import disk_name, host_command, tap_name, tap_netdev
+from booted.providers.qemu_cmdline import disk_name, host_command, tap_netdev
 from booted.providers.qemu_options import Boot, boot_of
-from booted.providers.qemu_tap import make_taps, make_taps_for, record_tap, recorded_tap, remove_stale_taps, remove_taps
+from booted.providers.qemu_tap import host_taps, make_taps, record_tap, recorded_taps, remove_stale_taps, remove_taps
 from booted.providers.qemu_usernet import FORWARDS, USERNET_MARK, free_ports, read_forwards, user_netdev, write_forwards
 from booted.providers.qemuctl import QBOOT, QEMU, detect_accel, is_vm, last_words, qmp_ok, stop_vm
 from booted.providers.vm import INITS as INITS  # re-exported: tests and bench/ take INITS from here
@@ -48,10 +49,19 @@ class QemuProvider(VmProvider):
     name_option = "-name"
 
     def root_needed(self, lab: Lab | None) -> str | None:
-        if self.settings.qemu_net == "tap":
+        if self.settings.qemu_net == "tap" or (lab is not None and len(lab.networks) > 1):
+            if self.settings.qemu_net != "tap":
+                return ("several networks need a tap per network on their bridges (root); user-mode networking "
+                        "has one NIC")
             return ("BOOTED_QEMU_NET=tap needs root (a bridge and one tap per VM); or use BOOTED_QEMU_NET=user "
                     "(or auto) for user-mode networking")
         return None
+
+    def check(self, lab: Lab | None = None) -> None:
+        super().check(lab)
+        if lab is not None and len(lab.networks) > 1 and self.user_net:
+            raise ConfigError(f"environment {lab.env!r} has several networks: qemu needs a tap per network for "
+                              "that (BOOTED_QEMU_NET=tap or auto, as root), not user-mode networking")
 
     @property
     def user_net(self) -> bool:
@@ -80,8 +90,8 @@ class QemuProvider(VmProvider):
         return {guest: ("127.0.0.1", fwd) for guest, fwd in read_forwards(lab.host_dir(name)).items()}
 
     def local_nics(self, lab: Lab, name: str, ip: str) -> dict[str, str]:
-        tap = recorded_tap(lab.host_dir(name))  # none: user-mode networking, nothing of it is a link here
-        return {lab.env: tap} if tap else {}
+        taps = recorded_taps(lab.host_dir(name))  # none: user-mode networking, nothing of it is a link here
+        return {net or lab.env: tap for net, tap in taps.items()}
 
     def listen_addresses(self, lab: Lab) -> list[str]:
         addresses = ["127.0.0.1"] if (lab.dir / USERNET_MARK).exists() else []
@@ -159,7 +169,7 @@ class QemuProvider(VmProvider):
             return proc.pid, None  # (a QEMU slow to answer still runs: the wait for its boot judges it)
         (hdir / FORWARDS).unlink(missing_ok=True)
         if not self.user_net:
-            remove_taps([tap_name(lab, host.ip)])
+            remove_taps(host_taps(lab, host))
         return None, error
 
     def why_not_booted(self, lab: Lab, name: str) -> str:
@@ -174,7 +184,7 @@ class QemuProvider(VmProvider):
         if targets:
             with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
                 list(pool.map(lambda n: stop_vm(vm_name(lab, n), targets[n], lab.host_dir(n) / "qmp.sock"), targets))
-        remove_taps([tap for tap in (recorded_tap(lab.host_dir(n)) for n in names) if tap])
+        remove_taps([tap for n in names for tap in recorded_taps(lab.host_dir(n)).values()])
         errors = {n: f"qemu PID {pid} did not exit" for n, pid in targets.items() if is_vm(pid, vm_name(lab, n))}
         for n in names:
             if n not in errors:
@@ -222,15 +232,14 @@ class QemuProvider(VmProvider):
     def restore(self, lab: Lab, name: str, folder: Path) -> None:
         qemu_snapshot.restore(lab, name, folder)
 
-    def start_saved(self, lab: Lab, hosts: dict[str, tuple[str, str]]) -> tuple[list[Started], dict[str, str]]:
-        self.prepare_network(lab)
-        errors = {} if self.user_net else make_taps_for(lab, hosts)
-        todo = [n for n in hosts if n not in errors]
+    def start_saved(self, lab: Lab, hosts: list[Identity]) -> tuple[list[Started], dict[str, str]]:
+        errors = {} if self.user_net else make_taps(lab, hosts)
+        todo = [h.name for h in hosts if h.name not in errors]
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
             done = dict(zip(todo, pool.map(lambda n: qemu_snapshot.start_saved(lab, n), todo)))
         errors |= {n: why for n, (_, why) in done.items() if why}
         if not self.user_net:
-            remove_taps([tap_name(lab, hosts[n][0]) for n in errors])
+            remove_taps([tap for h in hosts if h.name in errors for tap in host_taps(lab, h)])
         return [s for s, _ in done.values() if s is not None], errors
 
     def check_install(self) -> None:

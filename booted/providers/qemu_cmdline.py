@@ -34,6 +34,16 @@ def tap_netdev(lab: Lab, host: Identity) -> str:
     return f"tap,id=n0,ifname={tap_name(lab, host.ip)},script=no,downscript=no"
 
 
+def extra_nics(lab: Lab, host: Identity) -> list[str]:
+    """A tap and a virtio NIC per network after the first (eth1, eth2...: the guest's boot script configures
+    them from BOOTED_NICS)."""
+    out: list[str] = []
+    for k, nic in enumerate(host.extra, 1):
+        out += ["-netdev", f"tap,id=n{k},ifname={tap_name(lab, nic.ip)},script=no,downscript=no",
+                "-device", f"virtio-net-pci,netdev=n{k},mac={nic.mac}"]
+    return out
+
+
 def console_options(console: Path) -> list[str]:
     # `-serial file:` truncates on every start; append keeps the separator line written before
     return ["-chardev", f"file,id=console,path={opt(console)},append=on", "-serial", "chardev:console"]
@@ -57,6 +67,7 @@ def host_command(lab: Lab, host: Identity, assets: Assets, accel: str, netdev: s
             "-device", "virtio-rng-pci",
             "-netdev", netdev,
             "-device", f"virtio-net-pci,netdev=n0,mac={host.mac}",
+            *(extra_nics(lab, host) if netdev.startswith("tap,") else []),
             *console_options(hdir / "console.log"),
             "-qmp", f"unix:{opt(hdir / 'qmp.sock')},server=on,wait=off",
             "-pidfile", str(hdir / "qemu.pid")]

@@ -6,6 +6,7 @@ symlinks switched with rename(2), run.sh (the supervisor loop), supervisor.pid, 
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 
 from booted.remote import scripts
@@ -27,7 +28,7 @@ def host_values(service: Service, target: Target) -> dict[str, str]:
     """The values every script of `service` gets on `target` (lib.sh's base, service, url, port, reuse_port,
     on_backends)."""
     return {"base": service_dir(service), "service": service.name,
-            "url": f"http://{target.ip}:{service.port}{service.health}", "port": str(service.port),
+            "url": f"http://{target.service_ip}:{service.port}{service.health}", "port": str(service.port),
             "port_hex": f"{service.port:04X}",
             "reuse_port": "1" if service.reuse_port else "",
             "on_backends": quoted_command(service.on_backends, service, target, "", "") if service.on_backends else ""}
@@ -35,7 +36,7 @@ def host_values(service: Service, target: Target) -> dict[str, str]:
 
 def quoted_command(command: str, service: Service, target: Target, version: str, backends: str) -> str:
     """A service.toml command with its placeholders ({ip} {port} {host} {version} {backends}) quoted."""
-    values = {"ip": target.ip, "port": str(service.port), "host": target.name, "version": version,
+    values = {"ip": target.service_ip, "port": str(service.port), "host": target.name, "version": version,
               "backends": backends}
     return command.format(**{k: shlex.quote(v) for k, v in values.items()})
 
@@ -51,9 +52,10 @@ def deploy_script(service: Service, target: Target, release: Release, incoming: 
     """Fetch (`fetch`: URL and sha256 on booted's nginx) or take the uploaded `incoming`, unpack, run the
     setup command once, switch, and (with `restart`) restart the service where wanted (`start`: anyway)."""
     url, sha = fetch or ("", "")
+    supervisor = run_sh(service, target, release.version, backends)
     return scripts.render("deploy", {**host_values(service, target), "rel": f"releases/{release.id}",
-                                     "tgz": incoming, "fetch": url, "sha256": sha,
-                                     "run_sh": run_sh(service, target, release.version, backends),
+                                     "tgz": incoming, "fetch": url, "sha256": sha, "run_sh": supervisor,
+                                     "run_id": hashlib.sha256(supervisor.encode()).hexdigest()[:16],
                                      "restart": "1" if restart else "", "start": "1" if start else "",
                                      "upstream": service.upstream or "", "list": backends,
                                      "setup": quoted_command(service.setup, service, target, release.version, backends)

@@ -9,6 +9,7 @@ the version a host runs only once the host proved it: its health URL names the h
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -82,7 +83,8 @@ def backends(remote: Remote, service: Service, targets: list[Target]) -> dict[st
     images = {i.name: i for i in remote.kit.inventory.images()}
     listed = {h.name for h in remote.kit.inventory.hosts()}
     return {t.name: ",".join(backend_addresses(upstream, [i for i in images.values() if i.env == images[t.name].env],
-                                               listed)) for t in targets}
+                                               listed, functools.partial(remote.resolver.address, images[t.name].env)))
+            for t in targets}
 
 
 # the operations ---------------------------------------------------------------------------------------

@@ -33,6 +33,13 @@ class Target:
     name: str
     ip: str
     forwards: tuple[tuple[int, str, int], ...] = ()  # (guest port, address, port) on the controller
+    listen: str = ""  # its service's address when on another network than the first ("": at `ip`)
+    inside: bool = False  # the controller cannot reach `listen`: the service is asked from the host itself
+
+    @property
+    def service_ip(self) -> str:
+        """The address its service listens on (service.toml's {ip})."""
+        return self.listen or self.ip
 
     def endpoint(self, port: int) -> tuple[str, int]:
         for guest, addr, fwd in self.forwards:
@@ -90,12 +97,15 @@ class Fleet:
         self._http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy, whatever is set
 
     def connection(self, target: Target) -> Connection:
-        """The (reused) connection to a host; host keys are checked against the lab's known_hosts only."""
+        """The (reused) connection to a host; host keys are checked against the lab's known_hosts only. Each
+        gets its own copy of the config: making a Connection writes to its config (inline_ssh_env), which
+        rebuilds it, and a step reading a shared one at that moment failed ("No attribute ... 'runners'")."""
         with self._lock:
             conn = self._conns.get(target.name)
             addr, port = target.endpoint(22)
             if conn is None or (conn.host, conn.port) != (addr, port):
-                conn = Connection(addr, port=port, user=self.user, config=self.config, connect_timeout=self.timeout,
+                conn = Connection(addr, port=port, user=self.user, config=self.config.clone(),
+                                  connect_timeout=self.timeout,
                                   connect_kwargs={"key_filename": str(self.key), "look_for_keys": False,
                                                   "allow_agent": False, "banner_timeout": self.timeout,
                                                   "auth_timeout": self.timeout})
@@ -119,7 +129,14 @@ class Fleet:
         """GET a host's URL from the controller (at its forwarded port where it has one): (url, body). Never
         through a proxy: http_proxy and friends name the way out, and lab addresses are on this machine."""
         addr, fwd = target.endpoint(port)
+        if (addr, fwd) == (target.ip, port):
+            addr = target.service_ip
         url = f"http://{addr}:{fwd}{path}"
+        if target.inside:  # a network the controller has no address on: curl on the host, over SSH
+            try:
+                return url, self.sh(target, f"curl -fsS -m {max(1, round(timeout))} {url}").encode()
+            except (UnexpectedExit, OSError, paramiko.SSHException) as exc:
+                raise StepFailed(f"{url} (asked on {target.name}): {describe(exc)}") from None
         try:
             with self._http.open(url, timeout=timeout) as resp:
                 return url, resp.read(65536)

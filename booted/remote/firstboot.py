@@ -15,7 +15,7 @@ from booted.remote import deploy
 from booted.remote.fanout import Fleet, Target
 from booted.remote.reach import Remote
 from booted.remote.releases import Published, publish
-from booted.remote.services import Release, backend_addresses, package
+from booted.remote.services import Release, backend_addresses, listen_address, package
 from booted.results import HostResult
 from booted.state.inventory import Image
 
@@ -56,8 +56,8 @@ def prepare(remote: Remote, env: Environment, images: list[Image], alive: set[st
         release, pub = made
         backends = ""
         if svc.upstream and svc.upstream in services:
-            backends = ",".join(backend_addresses(services[svc.upstream], everyone, alive))
-        target = Target(img.name, img.ip)
+            backends = ",".join(backend_addresses(services[svc.upstream], everyone, alive, env.address))
+        target = Target(img.name, img.ip, (), *listen_address(env, svc, img.ip))
         fetch = (pub.url(str(env.gateway), settings.http_port), pub.sha256)
         script = deploy.deploy_script(svc, target, release, "", backends, fetch=fetch, start=True)
         out[img.name] = Serve(script, release.id, release.version, backends)

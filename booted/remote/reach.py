@@ -24,6 +24,10 @@ class Resolver(Protocol):
         """The lab gateway address a host reaches booted's nginx on."""
         ...
 
+    def address(self, env: str, ip: str, network: str | None) -> str:
+        """A host's address on a network of its environment (None: the first), from its lab IP."""
+        ...
+
 
 @dataclass(frozen=True)
 class Remote:

@@ -11,19 +11,19 @@ import re
 import string
 import subprocess
 import tomllib
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from booted.environments import packages_of
+from booted.environments import Environment, packages_of
 from booted.errors import ConfigError, DeployError
 from booted.remote.packing import Release, check_folder, tar_folder, tar_repo
-from booted.rules import SERVICE_NAME, VERSION
+from booted.rules import HOST_NAME, SERVICE_NAME, VERSION
 from booted.state.records import Image
 
 HEALTH_RE = re.compile(r"^/[A-Za-z0-9/._~?=&-]{0,200}\Z")
 KEYS = {"port", "start", "health", "description", "upstream", "packages", "setup", "on_backends", "stats",
-        "reuse_port"}
+        "reuse_port", "network"}
 PLACEHOLDERS = {"ip", "port", "host", "version", "backends"}
 
 
@@ -43,6 +43,7 @@ class Service:
     on_backends: str | None = None  # a proxy's command that applies a changed backend list live (no restart)
     stats: str | None = None  # a proxy's command printing its counters as JSON (what the monitor reads)
     reuse_port: bool = False  # it binds with SO_REUSEPORT and drains on SIGTERM: restarts overlap, no gap
+    network: str | None = None  # the network of its environment it listens on ({ip}); None: the first
 
     @property
     def repo_var(self) -> str:
@@ -103,9 +104,13 @@ def load_service(folder: Path) -> Service:
     if not isinstance(reuse_port, bool):
         raise ConfigError(f"{path}: 'reuse_port' is true or false (true: the service binds its port with "
                           "SO_REUSEPORT and finishes its requests on SIGTERM, so restarts overlap)")
+    network = data.get("network")
+    if network is not None and (not isinstance(network, str) or not HOST_NAME.match(network)):
+        raise ConfigError(f"{path}: 'network' names a network of the environment (lowercase letters, digits and "
+                          f"-), got {network!r}")
     packages = packages_of(data.get("packages", []), str(path))
     return Service(folder.name, folder, port, start, health, str(data.get("description", "")), upstream, packages,
-                   **commands, reuse_port=reuse_port)
+                   **commands, reuse_port=reuse_port, network=network)
 
 
 def _command(path: Path, key: str, value: object) -> str | None:
@@ -145,11 +150,22 @@ def get_service(services_dir: Path, name: str, services: dict[str, Service] | No
     return services[name]
 
 
-def backend_addresses(upstream: Service, images: Iterable[Image], among: Collection[str]) -> list[str]:
+def backend_addresses(upstream: Service, images: Iterable[Image], among: Collection[str],
+                      address: Callable[[str, str | None], str] = lambda ip, net: ip) -> list[str]:
     """What an lb sends to: 'ip:port' of each host image that runs its upstream and is `among` the hosts
-    given (listed, about to boot, or healthy: the caller says which), in the images' order. The one home of
-    that rule."""
-    return [f"{i.ip}:{upstream.port}" for i in images if i.service == upstream.name and i.name in among]
+    given (listed, about to boot, or healthy: the caller says which), in the images' order, at its address
+    on the upstream's network (`address`: Environment.address). The one home of that rule."""
+    return [f"{address(i.ip, upstream.network)}:{upstream.port}" for i in images
+            if i.service == upstream.name and i.name in among]
+
+
+def listen_address(env: Environment, service: Service | None, ip: str) -> tuple[str, bool]:
+    """Where a host at `ip` runs `service`: (its address on the service's network, whether the controller
+    cannot reach that network); ("", False) on the first network (at `ip`)."""
+    if service is None or service.network is None or service.network == env.networks[0].name:
+        return "", False
+    net = env.net(service.network)
+    return env.address(ip, net.name), not net.gateway
 
 
 def in_tree_version(service: Service) -> str:

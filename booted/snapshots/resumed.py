@@ -6,6 +6,7 @@ which never stopped, are only tested by the caller."""
 from __future__ import annotations
 
 from booted.lab.handle import LabHandle
+from booted.lab.hostimages import identity
 from booted.remote.reach import Remote
 from booted.results import HostResult
 from booted.snapshots.clock import correct_all
@@ -19,7 +20,8 @@ def continue_hosts(handle: LabHandle, remote: Remote, snap: Manifest, names: lis
     inv = kit.inventory
     images = {i.name: i for i in inv.images(env.name)}
     handle.prepare()  # the lab network and nginx (env_stop took them down)
-    started, errors = handle.provider.start_saved(handle.lab, {n: (images[n].ip, images[n].mac) for n in names})
+    idents = [identity(kit.settings, kit.keys, env, images[n], None, (), images[n].boot_token or "") for n in names]
+    started, errors = handle.provider.start_saved(handle.lab, idents)
     for s in started:
         inv.set_running(s.name, s.pid)
     listed = set(records.put_listed(inv, [s.name for s in started], snap.records))

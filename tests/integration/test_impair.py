@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from booted.environments.impairment import impairment
 from booted.impair.kernel import DELAY_LINE, MARK, apply_link, clear_link, delay_line_pid, pair
-from booted.impair.spec import impairment
 from booted.providers.procs import processes
 from tests.integration.conftest import LabRun, leftovers
 

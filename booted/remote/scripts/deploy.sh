@@ -4,7 +4,8 @@
 # where it is wanted (started and not stopped since) unless it already runs exactly the current release and
 # run.sh: this also repairs a host left half-way by a killed run.
 # booted sets: rel (releases/<id>), fetch and sha256 (the release's URL on booted's nginx and its checksum;
-# exit 7 when it cannot be fetched), tgz (else: the uploaded archive), run_sh (run.sh's text), restart
+# exit 7 when it cannot be fetched), tgz (else: the uploaded archive), run_sh (run.sh's text) and run_id (its
+# second line, which names its content), restart
 # (non-empty: restart a running service here), start (non-empty: start it even if it was not wanted here: a
 # first boot), setup (service.toml's setup command, or empty), upstream (non-empty: the
 # service fronts others; list is their ip:port,... written to $base/backends, which it reads live, or which
@@ -15,10 +16,9 @@
 # shellcheck disable=SC2154
 set -e
 svc_lock
-mkdir -p "$base/releases"
 if [ ! -d "$base/$rel" ]; then
   if [ -n "$fetch" ]; then
-    tgz=$(mktemp "$base/.incoming.XXXXXX")
+    tgz="$base/.incoming.$$"
     if ! curl -fsS --connect-timeout 5 -m 60 -o "$tgz" "$fetch"; then
       rm -f "$tgz"
       echo "could not fetch $fetch" >&2
@@ -31,47 +31,63 @@ if [ ! -d "$base/$rel" ]; then
       exit 7
     fi
   fi
-  tmp=$(mktemp -d "$base/releases/.unpack.XXXXXX")
+  tmp="$base/releases/.unpack.$$"
+  if [ -e "$tmp" ]; then rm -rf "$tmp"; fi  # a killed run's, of the same pid
+  # shellcheck disable=SC2174 # the mode is for the new release only
+  mkdir -p -m 755 "$tmp"
   tar -xzf "$tgz" -C "$tmp"
-  chmod 755 "$tmp"
   mv -T "$tmp" "$base/$rel" 2>/dev/null || rm -rf "$tmp"  # another run unpacked it first: same content
 fi
-if [ -n "$tgz" ]; then rm -f "$tgz"; fi
 if [ -n "$setup" ] && [ ! -e "$base/$rel/.booted-setup-done" ]; then
   if (cd "$base/$rel" && sh -c "$setup") >"$base/$rel/.booted-setup.log" 2>&1 </dev/null; then
-    touch "$base/$rel/.booted-setup-done"
+    : >"$base/$rel/.booted-setup-done"
     echo setup-ran
   else
     code=$?
-    echo "setup failed (exit $code), $(readlink "$base/current" || echo nothing) stays current:" >&2
+    if [ -n "$tgz" ]; then rm -f "$tgz"; fi
+    svc_target current
+    echo "setup failed (exit $code), ${target:-nothing} stays current:" >&2
     tail -n 3 "$base/$rel/.booted-setup.log" >&2
     exit 5
   fi
 fi
-tmp=$(mktemp "$base/.run.sh.XXXXXX")
-printf '%s' "$run_sh" >"$tmp"
-if cmp -s "$tmp" "$base/run.sh"; then rm -f "$tmp"; else mv "$tmp" "$base/run.sh"; fi
-cur=$(readlink "$base/current" || true)
+# run.sh is rewritten (renamed over: a running supervisor keeps reading the old one) only when its id changed
+svc_get have_id "$base/run.sh.id"
+if [ "$have_id" != "$run_id" ] || [ ! -f "$base/run.sh" ]; then
+  printf '%s' "$run_sh" >"$base/.run.sh.new"
+  mv -f "$base/.run.sh.new" "$base/run.sh"
+  printf '%s\n' "$run_id" >"$base/run.sh.id"
+fi
+svc_target current
+cur=$target
 if [ "$cur" != "$rel" ]; then
   if [ -n "$cur" ]; then svc_link previous "$cur"; fi
   svc_link current "$rel"
+  prev=$cur
   echo switched
 else
+  svc_target previous
+  prev=$target
   echo unchanged
 fi
 if [ -n "$upstream" ]; then
   svc_backends "$list"
   svc_apply_backends
 fi
-keep=$(readlink "$base/current")
-prev=$(readlink "$base/previous" || true)
+# keep the current and previous releases; whatever else goes in one rm, with the uploaded archive
+set --
 for d in "$base"/releases/*; do
+  if [ ! -e "$d" ]; then continue; fi
   r="releases/${d##*/}"
-  [ "$r" = "$keep" ] || [ "$r" = "$prev" ] || rm -rf "$d"
+  [ "$r" = "$rel" ] || [ "$r" = "$prev" ] || set -- "$@" "$d"
 done
+if [ -n "$tgz" ]; then set -- "$@" "$tgz"; fi
+if [ "$#" -gt 0 ]; then rm -rf -- "$@"; fi
 # restarted in the same SSH command: wanted here, and not running exactly this release and run.sh
 if [ -n "$restart" ] && { [ -n "$start" ] || [ -f "$base/enabled" ] || svc_running; }; then
-  if ! svc_running || [ "$(svc_want)" != "$(cat "$base/started" 2>/dev/null)" ]; then
+  svc_want
+  svc_get started "$base/started"
+  if ! svc_running || [ "$want_now" != "$started" ]; then
     set +e
     svc_start || exit
     set -e

@@ -3,26 +3,64 @@
 # booted sets these first, each value quoted: base (the service's folder), service (its name), url (its
 # health URL as the host itself reaches it), port and port_hex (its port), reuse_port (non-empty: restart without a gap),
 # on_backends (a proxy's command that applies a changed backend list).
+# Few processes (a deploy on 50 hosts sharing two cores pays for each one): the shell's built-ins do what
+# they can (read for cat, a /proc scan for pgrep, /proc/net/tcp for ss, cd -P for readlink, fixed names under
+# the lock for mktemp), every wait is a loop of built-ins (bash's read -t on a FIFO as sleep; other shells
+# run sleep(1)), and the health check is one curl that retries by itself.
 # shellcheck disable=SC2154
 
 # The work is finished even when the controller goes away mid-way (its timeout closes the SSH connection, or
-# it is killed): hangups and broken pipes are ignored, and the output is kept in files and printed when the
-# script ends. Otherwise the first `echo` after the controller left would end the script, say between
-# starting a new supervisor and ending the old one. fds 3 and 4 are the SSH session's: nothing started in
-# the background may keep them (the session would not end).
+# it is killed): hangups and broken pipes are ignored, and once the lock is held the output is kept in files
+# and printed when the script ends. Otherwise the first `echo` after the controller left would end the
+# script, say between starting a new supervisor and ending the old one. fds 3 and 4 are the SSH session's:
+# nothing started in the background may keep them (the session would not end).
 trap '' HUP PIPE
-svc_out=$(mktemp) && svc_err=$(mktemp) || exit 1
-exec 3>&1 4>&2 >"$svc_out" 2>"$svc_err"
-trap 'svc_rc=$?; cat "$svc_out" >&3; cat "$svc_err" >&4; rm -f "$svc_out" "$svc_err"; exit "$svc_rc"' EXIT
 
 # Hold the service's lock on this host for the rest of the script (fd 9): one operation at a time, also
-# when two controllers or a killed run's leftover command reach the host at once.
+# when two controllers or a killed run's leftover command reach the host at once. Then keep the output in
+# $base/.out and .err (only the holder of the lock writes them) until the script ends.
 svc_lock() {
-  mkdir -p "$base"
+  [ -d "$base" ] || mkdir -p "$base"
   exec 9>"$base/.lock"
   if ! flock -w 30 9; then
     echo "another operation on $service holds $base/.lock for more than 30s" >&2
     exit 4
+  fi
+  exec 3>&1 4>&2 >"$base/.out" 2>"$base/.err"
+  trap 'svc_rc=$?; svc_cat "$base/.out" >&3; svc_cat "$base/.err" >&4; exit "$svc_rc"' EXIT
+}
+
+# Print a text file (cat without a process).
+svc_cat() {
+  while IFS= read -r svc_line || [ -n "$svc_line" ]; do printf '%s\n' "$svc_line"; done <"$1"
+}
+
+# The first line of file $2 into variable $1 (empty when there is no such file).
+svc_get() {
+  eval "$1="
+  if [ -f "$2" ]; then IFS= read -r "$1" <"$2" || :; fi
+}
+
+# Wait $1 seconds: bash's read -t on a FIFO nobody writes (no process); other shells run sleep.
+svc_nap() {
+  if [ -n "${BASH_VERSION:-}" ]; then
+    [ -p "$base/.nap" ] || mkfifo "$base/.nap" 2>/dev/null || :
+    if [ -p "$base/.nap" ]; then
+      # shellcheck disable=SC3045 # bash only (checked above)
+      read -r -t "$1" _ <>"$base/.nap" || :
+      return 0
+    fi
+  fi
+  sleep "$1"
+}
+
+# The release the symlink $base/$1 points at (releases/<id>) into $target; empty when there is no such
+# link or it dangles.
+svc_target() {
+  target=""
+  if [ -L "$base/$1" ] && cd -P "$base/$1" 2>/dev/null; then
+    target="releases/${PWD##*/}"
+    cd / || :
   fi
 }
 
@@ -31,23 +69,30 @@ svc_lock() {
 svc_end_group() {
   kill -TERM "-$1" 2>/dev/null || kill -TERM "$1" 2>/dev/null
   i=0
-  while [ "$i" -lt 50 ] && { kill -0 "-$1" 2>/dev/null || kill -0 "$1" 2>/dev/null; }; do
-    sleep 0.1
+  while [ "$i" -lt 100 ] && { kill -0 "-$1" 2>/dev/null || kill -0 "$1" 2>/dev/null; }; do
+    svc_nap 0.05
     i=$((i + 1))
   done
   kill -KILL "-$1" 2>/dev/null || kill -KILL "$1" 2>/dev/null || true
 }
 
-# The pids of this service's supervisors (run.sh loops), however they were started: one, or none.
+# The pids of this service's supervisors (the processes `sh $base/run.sh`, however they were started) into
+# $sups: one, or none. A scan of /proc (what pgrep -fx does, in this shell; the arguments' NULs drop out).
 svc_supervisors() {
-  pgrep -fx "sh $base/run.sh" || true
+  sups=""
+  for d in /proc/[0-9]*; do
+    c=""
+    IFS= read -r c 2>/dev/null <"$d/cmdline" || :
+    if [ "$c" = "sh$base/run.sh" ]; then sups="$sups ${d#/proc/}"; fi
+  done
 }
 
 # End every supervisor of this service but $1 (a pid; empty: all of them). A run killed between starting a new
 # supervisor and ending the old one must not leave two serving side by side: this runs, under the lock,
 # before and after every start and in every stop.
 svc_reap() {
-  for pid in $(svc_supervisors); do
+  svc_supervisors
+  for pid in $sups; do
     if [ "$pid" != "$1" ]; then
       svc_end_group "$pid"
       echo "ended a second supervisor (pid $pid)"
@@ -57,14 +102,13 @@ svc_reap() {
 
 # Stop the supervisor and everything it started; prints what it did.
 svc_stop() {
-  pidf="$base/supervisor.pid"
   if svc_running; then
-    svc_end_group "$(cat "$pidf")"
+    svc_end_group "$svc_pid"
     echo stopped
   else
     echo "was not running"
   fi
-  rm -f "$pidf"
+  if [ -s "$base/supervisor.pid" ]; then : >"$base/supervisor.pid"; fi  # emptied: no supervisor
   svc_reap ""
 }
 
@@ -73,28 +117,31 @@ svc_stop() {
 svc_gone() {
   i=0
   while :; do
-    left=$(svc_supervisors)
+    svc_supervisors
     svc_listening
-    if [ -z "$left" ] && [ "$listening" -eq 0 ]; then
+    if [ -z "$sups" ] && [ "$listening" -eq 0 ]; then
       echo "verified gone: no supervisor, nothing listens on port $port"
       return 0
     fi
     if [ "$i" -ge 30 ]; then break; fi
-    sleep 0.1
+    svc_nap 0.1
     i=$((i + 1))
   done
   who=""
   if command -v ss >/dev/null 2>&1; then
     who=$(ss -H -lntp "sport = :$port" 2>/dev/null | sed -n 's/.*users:(\(.*\))$/\1/p' | head -n 3 | tr '\n' ' ')
   fi
-  echo "$service is not gone: supervisor pid(s) [$(echo "$left" | tr '\n' ' ')], $listening socket(s) still" \
+  echo "$service is not gone: supervisor pid(s) [${sups# }], $listening socket(s) still" \
     "listen on port $port ${who}" >&2
   return 6
 }
 
-# What a start now would run: the current release and run.sh's checksum.
+# What a start now would run, into $want_now: the current release and run.sh's id (run.sh.id, written with it:
+# a digest of its text).
 svc_want() {
-  echo "$(readlink "$base/current") $(cksum <"$base/run.sh")"
+  svc_target current
+  svc_get want_id "$base/run.sh.id"
+  want_now="$target $want_id"
 }
 
 # (Re)start the supervisor of the current release and wait until it listens (30 s) and its health URL answers
@@ -110,54 +157,58 @@ svc_start() {
     echo "$service is not deployed here: run fab ${service}_deploy" >&2
     return 3
   fi
-  touch "$base/enabled"
+  : >"$base/enabled"
   old=""
   if [ -n "$reuse_port" ] && svc_running; then
-    old=$(cat "$base/supervisor.pid")
+    old=$svc_pid
     svc_reap "$old"
   else
     svc_stop
   fi
+  svc_inuse
+  before=$tcp_inuse
   svc_listening
   want=$((listening + 1))
-  svc_want >"$base/started"
+  svc_want
+  printf '%s\n' "$want_now" >"$base/started"
   # the supervisor gets default signal handling back, and none of this script's descriptors
   (trap - HUP PIPE; exec setsid sh "$base/run.sh") >>"$base/service.log" 2>&1 </dev/null 3>&- 4>&- 9>&- &
   new=$!
   echo "$new" >"$base/supervisor.pid"
-  # wait for the new listener: one question to the kernel per try (svc_listening)
-  i=0
-  while [ "$i" -lt $((${old:-0} > 0 ? 100 : 300)) ]; do
-    svc_listening
-    if [ "$listening" -ge "$want" ]; then break; fi
-    sleep 0.1
-    i=$((i + 1))
-  done
+  # wait for the new listener (10 s beside an old one, else 30 s)
+  svc_wait_listening $((${old:-0} > 0 ? 200 : 600)) || :
   if [ -n "$old" ]; then
     svc_end_group "$old"
     echo "overlapped"
   fi
   svc_reap "$new"
-  i=0
-  while [ "$i" -lt 50 ]; do
-    if curl -fsS -m 2 -o /dev/null "$url" 2>/dev/null; then
-      echo started
-      return 0
-    fi
-    sleep 0.2
-    i=$((i + 1))
-  done
+  # one curl, retrying by itself for up to 10 s
+  if curl -fsS -m 2 --retry 10 --retry-delay 1 --retry-max-time 10 --retry-all-errors -o /dev/null "$url" \
+    2>/dev/null; then
+    echo started
+    return 0
+  fi
   echo "$service did not answer $url; last log lines:" >&2
   tail -n 3 "$base/service.log" >&2
   return 1
 }
 
 # How many sockets listen on the service's port: sets $listening. One question to the kernel (ss asks for
-# listening sockets only, filtered by port, over netlink: 12 ms per try with 10,000 connections open, where
-# reading /proc/net/tcp in this shell took 1.3 s); without ss, one awk pass over /proc/net/tcp{,6} (48 ms).
+# listening sockets only, filtered by port, over netlink: it never walks the table of connections, which
+# reading /proc/net/tcp does (the machine's whole hash table: 7 ms a read, even on an idle host)); without
+# ss, one awk pass over /proc/net/tcp{,6}.
 svc_listening() {
   if command -v ss >/dev/null 2>&1; then
-    listening=$(ss -H -lnt "sport = :$port" 2>/dev/null | wc -l)
+    svc_ss=$(ss -H -lnt "sport = :$port" 2>/dev/null) || :
+    svc_ifs=$IFS
+    IFS='
+'
+    set -f
+    # shellcheck disable=SC2086 # split into lines on purpose
+    set -- $svc_ss
+    set +f
+    IFS=$svc_ifs
+    listening=$#
   else
     tables=""
     for table in /proc/net/tcp /proc/net/tcp6; do
@@ -170,20 +221,49 @@ svc_listening() {
   fi
 }
 
-# Point the symlink $base/$1 at $2 atomically (a unique temporary link renamed over it).
+# The TCP sockets in use in this network namespace (/proc/net/sockstat{,6}: counters, no table walk) into
+# $tcp_inuse: it changes when a socket starts listening (or a connection comes or goes), so a wait asks ss
+# only then.
+svc_inuse() {
+  tcp_inuse=""
+  for f in /proc/net/sockstat /proc/net/sockstat6; do
+    if [ -r "$f" ]; then
+      while read -r kind _ n _; do
+        case $kind in TCP:|TCP6:) tcp_inuse="$tcp_inuse $n" ;; esac
+      done <"$f"
+    fi
+  done
+}
+
+# Wait (up to $1 tries of 0.05 s) until $want sockets listen on the port. ss runs when the namespace's count
+# of TCP sockets changed since the last look ($before: when $want was counted), and at least once a second.
+svc_wait_listening() {
+  seen=$before
+  i=0
+  while [ "$i" -lt "$1" ]; do
+    svc_inuse
+    if [ "$tcp_inuse" != "$seen" ] || [ $((i % 20)) -eq 19 ]; then
+      seen=$tcp_inuse
+      svc_listening
+      if [ "$listening" -ge "$want" ]; then return 0; fi
+    fi
+    svc_nap 0.05
+    i=$((i + 1))
+  done
+  return 1
+}
+
+# Point the symlink $base/$1 at $2 atomically (ln -f makes a temporary link and renames it over the old).
 svc_link() {
-  link=$(mktemp -u "$base/.$1.XXXXXX")
-  ln -s "$2" "$link"
-  mv -T "$link" "$base/$1"
+  ln -sfnT "$2" "$base/$1"
 }
 
 # Write the backend list a proxy reads live ($base/backends), atomically.
 svc_backends() {
-  mkdir -p "$base"
-  tmp=$(mktemp "$base/.backends.XXXXXX")
-  printf '%s\n' "$1" >"$tmp"
-  chmod 644 "$tmp"
-  mv "$tmp" "$base/backends"
+  [ -d "$base" ] || mkdir -p "$base"
+  printf '%s\n' "$1" >"$base/.backends.new"
+  chmod 644 "$base/.backends.new"
+  mv -f "$base/.backends.new" "$base/backends"
 }
 
 # Tell a running proxy its backend list changed: the service's `on_backends` command ($on_backends, run in the
@@ -194,7 +274,8 @@ svc_apply_backends() {
   fi
 }
 
-# True when the supervisor runs.
+# True when the supervisor runs; its pid in $svc_pid.
 svc_running() {
-  [ -f "$base/supervisor.pid" ] && kill -0 "$(cat "$base/supervisor.pid")" 2>/dev/null
+  svc_get svc_pid "$base/supervisor.pid"
+  [ -n "$svc_pid" ] && kill -0 "$svc_pid" 2>/dev/null
 }

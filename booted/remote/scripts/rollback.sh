@@ -3,14 +3,17 @@
 # shellcheck disable=SC2154
 set -e
 svc_lock
-if [ ! -L "$base/previous" ]; then
+svc_target previous
+prev=$target
+if [ -z "$prev" ]; then
   echo "no previous release to roll back to" >&2
   exit 3
 fi
-cur=$(readlink "$base/current")
-prev=$(readlink "$base/previous")
+svc_target current
+cur=$target
 svc_link current "$prev"
-svc_link previous "$cur"
-echo "version $(cat "$base/current/VERSION")"
+if [ -n "$cur" ]; then svc_link previous "$cur"; fi
+svc_get version "$base/current/VERSION"
+echo "version $version"
 set +e
 svc_start
