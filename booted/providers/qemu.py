@@ -232,6 +232,9 @@ class QemuProvider(VmProvider):
     def restore(self, lab: Lab, name: str, folder: Path) -> None:
         qemu_snapshot.restore(lab, name, folder)
 
+    def drop(self, lab: Lab, names: list[str]) -> None:
+        qemu_snapshot.drop(lab, {n: p for n, p in self.running(lab).items() if n in names})
+
     def start_saved(self, lab: Lab, hosts: list[Identity]) -> tuple[list[Started], dict[str, str]]:
         errors = {} if self.user_net else make_taps(lab, hosts)
         todo = [h.name for h in hosts if h.name not in errors]

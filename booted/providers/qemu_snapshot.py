@@ -30,7 +30,8 @@ from booted.errors import ProviderError
 from booted.providers.base import Started
 from booted.providers.lab import Lab
 from booted.providers.procs import cmdline
-from booted.providers.qemuctl import qmp, qmp_ok
+from booted.providers.qemuctl import is_vm, qmp, qmp_ok
+from booted.providers.vm import vm_name
 
 MEMORY = "memory.migration"  # in a snapshot's host folder: the VM's migration stream
 DISK = "disk.qcow2"
@@ -39,6 +40,7 @@ KEPT = ("identity", "tap", "forwards.json", "seed.img")  # a host folder's files
 RESUME = "resume-from"  # in a restored host's folder: the snapshot folder its VM continues from
 MIGRATE_SECONDS = 300.0
 LAUNCH_SECONDS = 10.0
+QUIT_SECONDS = 3.0
 # a watchdog's `cont` for each socket, with nothing of booted imported (its run may be gone)
 CONT = ("import json,socket,sys\n"
         "for p in sys.argv[1:]:\n"
@@ -81,6 +83,15 @@ def resume(lab: Lab, names: list[str]) -> dict[str, str]:
 
 def resume_command(lab: Lab, names: list[str]) -> list[str]:
     return [sys.executable, "-c", CONT, *(str(lab.host_dir(n) / "qmp.sock") for n in names)]
+
+
+def drop(lab: Lab, pids: dict[str, int]) -> None:
+    """QMP `quit` on running VMs whose state a restore replaces (no power button: nothing of theirs is kept),
+    waiting a few seconds for them to exit; the stop that follows ends any left."""
+    _each(list(pids), lambda n: _command(lab.host_dir(n) / "qmp.sock", "quit"))
+    deadline = time.monotonic() + QUIT_SECONDS
+    while time.monotonic() < deadline and any(is_vm(pid, vm_name(lab, n)) for n, pid in pids.items()):
+        time.sleep(0.02)
 
 
 def _wait_migration(sock: Path, timeout: float) -> str:

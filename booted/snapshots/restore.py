@@ -68,6 +68,7 @@ def _restore(handle: LabHandle, remote: Remote, snap: Manifest, store: Store, ev
     step("stopping")
     running = sorted(set(handle.running()) & {i.name for i in inv.images(env.name)})
     if running:
+        provider.drop(lab, running)  # their state is replaced: no clean shutdown needed (qemu: QMP quit)
         failed = [r for r in handle.stop(running, by_user=False) if not r.ok]
         if failed:
             raise ProviderError("could not stop " + "; ".join(f"{r.host}: {r.detail}" for r in failed))
