@@ -15,16 +15,16 @@ from booted.results import HostResult
 
 NOW = "date +%s.%N"
 PASSES = 3
-GOOD = 0.15  # seconds: a closer clock is not worth another pass  # busybox and coreutils both print nanoseconds
+GOOD = 0.25  # seconds: a closer clock is not worth another pass  # busybox and coreutils both print nanoseconds
 
 
-def offset(fleet: Fleet, target: Target) -> float:
-    """The host's clock minus the controller's, in seconds."""
+def offset(fleet: Fleet, target: Target) -> tuple[float, float]:
+    """The host's clock minus the controller's, and the SSH command's round trip, in seconds."""
     before = time.time()
     said = fleet.sh(target, NOW)
     after = time.time()
     try:
-        return float(said.strip().splitlines()[-1]) - (before + after) / 2
+        return float(said.strip().splitlines()[-1]) - (before + after) / 2, after - before
     except (ValueError, IndexError):
         raise StepFailed(f"`{NOW}` said {said[-80:]!r}") from None
 
@@ -32,14 +32,14 @@ def offset(fleet: Fleet, target: Target) -> float:
 def correct(fleet: Fleet, target: Target) -> tuple[float, float]:
     """Set the host's clock to the controller's: (offset before, offset after). `date -s` takes whole seconds
     and lands as late as the SSH command takes to run, so a second pass sends it that much earlier."""
-    was = now = offset(fleet, target)
-    lead = 0.0
+    was, trip = offset(fleet, target)
+    now, lead = was, trip / 2  # a command runs about half a round trip after it is sent
     for _ in range(PASSES):
         at = time.time()
         second = math.ceil(at + lead + 0.05)
         time.sleep(max(0.0, second - lead - at))
         fleet.sh(target, f"date -u -s @{second} >/dev/null")
-        now = offset(fleet, target)
+        now, _ = offset(fleet, target)
         if abs(now) < GOOD:
             break
         lead = max(0.0, lead - now)  # it landed `-now` late: send the next one that much earlier
