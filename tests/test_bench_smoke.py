@@ -181,3 +181,16 @@ def test_provision_smoke() -> None:
     positive(installs)
     assert abs(float(lower_bound) - float(image) - float(installs)) <= 0.11  # the install, then the same boot
     assert positive(got["installer_lb_over_image_1"]) > 1
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None,
+                    reason="qemu VMs need root and qemu-system-x86")
+def test_snapshot_smoke() -> None:
+    bench = run_bench("snapshot.py", "--smoke", timeout=900)  # 1 VM: 44 s here at a load of 4
+    got = bench.fields("restore_over_start", "snapshot_pause_s")
+    positive(got["restore_over_start"])
+    positive(got["snapshot_pause_s"])
+    start, restore = bench.row("env_start_all (cold boots, warm image cache)"), bench.row(
+        "env_restore (after a deploy of 1.1)")
+    assert start[2] == "to serving hello 1.0" and restore[2] == "to serving hello 1.0, no boot"

@@ -194,6 +194,17 @@ class Provider(ABC):
         """Put a stopped host's saved state from `folder` back (the lab handle starts it after)."""
         raise self._no_snapshots()
 
+    def drop(self, lab: Lab, names: list[str]) -> None:
+        """Before a restore puts back hosts' whole state: end their processes at once, without a clean
+        shutdown (what they would save is replaced). The stop that follows does the rest; default: nothing."""
+        return None
+
+    def start_saved(self, lab: Lab, hosts: list[Identity]) -> tuple[list[Started], dict[str, str]]:
+        """restore_resumes providers: start restored hosts from their saved memory (their identities as at
+        their boot: names, NICs) on the networks prepare_network made; they continue where they were paused
+        and do not phone home. Returns the started ones and host -> error for the others."""
+        raise self._no_snapshots()
+
     def forget(self, lab: Lab, name: str, folder: Path) -> None:
         """A snapshot of the host is deleted: drop what the provider keeps of it outside `folder` (VirtualBox's,
         libvirt's own snapshots). The folder itself is booted's to remove."""

@@ -17,6 +17,7 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import ClassVar
 
 from booted.config import CHILD_ENV
@@ -24,8 +25,8 @@ from booted.errors import ConfigError
 from booted.hosts.identity import Identity
 from booted.hosts.seed import write_seed
 from booted.images.vm_assets import Assets
-from booted.providers import qemu_install
-from booted.providers.base import InstallMedia, Progress
+from booted.providers import qemu_install, qemu_snapshot
+from booted.providers.base import InstallMedia, Progress, Started
 from booted.providers.bridge import ensure_bridge, remove_bridge
 from booted.providers.lab import Lab
 from booted.providers.links import link_exists
@@ -210,6 +211,39 @@ class QemuProvider(VmProvider):
         if not scan:
             remove_bridge(lab)
             (lab.dir / USERNET_MARK).unlink(missing_ok=True)
+
+    # snapshots (providers/qemu_snapshot.py) -----------------------------------------------------------
+    snapshot_keeps = ("each VM's memory (its migration stream) and disk overlay; a restore continues it "
+                      "where it was paused, no boot")
+    restore_resumes = True
+
+    def pause(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        return qemu_snapshot.pause(lab, names)
+
+    def resume(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        return qemu_snapshot.resume(lab, names)
+
+    def resume_command(self, lab: Lab, names: list[str]) -> list[str] | None:
+        return qemu_snapshot.resume_command(lab, names)
+
+    def save(self, lab: Lab, name: str, folder: Path) -> list[str]:
+        return qemu_snapshot.save(lab, name, self.running(lab).get(name), folder)
+
+    def restore(self, lab: Lab, name: str, folder: Path) -> None:
+        qemu_snapshot.restore(lab, name, folder)
+
+    def drop(self, lab: Lab, names: list[str]) -> None:
+        qemu_snapshot.drop(lab, {n: p for n, p in self.running(lab).items() if n in names})
+
+    def start_saved(self, lab: Lab, hosts: list[Identity]) -> tuple[list[Started], dict[str, str]]:
+        errors = {} if self.user_net else make_taps(lab, hosts)
+        todo = [h.name for h in hosts if h.name not in errors]
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
+            done = dict(zip(todo, pool.map(lambda n: qemu_snapshot.start_saved(lab, n), todo)))
+        errors |= {n: why for n, (_, why) in done.items() if why}
+        if not self.user_net:
+            remove_taps([tap for h in hosts if h.name in errors for tap in host_taps(lab, h)])
+        return [s for s, _ in done.values() if s is not None], errors
 
     def check_install(self) -> None:
         if self.user_net:  # the installer needs the lab bridge: its static address, nginx, the apt proxy

@@ -95,8 +95,9 @@ def detect_accel(cache_dir: Path, kernel: Path, forced: str = "auto", qemu: str 
     return accel, why
 
 
-def qmp(sock_path: Path, *commands: str, timeout: float = 2.0) -> list[dict | None]:
-    """Run QMP commands (no arguments) on a VM's control socket; one reply per command."""
+def qmp(sock_path: Path, *commands: str | dict, timeout: float = 2.0) -> list[dict | None]:
+    """Run QMP commands on a VM's control socket (a name, or {"execute": .., "arguments": ..}); one reply per
+    command."""
     out: list[dict | None] = []
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(timeout)
@@ -104,7 +105,7 @@ def qmp(sock_path: Path, *commands: str, timeout: float = 2.0) -> list[dict | No
         stream = sock.makefile("rwb")
         json.loads(stream.readline())  # greeting
         for cmd in ("qmp_capabilities", *commands):
-            stream.write(json.dumps({"execute": cmd}).encode() + b"\n")
+            stream.write(json.dumps(cmd if isinstance(cmd, dict) else {"execute": cmd}).encode() + b"\n")
             stream.flush()
             while True:
                 line = stream.readline()

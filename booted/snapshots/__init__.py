@@ -10,6 +10,7 @@ from booted.lab.handle import LabHandle
 from booted.remote.reach import Remote
 from booted.results import HostResult
 from booted.snapshots import decide
+from booted.snapshots.clock import correct_all
 from booted.snapshots.restore import restore
 from booted.snapshots.store import Manifest, Store, size_on_disk
 from booted.snapshots.take import resume_leftovers, take
@@ -27,7 +28,13 @@ class Snapshots:
         self.store = Store(handle.kit.settings.state_dir, handle.env.name)
 
     def take(self, name: str) -> Manifest:
-        return take(self.handle, name, self.handle.kit.settings.snapshot_hold)
+        snap = take(self.handle, name, self.handle.kit.settings.snapshot_hold)
+        if self.handle.provider.restore_resumes:  # VMs whose clocks stood still while paused: set them
+            bad = [r for r in correct_all(self.remote, [h.name for h in snap.hosts if h.running],
+                                          self.handle.env.name).values() if not r.ok]
+            for r in bad:
+                self.handle.kit.say(f"{r.host}: its clock could not be set after the pause: {r.detail}")
+        return snap
 
     def restore(self, name: str) -> tuple[Manifest, list[HostResult]]:
         return restore(self.handle, self.remote, name)

@@ -18,6 +18,7 @@ from booted.remote import deploy, firstboot
 from booted.remote.reach import Remote
 from booted.results import HostResult
 from booted.snapshots import decide
+from booted.snapshots.resumed import continue_hosts
 from booted.snapshots.store import Manifest, Store
 from booted.snapshots.take import resume_leftovers
 from booted.state import snapshots as records
@@ -67,6 +68,7 @@ def _restore(handle: LabHandle, remote: Remote, snap: Manifest, store: Store, ev
     step("stopping")
     running = sorted(set(handle.running()) & {i.name for i in inv.images(env.name)})
     if running:
+        provider.drop(lab, running)  # their state is replaced: no clean shutdown needed (qemu: QMP quit)
         failed = [r for r in handle.stop(running, by_user=False) if not r.ok]
         if failed:
             raise ProviderError("could not stop " + "; ".join(f"{r.host}: {r.detail}" for r in failed))
@@ -90,10 +92,15 @@ def _restore(handle: LabHandle, remote: Remote, snap: Manifest, store: Store, ev
                 if i.name in versions and i.service == versions[i.name][0]]
         at_boot.update(firstboot.prepare(remote, env, mine, alive))
         return at_boot
-    booted = {r.host: r for r in handle.start(handle.images(boot), serving)} if boot else {}
+    if provider.restore_resumes:  # its hosts continue from their saved memory: no boot, services still up
+        booted = continue_hosts(handle, remote, snap, boot) if boot else {}
+        warm = {h for h, r in booted.items() if r.ok}
+    else:
+        booted = {r.host: r for r in handle.start(handle.images(boot), serving)} if boot else {}
+        warm = set()
     records.put_back(inv, hosts, snap.records)  # after the boot, which clears holds: the snapshot's come back
     step("serving")
-    served = _serve(remote, snap, [h for h, r in booted.items() if r.ok], env.name, at_boot)
+    served = _serve(remote, snap, [h for h, r in booted.items() if r.ok], env.name, at_boot, warm)
     step("done")
     out = []
     ran = snap.ran()
@@ -105,16 +112,18 @@ def _restore(handle: LabHandle, remote: Remote, snap: Manifest, store: Store, ev
         elif host.name in served and not served[host.name].ok:
             out.append(HostResult(host.name, False, f"restored and booted; {served[host.name].detail}"))
         else:
-            out.append(HostResult(host.name, True, "restored and booted" + (f"; serving {ran[host.name]}"
+            how = booted[host.name].detail if host.name in warm else "restored and booted"
+            out.append(HostResult(host.name, True, how + (f"; serving {ran[host.name]}"
                                                                             if ran[host.name] else ""),
                                   version=ran[host.name].split(" ")[-1] or None))
     return out
 
 
-def _serve(remote: Remote, snap: Manifest, hosts: list[str], env: str, at_boot: dict[str, firstboot.Serve]
-           ) -> dict[str, HostResult]:
+def _serve(remote: Remote, snap: Manifest, hosts: list[str], env: str, at_boot: dict[str, firstboot.Serve],
+           warm: set[str]) -> dict[str, HostResult]:
     """Test the release each booted host ran at the snapshot; a host whose boot-log line does not say it
-    serves it is started first (its restored disk has it). Services that front others go last, so their
+    serves it is started first (its restored disk has it); a `warm` host (continued from its memory) is only
+    tested. Services that front others go last, so their
     backend list is complete. host -> its first failure, or its test's result."""
     versions = snap.versions()
     listed = {h.name: h.serving for h in remote.kit.inventory.hosts()}
@@ -127,7 +136,7 @@ def _serve(remote: Remote, snap: Manifest, hosts: list[str], env: str, at_boot: 
             mine = [h for h in hosts if versions.get(h, ("",))[0] == service]
             p = deploy.plan(remote, service, hosts=mine, env=env)
             p = replace(p, versions={h: versions[h][1] for h in mine})
-            cold = {h for h in mine if h not in at_boot or listed.get(h) != at_boot[h].release}
+            cold = {h for h in mine if h not in warm and (h not in at_boot or listed.get(h) != at_boot[h].release)}
             if cold:
                 started = deploy.run_op(remote, "start", p.only(cold), fleet)
                 out.update({r.host: r for r in started})

@@ -93,7 +93,25 @@ def capture(inv: Inventory, env: str) -> Records:
                 if r["host"] in hosts]
     pin_rows = [dict(r) for r in inv.db.execute("SELECT host, service, version, env_version FROM pins ORDER BY host")
                 if r["host"] in hosts]
-    return {"releases": releases, "pins": pin_rows, "held": sorted(n for n, i in hosts.items() if i.held)}
+    listed = [dict(r) for r in inv.db.execute("SELECT name, ip, mac, hostkey, booted_at, serving FROM hosts")
+              if r["name"] in hosts]
+    return {"releases": releases, "pins": pin_rows, "held": sorted(n for n, i in hosts.items() if i.held),
+            "listed": listed, "tokens": {n: i.boot_token for n, i in hosts.items() if i.boot_token}}
+
+
+def put_listed(inv: Inventory, hosts: list[str], records: Records) -> list[str]:
+    """Hosts that continue from a snapshot (their memory was saved: they do not boot, so never phone home)
+    back on the host list as the snapshot had them, with their boot tokens; returns those listed."""
+    rows = [r for r in records.get("listed", []) if r["name"] in hosts]
+    tokens = records.get("tokens", {})
+    now = time.time()
+    with inv.write() as db:
+        db.executemany("INSERT OR REPLACE INTO hosts (name, ip, mac, hostkey, booted_at, reachable, checked_at,"
+                       " serving) VALUES (?,?,?,?,?,1,?,?)",
+                       [(r["name"], r["ip"], r["mac"], r["hostkey"], r["booted_at"], now, r["serving"]) for r in rows])
+        db.executemany("UPDATE images SET boot_token = ? WHERE name = ?",
+                       [(tokens[h], h) for h in hosts if h in tokens])
+    return [r["name"] for r in rows]
 
 
 def put_back(inv: Inventory, hosts: list[str], records: Records) -> None:

@@ -1,0 +1,228 @@
+"""Snapshots of qemu hosts with QEMU's own mechanisms: disk and memory, so a restored VM continues from the
+instruction it was paused at (no boot, no service restart).
+
+Taking one: QMP `stop` on every VM of the lab at once (pause), then per VM a migration of its whole state to
+`exec:cat > FILE` (QEMU 7.2 has no `file:` migration; a stopped VM's RAM streams at disk speed, zero pages as
+one flag each, so it is not compressed: gzip would lengthen the pause for a file about the size of the guest's
+used memory), then its qcow2 overlay copied beside it (the migration has flushed and inactivated the disk;
+`cont` takes it back), with the VM's exact command line and identity files; then `cont` on every VM (resume).
+An internal qcow2 snapshot (savevm) would live in the overlay, which env_stop discards.
+
+Restoring one: the stopped host gets its overlay and identity files back (restore), and is started later with
+the same command line plus `-incoming defer`, `migrate-incoming exec:cat FILE`, then `cont` (start_saved).
+The guest's clock stood still while it was paused or saved: booted/snapshots/clock.py sets it over SSH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from booted.config import CHILD_ENV
+from booted.errors import ProviderError
+from booted.providers.base import Started
+from booted.providers.lab import Lab
+from booted.providers.procs import cmdline
+from booted.providers.qemuctl import is_vm, qmp, qmp_ok
+from booted.providers.vm import vm_name
+
+MEMORY = "memory.migration"  # in a snapshot's host folder: the VM's migration stream
+DISK = "disk.qcow2"
+ARGV = "argv.json"  # the VM's command line when it was saved
+KEPT = ("identity", "tap", "forwards.json", "seed.img")  # a host folder's files its command line refers to
+RESUME = "resume-from"  # in a restored host's folder: the snapshot folder its VM continues from
+MIGRATE_SECONDS = 300.0
+LAUNCH_SECONDS = 10.0
+QUIT_SECONDS = 3.0
+# a watchdog's `cont` for each socket, with nothing of booted imported (its run may be gone)
+CONT = ("import json,socket,sys\n"
+        "for p in sys.argv[1:]:\n"
+        "  try:\n"
+        "    s=socket.socket(socket.AF_UNIX);s.settimeout(3);s.connect(p);f=s.makefile('rwb');f.readline()\n"
+        "    for c in ('qmp_capabilities','cont'):\n"
+        "      f.write(json.dumps({'execute':c}).encode()+b'\\n');f.flush();f.readline()\n"
+        "  except OSError:\n"
+        "    pass\n")
+
+
+def _each(names: list[str], one: Callable[[str], str]) -> dict[str, str]:
+    """Run one(name) -> error|"" for every host at once; host -> error."""
+    if not names:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(32, len(names))) as pool:
+        said = dict(zip(names, pool.map(one, names)))
+    return {n: e for n, e in said.items() if e}
+
+
+def _command(sock: Path, command: str | dict, timeout: float = 5.0) -> str:
+    """Run one QMP command: "" when QEMU answered it with success, else what went wrong."""
+    try:
+        reply = qmp(sock, command, timeout=timeout)[0]
+    except (OSError, ValueError) as exc:
+        return f"QMP: {exc}"
+    if reply is None:
+        return "QMP: no reply"
+    return "" if "return" in reply else f"QMP: {reply.get('error', {}).get('desc', reply)}"
+
+
+def pause(lab: Lab, names: list[str]) -> dict[str, str]:
+    return _each(names, lambda n: _command(lab.host_dir(n) / "qmp.sock", "stop"))
+
+
+def resume(lab: Lab, names: list[str]) -> dict[str, str]:
+    """`cont` (a running VM ignores it). The caller corrects the guests' clocks (booted/snapshots/clock.py)."""
+    return _each(names, lambda n: _command(lab.host_dir(n) / "qmp.sock", "cont"))
+
+
+def resume_command(lab: Lab, names: list[str]) -> list[str]:
+    return [sys.executable, "-c", CONT, *(str(lab.host_dir(n) / "qmp.sock") for n in names)]
+
+
+def drop(lab: Lab, pids: dict[str, int]) -> None:
+    """QMP `quit` on running VMs whose state a restore replaces (no power button: nothing of theirs is kept),
+    waiting a few seconds for them to exit; the stop that follows ends any left."""
+    _each(list(pids), lambda n: _command(lab.host_dir(n) / "qmp.sock", "quit"))
+    deadline = time.monotonic() + QUIT_SECONDS
+    while time.monotonic() < deadline and any(is_vm(pid, vm_name(lab, n)) for n, pid in pids.items()):
+        time.sleep(0.02)
+
+
+def _wait_migration(sock: Path, timeout: float) -> str:
+    """Poll query-migrate (or query-status for an incoming one) until done: "" or the error."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reply = qmp(sock, "query-migrate", timeout=5.0)[0] or {}
+        except (OSError, ValueError) as exc:
+            return f"QMP: {exc}"
+        status = reply.get("return", {}).get("status", "")
+        if status == "completed":
+            return ""
+        if status in ("failed", "cancelled"):
+            return f"migration {status}: {reply['return'].get('error-desc', '')}"
+        time.sleep(0.05)
+    return f"migration not finished after {timeout:.0f}s"
+
+
+def save(lab: Lab, name: str, pid: int | None, folder: Path) -> list[str]:
+    """A paused VM's memory (its migration stream) and disk, its command line and identity files, into
+    `folder`; a stopped host (pid None): its disk only (it boots on a restore). Returns the image files its
+    disk and command line depend on."""
+    hdir = lab.host_dir(name)
+    argv: list[str] = []
+    if pid is not None:
+        argv = cmdline(pid)
+        while argv and not argv[-1]:  # /proc's NUL-terminated list: an empty last word would be a disk image
+            argv.pop()
+        if not argv:
+            raise ProviderError(f"{name}: its QEMU (PID {pid}) is gone")
+        (folder / ARGV).write_text(json.dumps(argv) + "\n")
+        for kept in KEPT:
+            src = hdir / kept
+            if src.is_dir():
+                shutil.copytree(src, folder / kept)
+            elif src.exists():
+                shutil.copy2(src, folder / kept)
+        sock = hdir / "qmp.sock"
+        stream = folder / MEMORY
+        error = _command(sock, {"execute": "migrate", "arguments": {"uri": f"exec:cat > '{stream}'"}})
+        error = error or _wait_migration(sock, MIGRATE_SECONDS)
+        if error:
+            raise ProviderError(f"{name}: could not save its memory: {error}")
+    if (hdir / DISK).exists():
+        subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(hdir / DISK), str(folder / DISK)],
+                       check=True, capture_output=True, timeout=600)
+    return _depends(folder / DISK, argv)
+
+
+def _depends(disk: Path, argv: list[str]) -> list[str]:
+    refs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-kernel", "-initrd")]
+    if disk.exists():
+        proc = subprocess.run(["qemu-img", "info", "--output=json", "-U", str(disk)], capture_output=True,
+                              text=True, check=False, timeout=30)
+        try:
+            backing = json.loads(proc.stdout).get("full-backing-filename")
+        except ValueError:
+            backing = None
+        if backing:
+            refs.append(str(backing))
+    return refs
+
+
+def restore(lab: Lab, name: str, folder: Path) -> None:
+    """A stopped host's disk back from `folder`; when its memory was saved too, its identity files and the
+    mark that makes start_saved continue it. A re-run after a crash redoes it."""
+    hdir = lab.host_dir(name)
+    hdir.mkdir(parents=True, exist_ok=True)
+    (hdir / RESUME).unlink(missing_ok=True)
+    if (folder / DISK).exists():
+        fresh = hdir / f".{DISK}.restoring"
+        subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(folder / DISK), str(fresh)],
+                       check=True, capture_output=True, timeout=600)
+        os.replace(fresh, hdir / DISK)
+    else:
+        (hdir / DISK).unlink(missing_ok=True)
+    if not (folder / MEMORY).exists():
+        return
+    for kept in KEPT:
+        dest = hdir / kept
+        shutil.rmtree(dest, ignore_errors=True) if dest.is_dir() else dest.unlink(missing_ok=True)
+        if (folder / kept).is_dir():
+            shutil.copytree(folder / kept, dest)
+        elif (folder / kept).exists():
+            shutil.copy2(folder / kept, dest)
+    (hdir / RESUME).write_text(str(folder) + "\n")
+
+
+def saved(lab: Lab, name: str) -> Path | None:
+    """The snapshot folder a restored host continues from (None: it boots)."""
+    try:
+        folder = Path((lab.host_dir(name) / RESUME).read_text().strip())
+    except OSError:
+        return None
+    return folder if (folder / MEMORY).exists() and (folder / ARGV).exists() else None
+
+
+def start_saved(lab: Lab, name: str) -> tuple[Started | None, str]:
+    """Start a restored host's VM from its saved memory: the same command line with `-incoming defer`, the
+    migration stream in, then `cont`. (Started, "") or (None, why not)."""
+    folder = saved(lab, name)
+    if folder is None:
+        return None, f"{name} has no saved memory to continue from"
+    hdir = lab.host_dir(name)
+    argv = json.loads((folder / ARGV).read_text())
+    sock = hdir / "qmp.sock"
+    sock.unlink(missing_ok=True)
+    with open(hdir / "console.log", "a") as console:
+        console.write(f"\n--- booted: {name} continues from a snapshot at {time.strftime('%F %T')}\n")
+    with open(hdir / "qemu.log", "wb") as log:
+        try:
+            proc = subprocess.Popen([*argv, "-incoming", "defer"], stdin=subprocess.DEVNULL, env=CHILD_ENV,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            return None, f"could not start QEMU: {exc}"
+    deadline = time.monotonic() + LAUNCH_SECONDS
+    while not qmp_ok(sock, "query-status"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _kill(proc)
+            return None, f"QEMU did not start: {(hdir / 'qemu.log').read_text(errors='replace')[-300:]}"
+        time.sleep(0.05)
+    error = _command(sock, {"execute": "migrate-incoming", "arguments": {"uri": f"exec:cat '{folder / MEMORY}'"}})
+    error = error or _wait_migration(sock, MIGRATE_SECONDS) or _command(sock, "cont")
+    if error:
+        _kill(proc)
+        return None, f"could not continue {name} from its snapshot: {error}"
+    (hdir / RESUME).unlink(missing_ok=True)
+    return Started(name, proc.pid), ""
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait(timeout=10)
