@@ -16,7 +16,21 @@ from booted.config import Settings  # noqa: E402 (after the path is set)
 from booted.remote.releases import discard  # noqa: E402
 
 
+# The suite runs in parallel (pytest-xdist: pyproject's addopts, `-n 3 --dist loadgroup`; most tests wait on
+# hosts, not on the CPU). The tests of one group run one after another in one worker: a test file is a group
+# (its tests may share a lab network); each benchmark smoke is a group of its own (each has its own network);
+# the tests whose hosts install packages share one group (their labs' apt-cacher-ngs share one cache folder,
+# BOOTED_CACHE_DIR's), and so do the libvirt ones (the daemons' QEMUs are the heaviest VMs).
+GROUPS = {"test_containment.py": "apt", "test_golden_patched.py": "apt", "test_tools.py": "apt",
+          "test_qemu_lab.py": "apt", "test_libvirt_lab.py": "libvirt", "test_libvirt_smoke": "libvirt"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            key = item.name if item.path.name == "test_bench_smoke.py" else item.path.name
+            item.add_marker(pytest.mark.xdist_group(GROUPS.get(key, key)))
     if os.geteuid() == 0:
         return
     skip = pytest.mark.skip(reason="integration tests start namespaces and VMs: run as root")
