@@ -15,7 +15,6 @@ sys.path.insert(0, str(REPO))
 from booted.config import Settings  # noqa: E402 (after the path is set)
 from booted.remote.releases import discard  # noqa: E402
 
-
 # The suite runs in parallel (pytest-xdist: pyproject's addopts, `-n 3 --dist loadgroup`; most tests wait on
 # hosts, not on the CPU). The tests of one group run one after another in one worker: a test file is a group
 # (its tests may share a lab network); each benchmark smoke is a group of its own (each has its own network);
