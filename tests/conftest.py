@@ -38,6 +38,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In a worker: every test carries its group in its node id, or the groups were lost (tests of one group
+    would run at once, on one lab network): stop before any test runs."""
+    if getattr(session.config.option, "loadgroup", False) and any("@" not in i.nodeid for i in session.items):
+        raise pytest.UsageError("pytest-xdist's test groups were not applied (pyproject.toml pins pytest 8 for "
+                                "pytest-xdist 3.8; run setup.sh), or run one test at a time: -n 0")
+
+
 @pytest.fixture
 def settings_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """BOOTED_* variables pointing every piece of state into a temp dir (golden cache shared). Afterwards
