@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def test_command_line_of_a_host(tmp_path: Path) -> None:
     assert "virtio-net-pci,netdev=n0,mac=52:54:0a:d5:3c:02" in option(cmd, "-device")
     assert option(cmd, "-chardev") == [f"file,id=console,path={hdir}/console.log,append=on"]
     assert option(cmd, "-serial") == ["chardev:console"]
-    assert option(cmd, "-qmp") == [f"unix:{hdir}/qmp.sock,server=on,wait=off"]
+    assert option(cmd, "-qmp") == ["unix:qmp.sock,server=on,wait=off"]  # in the host folder, QEMU's cwd
     assert option(cmd, "-pidfile") == [str(hdir / "qemu.pid")]
     assert "-no-reboot" in cmd and "-nodefaults" in cmd
 
@@ -420,3 +421,22 @@ def test_layer_holds_inittab_and_the_init_link(tmp_path: Path) -> None:
     assert "::once:/usr/lib/booted/boot" in (layer / "etc/inittab").read_text()
     assert os.readlink(layer / "usr/lib/booted/init") == "/bin/busybox"
     assert os.access(layer / "usr/lib/booted/guest-init", os.X_OK)
+
+
+def test_a_control_socket_deeper_than_af_unix_allows_is_reached(tmp_path: Path) -> None:
+    """QEMU makes its QMP socket in its own folder (a relative path); booted reaches it however deep the
+    state directory is (AF_UNIX paths end at 107 bytes: pytest-xdist's folders went past it)."""
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 6)
+    deep.mkdir(parents=True)
+    path = deep / "qmp.sock"
+    assert len(str(path)) > 108
+    with socket.socket(socket.AF_UNIX) as server, socket.socket(socket.AF_UNIX) as client:
+        folder = os.open(deep, os.O_PATH)
+        try:
+            server.bind(f"/proc/self/fd/{folder}/qmp.sock")  # as QEMU does from its working directory
+        finally:
+            os.close(folder)
+        server.listen(1)
+        qemuctl.connect_unix(client, path)
+        peer, _ = server.accept()
+        peer.close()

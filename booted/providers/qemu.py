@@ -154,7 +154,7 @@ class QemuProvider(VmProvider):
         with open(hdir / "qemu.log", "wb") as log:
             try:
                 proc = subprocess.Popen(self.command(lab, host, assets, accel), stdin=subprocess.DEVNULL, env=CHILD_ENV,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=hdir)
             except OSError as exc:
                 error = f"could not start {QEMU}: {exc}"
         deadline = time.monotonic() + LAUNCH_SECONDS

@@ -17,6 +17,7 @@ from booted.providers.vm import INITS, vm_name
 
 KERNEL_ARGS = ("console=ttyS0 quiet panic=1 mitigations=off cryptomgr.notests i8042.noaux i8042.nokbd "
                "i8042.nopnp tsc=reliable no_timer_check 8250.nr_uarts=1 nowatchdog net.ifnames=0 root=/dev/vda")
+QMP_SOCKET = "qmp.sock"  # relative to the host's folder, QEMU's working directory: AF_UNIX paths end at 107 bytes
 IDENTITY_FILES = ("identity", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "authorized_keys")
 
 
@@ -69,7 +70,7 @@ def host_command(lab: Lab, host: Identity, assets: Assets, accel: str, netdev: s
             "-device", f"virtio-net-pci,netdev=n0,mac={host.mac}",
             *(extra_nics(lab, host) if netdev.startswith("tap,") else []),
             *console_options(hdir / "console.log"),
-            "-qmp", f"unix:{opt(hdir / 'qmp.sock')},server=on,wait=off",
+            "-qmp", f"unix:{QMP_SOCKET},server=on,wait=off",  # in QEMU's folder (its cwd): a path's length
             "-pidfile", str(hdir / "qemu.pid")]
 
 

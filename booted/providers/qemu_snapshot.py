@@ -42,10 +42,12 @@ MIGRATE_SECONDS = 300.0
 LAUNCH_SECONDS = 10.0
 QUIT_SECONDS = 3.0
 # a watchdog's `cont` for each socket, with nothing of booted imported (its run may be gone)
-CONT = ("import json,socket,sys\n"
+# (each socket reached through its folder's descriptor: AF_UNIX paths end at 107 bytes, state dirs may be deeper)
+CONT = ("import json,os,socket,sys\n"
         "for p in sys.argv[1:]:\n"
         "  try:\n"
-        "    s=socket.socket(socket.AF_UNIX);s.settimeout(3);s.connect(p);f=s.makefile('rwb');f.readline()\n"
+        "    d=os.open(os.path.dirname(p),os.O_PATH);s=socket.socket(socket.AF_UNIX);s.settimeout(3)\n"
+        "    s.connect('/proc/self/fd/%d/%s'%(d,os.path.basename(p)));f=s.makefile('rwb');f.readline()\n"
         "    for c in ('qmp_capabilities','cont'):\n"
         "      f.write(json.dumps({'execute':c}).encode()+b'\\n');f.flush();f.readline()\n"
         "  except OSError:\n"
@@ -205,7 +207,7 @@ def start_saved(lab: Lab, name: str) -> tuple[Started | None, str]:
     with open(hdir / "qemu.log", "wb") as log:
         try:
             proc = subprocess.Popen([*argv, "-incoming", "defer"], stdin=subprocess.DEVNULL, env=CHILD_ENV,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=hdir)
         except OSError as exc:
             return None, f"could not start QEMU: {exc}"
     deadline = time.monotonic() + LAUNCH_SECONDS

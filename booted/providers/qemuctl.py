@@ -95,13 +95,26 @@ def detect_accel(cache_dir: Path, kernel: Path, forced: str = "auto", qemu: str 
     return accel, why
 
 
+def connect_unix(sock: socket.socket, path: Path) -> None:
+    """Connect to the socket at `path`, of any length: AF_UNIX paths end at 107 bytes, so a longer one (a deep
+    state directory) is reached through a descriptor of its folder (/proc/self/fd/N/name)."""
+    if len(os.fsencode(path)) < 100:
+        sock.connect(str(path))
+        return
+    folder = os.open(path.parent, os.O_PATH)
+    try:
+        sock.connect(f"/proc/self/fd/{folder}/{path.name}")
+    finally:
+        os.close(folder)
+
+
 def qmp(sock_path: Path, *commands: str | dict, timeout: float = 2.0) -> list[dict | None]:
     """Run QMP commands on a VM's control socket (a name, or {"execute": .., "arguments": ..}); one reply per
     command."""
     out: list[dict | None] = []
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(timeout)
-        sock.connect(str(sock_path))
+        connect_unix(sock, sock_path)
         stream = sock.makefile("rwb")
         json.loads(stream.readline())  # greeting
         for cmd in ("qmp_capabilities", *commands):
