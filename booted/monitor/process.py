@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from booted.errors import StateError
+from booted.monitor.statusfile import status_file
 from booted.providers.procs import alive, from_pidfile
 from booted.state.locks import LockBusy, hold
 
@@ -55,13 +56,19 @@ def foreground(ctx: Booted, env: str) -> None:
                          f"fab monitor_stop --env {env}") from None
 
 
+START_SECONDS = 30.0  # the daemon's Python start, its lock and its API, on a busy machine
+
+
 def start(ctx: Booted, env: str) -> int:
-    """Start the monitor in the background; its PID."""
+    """Start the monitor in the background; its PID, once it holds its lock and its API listens (the URL file
+    it writes then: a stopped daemon's is removed first, so the file named is the new daemon's)."""
     pid = running(ctx, env)
     if pid:
         raise StateError(f"the monitor of {env!r} already runs (pid {pid}); its log: {files(ctx, env)[1]}")
     log = files(ctx, env)[1]
     log.parent.mkdir(parents=True, exist_ok=True)
+    url = status_file(ctx.settings.state_dir, env).with_suffix(".url")
+    url.unlink(missing_ok=True)
     password = ctx.settings.password
     with open(log, "ab") as out:  # booted's clean environment; the password (if any) on stdin, read at start
         proc = subprocess.Popen([sys.executable, "-m", "fabric", "monitor", "--env", env,
@@ -75,14 +82,16 @@ def start(ctx: Booted, env: str) -> int:
             proc.stdin.close()
         except BrokenPipeError:
             pass  # it ended already: said below
-    for _ in range(200):
-        if running(ctx, env) == proc.pid:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if running(ctx, env) == proc.pid and url.exists() and url.stat().st_size:
             return proc.pid
         if proc.poll() is not None:
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
             raise StateError(f"the monitor of {env!r} did not start: {' / '.join(tail)}")
         time.sleep(0.05)
-    raise StateError(f"the monitor of {env!r} did not take its lock within 10s; see {log}")
+    raise StateError(f"the monitor of {env!r} (pid {proc.pid}) took no lock or opened no API within "
+                     f"{START_SECONDS:g}s; see {log}")
 
 
 def stop(ctx: Booted, env: str, wait: float = 60.0) -> int | None:
