@@ -6,7 +6,7 @@ with "gateway": true, else none: the controller cannot reach that network), remo
 from __future__ import annotations
 
 from booted.errors import ProviderError
-from booted.providers.lab import Lab
+from booted.providers.lab import Lab, LabNet
 from booted.providers.links import disable_ipv6, ip_batch, ipv4_addresses, link_exists
 from booted.providers.portfilter import unguard
 
@@ -21,8 +21,18 @@ def address_owner(ip: str) -> str | None:
     return next((link for link, addresses in ipv4_addresses().items() if ip in addresses), None)
 
 
+UNREACHABLE = 4242  # the metric of a network's `unreachable` route: below any connected route of the same prefix
+
+
+def unreachable(net: LabNet, verb: str) -> str:
+    """The `ip route` line that makes (or removes) a network without a gateway unreachable from the controller:
+    refused here at once, never sent out through the machine's default route."""
+    return f"route {verb} unreachable {net.cidr} metric {UNREACHABLE}"
+
+
 def ensure_bridge(lab: Lab) -> None:
     """The lab bridges, booted's with the gateway address, IPv6 off (no router solicitations, no SLAAC noise)."""
+    ip_batch([unreachable(net, "replace") for net in lab.networks[1:] if not net.gateway])
     for k, net in enumerate(lab.networks[1:], 1):
         if link_exists(net.bridge):
             continue
@@ -51,5 +61,6 @@ def ensure_bridge(lab: Lab) -> None:
 
 def remove_bridge(lab: Lab) -> None:
     """The bridges and their port filter (providers/portfilter.py) go together."""
-    ip_batch([f"link del {net.bridge}" for net in lab.networks if link_exists(net.bridge)])
+    ip_batch([f"link del {net.bridge}" for net in lab.networks if link_exists(net.bridge)]
+             + [unreachable(net, "del") for net in lab.networks[1:] if not net.gateway])
     unguard(lab)

@@ -106,8 +106,16 @@ def test_two_networks(lab_run: LabRun) -> None:
                            check=True).stdout
     assert addrs.strip() == "", addrs
     for ip in back.values():
-        route = subprocess.run(["ip", "-o", "route", "get", ip], capture_output=True, text=True, check=False).stdout
-        assert f"dev {lab.bridge} " not in route and f"dev {bridge} " not in route, route
+        route = subprocess.run(["ip", "-o", "route", "get", ip], capture_output=True, text=True, check=False)
+        assert f"dev {lab.bridge} " not in route.stdout and f"dev {bridge} " not in route.stdout, route.stdout
+        # nor does it leave through the machine's default route: refused here, at once
+        assert route.returncode != 0 and "no route to host" in route.stderr.lower(), (route.stdout, route.stderr)
+        plain = socket.socket()
+        plain.settimeout(2)
+        with pytest.raises(OSError) as refused:
+            plain.connect((ip, 8000))
+        plain.close()
+        assert refused.value.errno == errno.EHOSTUNREACH, refused.value
         sock = socket.socket()
         sock.settimeout(2)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bridge.encode())
@@ -139,3 +147,6 @@ def test_two_networks(lab_run: LabRun) -> None:
     lab_run.fab("env_stop")
     assert leftovers(lab_run) == []
     assert links(lab.bridge) == [] and links(f"bv{lab.lab_id}") == []
+    routes = subprocess.run(["ip", "-o", "route", "show", "type", "unreachable"], capture_output=True, text=True,
+                            check=True).stdout
+    assert f"{BACK}.0/24" not in routes, routes  # back's unreachable route goes with its bridge
