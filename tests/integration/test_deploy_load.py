@@ -9,6 +9,8 @@ import fcntl
 import json
 import os
 import re
+import select
+import signal
 import subprocess
 import threading
 import time
@@ -151,9 +153,17 @@ def test_deploys_under_load_end_consistent(lab_run: LabRun) -> None:
         while not held(lock):  # the first holds the service's lock before the second starts
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()
             time.sleep(0.05)
-        second = subprocess.Popen([FAB, "hello_deploy", "--version", "1.1"], cwd=REPO, env=env, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # the first stays paused while the second starts (however slow its start on a busy machine), until the
+        # second says it waits for the first: the two overlap for sure, then the first goes on
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            second = subprocess.Popen([FAB, "hello_deploy", "--version", "1.1"], cwd=REPO, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            said = said_waiting(second, 120)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         outs = [(p.wait(timeout=300), *p.communicate()) for p in (first, second)]
+        outs[1] = (outs[1][0], outs[1][1], said + outs[1][2])
     assert [code for code, _, _ in outs] == [0, 0], outs
     assert all("3 ok, 0 failed" in out for _, out, _ in outs), outs
     assert "waiting" not in outs[0][2], outs[0][2]
@@ -161,6 +171,17 @@ def test_deploys_under_load_end_consistent(lab_run: LabRun) -> None:
                      outs[1][2]), outs[1][2]
     assert not load.errors, f"{len(load.errors)} failed: {load.errors[:3]}"
     assert consistent(lab_run) == "1.1"  # the second ran last: the whole fleet, and the database, say 1.1
+
+
+def said_waiting(proc: subprocess.Popen[str], seconds: float) -> str:
+    """`proc`'s stderr up to its line that says it waits for another run (within `seconds`)."""
+    assert proc.stderr is not None
+    said, deadline = "", time.monotonic() + seconds
+    while "waiting" not in said:
+        assert time.monotonic() < deadline and proc.poll() is None, said
+        if select.select([proc.stderr], [], [], 1.0)[0]:
+            said += proc.stderr.readline()
+    return said
 
 
 def held(lock: Path) -> bool:
