@@ -113,10 +113,11 @@ class Booted:
     def runs_of(self, host: str, env: str | None = None) -> Runs:
         return Runs(self.lab_of(host, env), self.remote)
 
-    def status(self, env: str | None = None) -> list[dict[str, object]]:
-        """Desired (environments.py) vs actual (provider, host list, deployments), one dict per host."""
+    def status(self, env: str | None = None, probe: str = "auto") -> list[dict[str, object]]:
+        """Desired (environments.py) vs actual (provider, host list, deployments), one dict per host; `probe`:
+        how a running host's SSH is checked (lab/status.py PROBES)."""
         with self.fleet() as fleet:
-            return status(self.lab(env), self.inventory, fleet)
+            return status(self.lab(env), self.inventory, fleet, probe)
 
     def lab_of(self, host: str, env: str | None = None) -> LabHandle:
         """The lab a host belongs to: its image's environment, else the one environments.py defines it in."""

@@ -87,11 +87,12 @@ def env_stop(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
     finish(f"environment {lab.env.name}: stopped {len(results)} host(s)", results, json_)
 
 
-@booted_task(help={**ENV_HELP, **JSON_HELP})
-def env_status(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
+@booted_task(help={**ENV_HELP, **JSON_HELP, "probe": "auto (default: a netns host by its namespace's sockets, a VM "
+                                                      "by its SSH banner) or ssh (every host by its SSH banner)"})
+def env_status(ctx: Booted, env: str | None = None, json_: bool = False, probe: str = "auto") -> None:
     """Desired (environments.py) vs actual state of each host."""
     lab = ctx.lab(env)
-    rows = ctx.status(lab.env.name)
+    rows = ctx.status(lab.env.name, probe)
     for line in ctx.gateways_down():  # on stderr: --json's output stays the list of hosts
         err(f"WARNING: {line}")
     if json_:  # "host" stays beside "name" for the scripts written before every task said "name" (deprecated)

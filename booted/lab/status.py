@@ -4,21 +4,40 @@ was deployed, whose SSH answers now), one row per host. `status_rows` is pure; `
 from __future__ import annotations
 
 from booted.environments import Environment
+from booted.errors import ConfigError
 from booted.lab.handle import LabHandle
+from booted.netcheck import listening
 from booted.remote.fanout import Fleet
 from booted.state import pins as user_pins
 from booted.state.inventory import Host, Image, Inventory
 from booted.state.records import Pin
 from booted.state.warm import warm_hosts
 
+PROBES = ("auto", "ssh")  # how env_status tells a serving host: see reachable()
 
-def status(handle: LabHandle, inventory: Inventory, fleet: Fleet) -> list[dict[str, object]]:
-    """The lab's rows: what its provider runs, its images, the host list, deployments, pins, SSH banners."""
+
+def status(handle: LabHandle, inventory: Inventory, fleet: Fleet, probe: str = "auto") -> list[dict[str, object]]:
+    """The lab's rows: what its provider runs, its images, the host list, deployments, pins, whether SSH serves."""
+    if probe not in PROBES:
+        raise ConfigError(f"--probe {probe!r}: one of {', '.join(PROBES)}")
     running, images = handle.running(), inventory.images(handle.env.name)
     warm = warm_hosts(inventory, handle.env.name, running)  # paused: their SSH would not answer
-    answers = fleet.answers([handle.target(i) for i in images if i.name in running and i.name not in warm])
+    answers = reachable(handle, fleet, [i for i in images if i.name in running and i.name not in warm], running,
+                        probe)
     return status_rows(handle.env, running, images, inventory.hosts(), inventory.releases(),
                        user_pins.pins(inventory), answers, warm)
+
+
+def reachable(handle: LabHandle, fleet: Fleet, images: list[Image], running: dict[str, int],
+              probe: str = "auto") -> dict[str, bool]:
+    """Whether each running host's SSH serves now. probe "auto": a host in a network namespace of its own
+    (netns) by its namespace's socket table (port 22 listening, its holder running, nothing left in its accept
+    queue: no connection, so no sshd session per host), every other host (VMs) by its SSH banner; "ssh": every
+    host by its banner (what a client sees, at the cost of a session per host)."""
+    seen = {} if probe == "ssh" else listening({i.name: running[i.name] for i in images})
+    rest = [i for i in images if seen.get(i.name) is None]
+    banners = fleet.answers([handle.target(i) for i in rest]) if rest else {}
+    return {name: ok for name, ok in seen.items() if ok is not None} | banners
 
 
 def status_rows(env: Environment, running: dict[str, int], images: list[Image], listed: list[Host],
