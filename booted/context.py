@@ -9,26 +9,28 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from booted.config import Settings
-from booted.discovery.gateways import Gateways
 from booted.environments import Environment, load_environments, select_environment
 from booted.errors import ConfigError
 from booted.hosts.access import Credentials, Entry
 from booted.hosts.identity import Keys
-from booted.images.golden import GoldenImage, ensure_golden
 from booted.kit import Kit, to_stderr
-from booted.lab.handle import LabHandle
-from booted.lab.status import status
-from booted.providers import Provider, provider_class
 from booted.remote.fanout import Fleet, Target
 from booted.remote.reach import Remote
 from booted.remote.services import Service, discover, get_service
 from booted.results import HostResult
-from booted.runs import Runs
-from booted.snapshots import Snapshots
 from booted.state.inventory import Image, Inventory
 from booted.state.locks import Locks
+
+if TYPE_CHECKING:  # imported where used: a task imports the parts of the engine it runs, no more
+    from booted.discovery.gateways import Gateways
+    from booted.images.golden import GoldenImage
+    from booted.lab.handle import LabHandle
+    from booted.providers import Provider
+    from booted.runs import Runs
+    from booted.snapshots import Snapshots
 
 
 class Booted:
@@ -41,8 +43,14 @@ class Booted:
         self.kit = Kit(settings, say)
         self.providers, self.fleets = providers, fleets
         self._labs: dict[str, LabHandle] = {}
-        self.gateways = Gateways(self.kit, self.labs)
         self.remote = Remote(self.kit, self.services_view(), self, self.fleet)
+
+    @cached_property
+    def gateways(self) -> Gateways:
+        """booted's gateway work (nginx, apt proxy, boot log), made on first use (hosts_list needs none)."""
+        from booted.discovery.gateways import Gateways
+
+        return Gateways(self.kit, self.labs)
 
     # the kit, as the tasks and the monitor read it ------------------------------------------------------
     @property
@@ -92,6 +100,9 @@ class Booted:
     # lab handles -----------------------------------------------------------------------------------
     def lab(self, env: str | None = None) -> LabHandle:
         """The handle of an environment's lab (one per run and environment)."""
+        from booted.lab.handle import LabHandle
+        from booted.providers import provider_class
+
         environment = self.environment(env)
         if environment.name not in self._labs:
             cls = (self.providers or {}).get(environment.provider) or provider_class(environment.provider)
@@ -104,18 +115,26 @@ class Booted:
 
     def runs(self, env: str | None = None) -> Runs:
         """Start runs of an environment: boot its hosts, then make them serve (booted/runs.py)."""
+        from booted.runs import Runs
+
         return Runs(self.lab(env), self.remote)
 
     def snapshots(self, env: str | None = None) -> Snapshots:
         """The snapshots of an environment (booted/snapshots/)."""
+        from booted.snapshots import Snapshots
+
         return Snapshots(self.lab(env), self.remote)
 
     def runs_of(self, host: str, env: str | None = None) -> Runs:
+        from booted.runs import Runs
+
         return Runs(self.lab_of(host, env), self.remote)
 
     def status(self, env: str | None = None, probe: str = "auto") -> list[dict[str, object]]:
         """Desired (environments.py) vs actual (provider, host list, deployments), one dict per host; `probe`:
         how a running host's SSH is checked (lab/status.py PROBES)."""
+        from booted.lab.status import status
+
         with self.fleet() as fleet:
             return status(self.lab(env), self.inventory, fleet, probe)
 
@@ -242,6 +261,8 @@ class Booted:
             shutil.rmtree(self.settings.state_dir / "labs" / image.env / "hosts" / name, ignore_errors=True)
             self.gateways.forget_image(name)
             return HostResult(name, True, f"deleted; {image.ip} and {image.mac} released")
+        from booted.snapshots import Snapshots
+
         handle = self.lab_of(name, env)
         result = handle.delete(name)
         if result.ok and image is not None and (held := Snapshots(handle, self.remote).forget_host(name)):
@@ -251,6 +272,8 @@ class Booted:
     def golden(self, refresh: bool = False) -> GoldenImage:
         """The golden image (built when missing, or when Debian's suites moved on: checked at most daily;
         `refresh`: a new generation now)."""
+        from booted.images.golden import ensure_golden
+
         return ensure_golden(self.settings, self.say, refresh=refresh)
 
     def fleet(self) -> Fleet:

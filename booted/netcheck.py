@@ -88,13 +88,10 @@ def listening(pids: dict[str, int], port: int = 22, settle: float = 0.2) -> dict
     own = _netns_inode("self")
     for name, pid in pids.items():
         try:
-            ino = _netns_inode(str(pid))
-        except FileNotFoundError:
-            out[name] = False  # gone since it was listed
-            continue
-        except OSError:
+            ino = _netns_inode(str(pid)) if pid > 0 else own
+        except OSError:  # gone since it was listed, or not ours to look into: the other probe says which
             ino = own
-        if ino == own or ino is None:
+        if ino == own:
             out[name] = None
         else:
             spaces[name] = f"/proc/{pid}/ns/net"
@@ -117,7 +114,7 @@ def listening(pids: dict[str, int], port: int = 22, settle: float = 0.2) -> dict
     return out
 
 
-def _netns_inode(pid: str) -> int | None:
+def _netns_inode(pid: str) -> int:
     return os.stat(f"/proc/{pid}/ns/net").st_ino
 
 
@@ -204,16 +201,16 @@ def _runs(pid: int) -> bool:
     return state not in NOT_SERVING and not any(_frozen(line) for line in groups)
 
 
-def _frozen(line: str) -> bool:
+def _frozen(line: str, root: Path = Path("/sys/fs/cgroup")) -> bool:
     """Whether the cgroup on this /proc/PID/cgroup line is frozen (cgroup v1's freezer, or v2's)."""
     _, controllers, path = line.split(":", 2)
     if path == "/":
         return False
     try:
         if "freezer" in controllers.split(","):
-            return Path(f"/sys/fs/cgroup/freezer{path}/freezer.state").read_text().strip() != "THAWED"
+            return (root / f"freezer{path}" / "freezer.state").read_text().strip() != "THAWED"
         if controllers == "":
-            return "frozen 1" in Path(f"/sys/fs/cgroup{path}/cgroup.events").read_text()
+            return "frozen 1" in (root / path.lstrip("/") / "cgroup.events").read_text().splitlines()
     except OSError:
         return False
     return False

@@ -8,18 +8,26 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fabric import Connection, task
 from invoke.exceptions import Exit
 
 from booted.config import Settings
-from booted.context import Booted
-from booted.environments import expand_range
 from booted.errors import BootedError, ConfigError, storage_error
 from booted.report import host_results
-from booted.results import HostResult
 from fabfile._cli import refusal
+
+if TYPE_CHECKING:  # the context (and the engine under it) is imported when a task runs, not by `fab --list`
+    from booted.context import Booted
+    from booted.results import HostResult
+
+
+def context(settings: Settings) -> Booted:
+    """The run's context, imported here (when a task runs): `fab --list` loads no engine module."""
+    from booted.context import Booted
+
+    return Booted(settings)
 
 
 def booted_task(help: dict[str, str] | None = None) -> Callable[[Callable[..., Any]], Any]:
@@ -32,7 +40,7 @@ def booted_task(help: dict[str, str] | None = None) -> Callable[[Callable[..., A
                 raise refusal("hosts")
             ctx: Booted | None = None
             try:
-                ctx = Booted(Settings.from_env())
+                ctx = context(Settings.from_env())
                 return fn(ctx, *args, **kwargs)
             except BootedError as exc:
                 raise Exit(f"booted: {exc}", code=exc.exit_code) from None
@@ -55,6 +63,8 @@ def booted_task(help: dict[str, str] | None = None) -> Callable[[Callable[..., A
 
 def names(arg: str | None) -> list[str] | None:
     """'web01,web[02:03]' -> [web01, web02, web03]; None stays None."""
+    from booted.environments import expand_range
+
     if not arg:
         return None
     out: list[str] = []

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from invoke.exceptions import Exit
 
-from booted.chaos import spec
-from booted.chaos.lab import run_chaos
-from booted.context import Booted
 from booted.errors import ConfigError
 from fabfile._task import booted_task, emit_json
+
+if TYPE_CHECKING:
+    from booted.context import Booted
 
 
 def number(text: str | None, flag: str) -> float | None:
@@ -36,6 +38,9 @@ def chaos(ctx: Booted, env: str | None = None, duration: float = 120.0, kill_eve
           max_p99: str | None = None, json_: bool = False) -> None:
     """Kill and impair on a schedule under load; report failed requests, latency and heal times; exit 1
     when the SLO given is not met."""
+    from booted.chaos import spec
+    from booted.chaos.lab import run_chaos
+
     most = number(max_failed, "max-failed")
     if most is not None and most != int(most):
         raise ConfigError(f"--max-failed {max_failed}: a whole number")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from booted.config import Settings
-from booted.context import Booted
-from booted.remote import deploy
-from booted.remote.services import folders
-from booted.results import HostResult
-from booted.state import pins
+from booted.remote.folders import folders
 from fabfile._task import JSON_HELP, booted_task, err, finish, names
+
+if TYPE_CHECKING:
+    from booted.context import Booted
+    from booted.results import HostResult
 
 OPS = {
     "deploy": "Upload {name} [--version V]; switch to it atomically",
@@ -28,6 +28,9 @@ HELP = {"version": "a tag or commit of <NAME>_REPO (or the in-tree VERSION)",
 def _make(service: str, op: str) -> Any:
     def body(ctx: Booted, version: str | None = None, hosts: str | None = None, env: str | None = None,
              json_: bool = False) -> None:
+        from booted.remote import deploy
+        from booted.state import pins
+
         chosen = names(hosts)
         lost = _relist(ctx, service, chosen, env)
         if env is not None:

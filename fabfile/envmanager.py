@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from booted.context import Booted
 from booted.errors import StateError
-from booted.monitor import process
 from booted.report import table, when
-from booted.report_svg import waterfall
-from booted.runs import STEPS, StartReport
-from booted.state.records import Image, Timeline
-from booted.state.timelines import NO_KERNEL, PHASES, as_json, phases, total
 from fabfile._task import JSON_HELP, booted_task, emit_json, err, failed, finish
+
+if TYPE_CHECKING:  # the tasks import what they use when they run: `fab --list` and other tasks do not pay
+    from booted.context import Booted
+    from booted.runs import StartReport
+    from booted.state.records import Image, Timeline
 
 ENV_HELP = {"env": "environment name (default: BOOTED_ENV, or the only one in environments.py)"}
 
@@ -22,6 +21,8 @@ ENV_HELP = {"env": "environment name (default: BOOTED_ENV, or the only one in en
 def start_row(report: StartReport, image: Image) -> dict[str, Any]:
     """One host of an env_start_* run as --json prints it: the table's columns, each step it reached as
     {ok, detail, seconds} (null when it did not get there), and ok: no step failed."""
+    from booted.runs import STEPS
+
     def step(name: str) -> dict[str, Any] | None:
         r = report.steps.get(name, {}).get(image.name)
         return None if r is None else {"ok": r.ok, "detail": r.detail,
@@ -32,6 +33,8 @@ def start_row(report: StartReport, image: Image) -> dict[str, Any]:
 
 
 def _summary(title: str, report: StartReport, started: float, as_json: bool) -> None:
+    from booted.runs import STEPS
+
     def cell(step: str, host: str) -> str:
         r = report.steps.get(step, {}).get(host)
         return "-" if r is None else "ok" if r.ok else "FAILED"
@@ -80,6 +83,8 @@ def env_start_worker(ctx: Booted, name: str, env: str | None = None, json_: bool
 @booted_task(help={**ENV_HELP, **JSON_HELP})
 def env_stop(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
     """Stop every host of the environment, remove its network."""
+    from booted.monitor import process
+
     lab = ctx.lab(env)
     if process.stop(ctx, lab.env.name):  # first: it would heal what this stops
         err(f"stopped the monitor of {lab.env.name}")
@@ -109,6 +114,8 @@ def env_status(ctx: Booted, env: str | None = None, json_: bool = False, probe: 
 
 def timeline_table(starts: list[Timeline]) -> str:
     """env_timeline's table: a row per host, the seconds of each phase, the total and the guest's clock."""
+    from booted.state.timelines import NO_KERNEL, PHASES, phases, total
+
     def clock(t: Timeline) -> str:
         return {"machine": "machine's", "": "-"}.get(t.clock, f"{t.offset or 0.0:+.2f}s")
 
@@ -126,6 +133,9 @@ def timeline_table(starts: list[Timeline]) -> str:
                    **JSON_HELP})
 def env_timeline(ctx: Booted, env: str | None = None, svg: str | None = None, json_: bool = False) -> None:
     """Where the time of the last start went: each host's phases, seconds each (--svg FILE: a waterfall)."""
+    from booted.report_svg import waterfall
+    from booted.state.timelines import as_json, phases, total
+
     lab = ctx.lab(env)
     starts = lab.last_start()
     if not starts:

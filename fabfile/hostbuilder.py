@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from booted.context import Booted
 from booted.errors import ConfigError
-from booted.images import golden
-from booted.lab import install
 from booted.report import table, when
 from booted.results import HostResult
 from fabfile._task import JSON_HELP, booted_task, emit_json, finish, names
+
+if TYPE_CHECKING:
+    from booted.context import Booted
 
 NAME_HELP = {"name": "host name, a comma list or a range like web[01:03]",
              "env": "environment name (default: the image's, BOOTED_ENV, or the only one)"}
@@ -20,6 +21,8 @@ NAME_HELP = {"name": "host name, a comma list or a range like web[01:03]",
                            "stays until no host uses it)"})
 def image_golden(ctx: Booted, refresh: bool = False) -> None:
     """Build the golden Debian image, or show the cached one."""
+    from booted.images import golden
+
     image = ctx.golden(refresh)
     print("\n".join(golden.describe(ctx.settings, image)))
 
@@ -30,6 +33,8 @@ def image_golden(ctx: Booted, refresh: bool = False) -> None:
 def image_build(ctx: Booted, name: str | None = None, env: str | None = None, installer: str | None = None,
                 timeout: int = 3600, iso: str | None = None, json_: bool = False) -> None:
     """Make host images (identity, keys); all when no name."""
+    from booted.lab import install
+
     if installer is not None:  # Debian's installer and booted's preseed, onto the host's own disk
         if not name:
             raise ConfigError("--installer needs the host(s) to install: fab image_build NAME --installer preseed")
@@ -49,6 +54,8 @@ def image_build(ctx: Booted, name: str | None = None, env: str | None = None, in
                    "env": NAME_HELP["env"]})
 def image_installer(ctx: Booted, name: str, kind: str = "preseed", env: str | None = None) -> None:
     """Serve a host's checked kickstart or preseed; show its URL."""
+    from booted.lab import install
+
     rendered = install.installer(ctx.lab_of(name, env), name, kind)
     arg = "inst.ks" if kind == "kickstart" else "auto=true priority=critical url"
     print(f"{kind} for {name}: {rendered.url} (checked; setup script {rendered.setup_url})\n"

@@ -6,18 +6,21 @@ import os
 import shutil
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from booted.context import Booted
-from booted.discovery import hostlist
 from booted.errors import ConfigError
-from booted.hosts import access
 from booted.report import table, when
 from fabfile._task import JSON_HELP, booted_task, emit_json, err, failed, finish, names, result_row
+
+if TYPE_CHECKING:
+    from booted.context import Booted
 
 
 @booted_task()
 def hosts_logged(ctx: Booted) -> None:
     """Read new boot-log lines into the current host list."""
+    from booted.discovery import hostlist
+
     result = hostlist.logged(ctx.kit)
     print(f"read {result.lines} new line(s) of {ctx.settings.boot_log}: {len(result.new_events)} boot(s), "
           f"{result.skipped} malformed line(s) skipped, {result.rejected} rejected (not matching what booted "
@@ -30,12 +33,16 @@ def hosts_logged(ctx: Booted) -> None:
 @booted_task(help=JSON_HELP)
 def hosts_filter(ctx: Booted, json_: bool = False) -> None:
     """Keep the listed hosts that answer ping and SSH."""
+    from booted.discovery import hostlist
+
     finish("host check", hostlist.filter_hosts(ctx.kit, ctx.targets), json_)
 
 
 @booted_task(help=JSON_HELP)
 def hosts_list(ctx: Booted, json_: bool = False) -> None:
     """Show the host list: IP, role, service, boot, reachable."""
+    from booted.discovery import hostlist
+
     rows = hostlist.rows(ctx.kit, ctx.networks_of)
     if json_:
         emit_json(rows)
@@ -55,12 +62,16 @@ def hosts_list(ctx: Booted, json_: bool = False) -> None:
 @booted_task()
 def hosts_clear(ctx: Booted) -> None:
     """Empty the current host list (hosts keep running)."""
+    from booted.discovery import hostlist
+
     print(f"cleared {hostlist.clear(ctx.kit)} host(s) from the list")
 
 
 @booted_task(help=JSON_HELP)
 def hosts_reset(ctx: Booted, json_: bool = False) -> None:
     """Rebuild the host list: clear, re-read boot log, filter."""
+    from booted.discovery import hostlist
+
     result, checked = hostlist.reset(ctx.kit, ctx.targets)
     (err if json_ else print)(f"read {result.lines} boot-log line(s): {len(result.new_events)} boot(s), "
                               f"{result.skipped} skipped, {result.rejected} rejected")
@@ -94,6 +105,8 @@ def hosts_run(ctx: Booted, command: str, hosts: str | None = None, env: str | No
 @booted_task(help={"env": "only this environment"})
 def ssh_config(ctx: Booted, env: str | None = None) -> None:
     """Print an OpenSSH config of the hosts (ssh -F)."""
+    from booted.hosts import access
+
     entries, cred = ctx.access(env)
     print(access.ssh_config(entries, cred), end="")
 
@@ -101,6 +114,8 @@ def ssh_config(ctx: Booted, env: str | None = None) -> None:
 @booted_task(help={"env": "only this environment", "format": "ansible (YAML, the default), pyinfra or json"})
 def inventory(ctx: Booted, env: str | None = None, format: str = "ansible") -> None:
     """Print an Ansible, pyinfra or JSON inventory."""
+    from booted.hosts import access
+
     if format not in access.FORMATS:
         raise ConfigError(f"--format {format!r}: one of {', '.join(access.FORMATS)}")
     entries, cred = ctx.access(env)
@@ -111,6 +126,8 @@ def inventory(ctx: Booted, env: str | None = None, format: str = "ansible") -> N
                    "env": "only this environment"})
 def host_ssh(ctx: Booted, name: str, command: str | None = None, env: str | None = None) -> None:
     """Shell on a host (like vagrant ssh) or --command."""
+    from booted.hosts import access
+
     entries, cred = ctx.access(env)
     if name not in {e.name for e in entries}:
         raise ConfigError(f"{name!r} is not in the current host list (see fab hosts_list)")

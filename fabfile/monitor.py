@@ -6,13 +6,13 @@ import json
 import sys
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from booted.context import Booted
-from booted.monitor import process
-from booted.monitor.statusfile import status_file
 from booted.report import table, when
-from booted.state import pins
 from fabfile._task import booted_task, err
+
+if TYPE_CHECKING:
+    from booted.context import Booted
 
 ENV_HELP = {"env": "environment name (default: BOOTED_ENV, or the only one in environments.py)"}
 
@@ -21,6 +21,8 @@ ENV_HELP = {"env": "environment name (default: BOOTED_ENV, or the only one in en
                                                   "starts the daemon so: not in its environment)"})
 def monitor(ctx: Booted, env: str | None = None, password_stdin: bool = False) -> None:
     """Run the monitor in the foreground (Ctrl-C stops it)."""
+    from booted.monitor import process
+
     if password_stdin:
         ctx.settings = replace(ctx.settings, password=process.password_from(sys.stdin))
     process.foreground(ctx, ctx.environment(env).name)
@@ -29,6 +31,9 @@ def monitor(ctx: Booted, env: str | None = None, password_stdin: bool = False) -
 @booted_task(help=ENV_HELP)
 def monitor_start(ctx: Booted, env: str | None = None) -> None:
     """Start the monitor in the background."""
+    from booted.monitor import process
+    from booted.monitor.statusfile import status_file
+
     name = ctx.environment(env).name
     pid = process.start(ctx, name)
     url = status_file(ctx.settings.state_dir, name).with_suffix(".url")
@@ -39,6 +44,8 @@ def monitor_start(ctx: Booted, env: str | None = None) -> None:
 @booted_task(help=ENV_HELP)
 def monitor_stop(ctx: Booted, env: str | None = None) -> None:
     """Stop the monitor (after the action it is in)."""
+    from booted.monitor import process
+
     name = ctx.environment(env).name
     pid = process.stop(ctx, name)
     print(f"monitor of {name} stopped (pid {pid})" if pid else f"no monitor of {name} runs")
@@ -47,6 +54,10 @@ def monitor_stop(ctx: Booted, env: str | None = None) -> None:
 @booted_task(help={**ENV_HELP, "json": "print JSON instead of tables"})
 def monitor_status(ctx: Booted, env: str | None = None, json_: bool = False) -> None:
     """Show desired vs observed per role, and recent actions."""
+    from booted.monitor import process
+    from booted.monitor.statusfile import status_file
+    from booted.state import pins
+
     name = ctx.environment(env).name
     pid = process.running(ctx, name)
     try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from booted.context import Booted
-from booted.environments.impairment import impairment
+from typing import TYPE_CHECKING
+
 from booted.errors import ConfigError
 from booted.report import table
 from booted.results import HostResult
 from fabfile._task import JSON_HELP, booted_task, emit_json, finish, names
+
+if TYPE_CHECKING:
+    from booted.context import Booted
 
 WHERE_HELP = {"env": "environment name (default: BOOTED_ENV, or the only one in environments.py)",
               "hosts": "only these hosts (comma list or range; default: every host of the environment)",
@@ -26,6 +29,8 @@ def net_impair(ctx: Booted, env: str | None = None, hosts: str | None = None, ne
     if not flags:
         raise ConfigError("net_impair: say what to impair: --delay 100ms, --jitter 10ms, --loss 1%, --rate 10mbit "
                           "(fab net_clear removes impairments)")
+    from booted.environments.impairment import impairment
+
     try:
         spec = impairment(flags)
     except ValueError as exc:

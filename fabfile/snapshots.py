@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from booted.context import Booted
 from booted.report import table, when
-from booted.snapshots import Manifest
-from booted.snapshots.store import size_on_disk
 from fabfile._task import JSON_HELP, booted_task, emit_json, err, finish
+
+if TYPE_CHECKING:
+    from booted.context import Booted
+    from booted.snapshots import Manifest
 
 ENV_HELP = {"env": "environment name (default: BOOTED_ENV, or the only one in environments.py)"}
 NAME_HELP = {"name": "the snapshot's name (per environment: lowercase letters, digits, - and _)"}
@@ -35,6 +37,8 @@ def snapshot_row(m: Manifest, size: int) -> dict[str, object]:
 @booted_task(help={**NAME_HELP, **ENV_HELP, **JSON_HELP})
 def env_snapshot(ctx: Booted, name: str, env: str | None = None, json_: bool = False) -> None:
     """Snapshot the whole lab: pause every host at once, save each, resume them."""
+    from booted.snapshots.store import size_on_disk
+
     snaps = ctx.snapshots(env)
     started = time.monotonic()
     m = snaps.take(name)

@@ -167,7 +167,7 @@ def fab_with_fakes(settings_env: dict[str, str], tmp_path: Path, monkeypatch: py
     for key, value in settings_env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr(task_module, "Booted", lambda settings, **kw: make_ctx(settings_env, tmp_path, world))
+    monkeypatch.setattr(task_module, "context", lambda settings: make_ctx(settings_env, tmp_path, world))
 
     def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()

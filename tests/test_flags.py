@@ -29,7 +29,7 @@ OPTIONS: dict[str, set[str]] = {
     "env_snapshot": {"--name", "--env", "--json"},
     "env_snapshot_del": {"--name", "--env", "--json"},
     "env_snapshots": {"--env", "--json"},
-    "env_status": {"--env", "--json"},
+    "env_status": {"--env", "--json", "--probe"},
     "env_stop": {"--env", "--json"},
     "env_timeline": {"--env", "--svg", "--json"},
     "host_ssh": {"--name", "--command", "--env"},

@@ -31,10 +31,11 @@ def status(handle: LabHandle, inventory: Inventory, fleet: Fleet, probe: str = "
 def reachable(handle: LabHandle, fleet: Fleet, images: list[Image], running: dict[str, int],
               probe: str = "auto") -> dict[str, bool]:
     """Whether each running host's SSH serves now. probe "auto": a host in a network namespace of its own
-    (netns) by its namespace's socket table (port 22 listening, its holder running, nothing left in its accept
-    queue: no connection, so no sshd session per host), every other host (VMs) by its SSH banner; "ssh": every
-    host by its banner (what a client sees, at the cost of a session per host)."""
-    seen = {} if probe == "ssh" else listening({i.name: running[i.name] for i in images})
+    (provider netns: `own_netns`) by its namespace's socket table (port 22 listening, its holder running,
+    nothing left in its accept queue: no connection, so no sshd session per host), every other host (VMs)
+    by its SSH banner; "ssh": every host by its banner (what a client sees, at a session per host)."""
+    seen = {} if probe == "ssh" or not handle.provider.own_netns \
+        else listening({i.name: running[i.name] for i in images})
     rest = [i for i in images if seen.get(i.name) is None]
     banners = fleet.answers([handle.target(i) for i in rest]) if rest else {}
     return {name: ok for name, ok in seen.items() if ok is not None} | banners

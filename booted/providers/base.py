@@ -55,6 +55,8 @@ class Provider(ABC):
     name: ClassVar[str]
     tools: ClassVar[dict[str, str]] = {}  # program -> Debian package that has it
     needs_root: ClassVar[bool] = False
+    # running()'s PID is a process inside the host's own network namespace: env_status reads its sockets there
+    own_netns: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -48,6 +48,7 @@ def id_base(ip: str) -> int:
 
 class NetnsProvider(Provider):
     name = "netns"
+    own_netns = True
     tools: ClassVar[dict[str, str]] = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
                                        "pivot_root": "util-linux", "mount": "mount", "nft": "nftables"}
 

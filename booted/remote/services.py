@@ -50,14 +50,6 @@ class Service:
         return f"{self.name.upper()}_REPO"
 
 
-def folders(services_dir: Path) -> list[str]:
-    """Names of the service folders (those with a service.toml), without parsing them."""
-    if not services_dir.is_dir():
-        return []
-    return sorted(p.name for p in services_dir.iterdir()
-                  if (p / "service.toml").is_file() and SERVICE_NAME.match(p.name))
-
-
 def discover(services_dir: Path) -> dict[str, Service]:
     """Every service folder; a broken service.toml is an error naming the file."""
     found: dict[str, Service] = {}
