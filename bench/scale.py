@@ -5,7 +5,8 @@
 
 For each size, in a private state directory: `start_all()` in-process (every host up and serving hello 1.0,
 checked over HTTP), a deploy/start/test round (`fab hello_deploy --version 2.0; fab hello_start; fab
-hello_test`), `fab hosts_list` and `fab env_status` (Python start-up included), one monitor pass (in-process,
+hello_test`), `fab hosts_list`, `fab env_status` and `fab env_status --probe ssh` (Python start-up included;
+the bytecode of booted and fabfile compiled first, as an installed booted has it), one monitor pass (in-process,
 against its interval), the memory of the hosts (PSS of every process in the lab's network namespaces) and of
 the controller (this process, which holds the lab), then `stop_all()` and a check that no namespace or process
 is left. Last line: `start_per_host_500_over_50=.. deploy_per_host_500_over_50=.. status_s=.. pass_s=..`
@@ -15,6 +16,7 @@ is left. Last line: `start_per_host_500_over_50=.. deploy_per_host_500_over_50=.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -44,6 +46,7 @@ class Figures:
     deploy_s: float = 0.0  # deploy + start + test, three fab runs
     list_s: float = 0.0
     status_s: float = 0.0
+    status_ssh_s: float = 0.0  # env_status --probe ssh: every host's SSH banner
     pass_s: float = 0.0
     interval: float = 0.0
     hosts_mb: float = 0.0  # PSS of all the hosts' processes
@@ -162,6 +165,7 @@ class Lab:
         self.verify("2.0")
         fig.list_s = self.fab("hosts_list")
         fig.status_s = self.fab("env_status")
+        fig.status_ssh_s = self.fab("env_status", "--probe", "ssh")
         monitor = Monitor(self.ctx, ENV)
         fig.interval = monitor.env.monitor.interval
         start = time.perf_counter()
@@ -191,12 +195,13 @@ def report(small: Figures, big: Figures) -> str:
     rows = []
     for f in (small, big):
         rows.append((f.hosts, f"{f.start_s:.1f}", f"{f.start_s / f.hosts:.3f}", f"{f.deploy_s:.1f}",
-                     f"{f.deploy_s / f.hosts:.3f}", f"{f.list_s:.2f}", f"{f.status_s:.2f}",
+                     f"{f.deploy_s / f.hosts:.3f}", f"{f.list_s:.2f}", f"{f.status_s:.2f}", f"{f.status_ssh_s:.2f}",
                      f"{f.pass_s:.2f} (every {f.interval:g}s)", f"{f.hosts_mb / f.hosts:.1f}",
                      f"{f.controller_mb:.0f}", f"{f.stop_s:.1f}", len(f.left)))
     out = [f"scale benchmark: {small.hosts} and {big.hosts} netns hosts; {lib.machine()}",
            lib.table(["hosts", "start s", "s/host", "deploy+start+test s", "s/host", "hosts_list s", "env_status s",
-                      "monitor pass s", "host PSS MB", "controller PSS MB", "stop s", "left"], rows)]
+                      "env_status --probe ssh s", "monitor pass s", "host PSS MB", "controller PSS MB", "stop s",
+                      "left"], rows)]
     for f in (small, big):
         if f.left:
             out.append(f"left after env_stop ({f.hosts} hosts): {f.left[:5]}")
@@ -225,6 +230,9 @@ def main() -> int:
     except BenchError as exc:
         print(f"bench/scale.py: {exc}", file=sys.stderr)
         return 2
+    # PYTHONDONTWRITEBYTECODE in the caller's environment would make every fab run compile booted (0.4 s)
+    compileall.compile_dir(str(lib.ROOT / "booted"), quiet=1)
+    compileall.compile_dir(str(lib.ROOT / "fabfile"), quiet=1)
     try:
         return measure(args)
     finally:
