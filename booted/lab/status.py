@@ -35,7 +35,7 @@ def reachable(handle: LabHandle, fleet: Fleet, images: list[Image], running: dic
     nothing left in its accept queue: no connection, so no sshd session per host), every other host (VMs)
     by its SSH banner; "ssh": every host by its banner (what a client sees, at a session per host)."""
     seen = {} if probe == "ssh" or not handle.provider.own_netns \
-        else listening({i.name: running[i.name] for i in images})
+        else listening({i.name: (running[i.name], i.ip) for i in images})
     rest = [i for i in images if seen.get(i.name) is None]
     banners = fleet.answers([handle.target(i) for i in rest]) if rest else {}
     return {name: ok for name, ok in seen.items() if ok is not None} | banners

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from booted.netcheck import listening, socket_tables
+from booted.netcheck import listeners, listening
 
 pytestmark = pytest.mark.integration
 
@@ -67,15 +67,15 @@ def spaces() -> Iterator[dict[str, subprocess.Popen[str]]]:
 
 def test_listening_tells_serving_from_stopped_stuck_and_gone(spaces: dict[str, subprocess.Popen[str]]) -> None:
     pids = {mode: proc.pid for mode, proc in spaces.items()}
-    tables = socket_tables({mode: f"/proc/{pid}/ns/net" for mode, pid in pids.items()})
-    assert [(s.port, s.queued) for s in tables["serve"]] == [(22, 0)]
-    assert [(s.port, s.queued) for s in tables["stuck"]] == [(22, 1)]
-    assert tables["none"] == []
+    found = listeners({mode: (f"/proc/{pid}/ns/net", "127.0.0.1") for mode, pid in pids.items()})
+    assert (found["serve"].port, found["serve"].queued) == (22, 0)  # type: ignore[union-attr]
+    assert (found["stuck"].port, found["stuck"].queued) == (22, 1)  # type: ignore[union-attr]
+    assert found["none"] is None
+    assert listeners({"serve": (f"/proc/{pids['serve']}/ns/net", "127.0.0.2")})["serve"] is None  # another address
     os.kill(pids["stopped"], signal.SIGSTOP)
     try:
-        got = listening(pids | {"controller": os.getpid()})
+        got = listening({mode: (pid, "127.0.0.1") for mode, pid in pids.items()} | {"controller": (os.getpid(), "")})
     finally:
         os.kill(pids["stopped"], signal.SIGCONT)
     assert got == {"serve": True, "stopped": False, "stuck": False, "none": False, "controller": None}
-    assert listening({"stopped": pids["stopped"]}) == {"stopped": True}  # running again
-
+    assert listening({"stopped": (pids["stopped"], "127.0.0.1")}) == {"stopped": True}  # running again
