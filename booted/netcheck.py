@@ -11,7 +11,6 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 
 def ssh_banner(ip: str, timeout: float = 2.0, port: int = 22) -> bool:
@@ -188,7 +187,8 @@ def _holder_serves(pid: int, inode: int, most: int = 64) -> bool:
         cur = todo.pop(0)
         looked += 1
         try:
-            if any(os.readlink(f"/proc/{cur}/fd/{fd}") == link for fd in os.listdir(f"/proc/{cur}/fd")):
+            fds = sorted(os.listdir(f"/proc/{cur}/fd"), key=int, reverse=True)  # a listener is seldom fd 0-2
+            if any(os.readlink(f"/proc/{cur}/fd/{fd}") == link for fd in fds):
                 return _runs(cur)
         except OSError:
             continue
@@ -218,16 +218,14 @@ def _runs(pid: int) -> bool:
     return state not in NOT_SERVING and not any(_frozen(line) for line in groups)
 
 
-def _frozen(line: str, root: Path = Path("/sys/fs/cgroup")) -> bool:
+def _frozen(line: str, root: str = "/sys/fs/cgroup") -> bool:
     """Whether the cgroup on this /proc/PID/cgroup line is frozen (cgroup v1's freezer, or v2's)."""
     _, controllers, path = line.split(":", 2)
-    if path == "/":
+    if path == "/" or (controllers and "freezer" not in controllers.split(",")):
         return False
     try:
-        if "freezer" in controllers.split(","):
-            return (root / f"freezer{path}" / "freezer.state").read_text().strip() != "THAWED"
-        if controllers == "":
-            return "frozen 1" in (root / path.lstrip("/") / "cgroup.events").read_text().splitlines()
+        if controllers:
+            return _read(f"{root}/freezer{path}/freezer.state").strip() != "THAWED"
+        return "frozen 1" in _read(f"{root}{path}/cgroup.events").splitlines()
     except OSError:
         return False
-    return False

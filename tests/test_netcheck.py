@@ -86,11 +86,11 @@ def test_frozen_reads_the_cgroup_of_each_line(tmp_path: Path) -> None:
     (tmp_path / "booted/h2").mkdir(parents=True)
     (tmp_path / "freezer/booted/h1/freezer.state").write_text("FROZEN\n")
     (tmp_path / "booted/h2/cgroup.events").write_text("populated 1\nfrozen 1\n")
-    assert _frozen("6:freezer:/booted/h1", tmp_path) is True
-    assert _frozen("0::/booted/h2", tmp_path) is True
+    assert _frozen("6:freezer:/booted/h1", str(tmp_path)) is True
+    assert _frozen("0::/booted/h2", str(tmp_path)) is True
     (tmp_path / "freezer/booted/h1/freezer.state").write_text("THAWED\n")
     (tmp_path / "booted/h2/cgroup.events").write_text("populated 1\nfrozen 0\n")
-    assert _frozen("6:freezer:/booted/h1", tmp_path) is False
-    assert _frozen("0::/booted/h2", tmp_path) is False
-    assert _frozen("0::/", tmp_path) is False and _frozen("9:name=systemd:/booted/h1", tmp_path) is False
-    assert _frozen("6:freezer:/no/such/group", tmp_path) is False  # gone meanwhile: the process state says
+    assert _frozen("6:freezer:/booted/h1", str(tmp_path)) is False
+    assert _frozen("0::/booted/h2", str(tmp_path)) is False
+    assert _frozen("0::/", str(tmp_path)) is False and _frozen("9:name=systemd:/booted/h1", str(tmp_path)) is False
+    assert _frozen("6:freezer:/no/such/group", str(tmp_path)) is False  # gone meanwhile: the process state says

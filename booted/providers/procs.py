@@ -11,7 +11,8 @@ from pathlib import Path
 def cmdline(pid: int) -> list[str]:
     """argv of a process ([] when it is gone or not readable)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        with open(f"/proc/{pid}/cmdline", "rb") as f:  # open(), not Path: called for every process of the machine
+            return f.read().decode(errors="replace").split("\0")
     except OSError:
         return []
 
@@ -19,7 +20,8 @@ def cmdline(pid: int) -> list[str]:
 def alive(pid: int) -> bool:
     """Running (not gone, not a zombie waiting to be reaped)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
