@@ -23,9 +23,11 @@ def ssh_banner(ip: str, timeout: float = 2.0, port: int = 22) -> bool:
         return False
 
 
-def banners(endpoints: dict[str, tuple[str, int]], deadline: float = 0.5) -> dict[str, bool]:
-    """name -> whether its SSH endpoint greets with a banner, all probed at once within one `deadline` (so a
-    status of hundreds of hosts stays under a second; a frozen host accepts the connection but never greets)."""
+def banners(endpoints: dict[str, tuple[str, int]], deadline: float = 0.5, most: float = 10.0) -> dict[str, bool]:
+    """name -> whether its SSH endpoint greets with a banner, all probed at once: the silent ones fail once no
+    host greeted for `deadline` seconds (a frozen host accepts the connection but never greets), and at most
+    `most` deadlines in all (hundreds of sshd starting a session each at once greet over seconds, not within one
+    deadline: at 500 netns hosts under load, 209 of them greeted after the first 0.5 s)."""
     sel = selectors.DefaultSelector()
     out = {name: False for name in endpoints}
     socks: list[socket.socket] = []
@@ -37,8 +39,9 @@ def banners(endpoints: dict[str, tuple[str, int]], deadline: float = 0.5) -> dic
             if sock.connect_ex((ip, port)) not in (0, errno.EINPROGRESS):
                 continue
             sel.register(sock, selectors.EVENT_READ, name)
-        end = time.monotonic() + deadline
-        while sel.get_map() and (left := end - time.monotonic()) > 0:
+        now = time.monotonic()
+        end, last = now + deadline, now + deadline * most
+        while sel.get_map() and (left := min(end, last) - time.monotonic()) > 0:
             for key, _ in sel.select(left):
                 conn = key.fileobj
                 assert isinstance(conn, socket.socket)
@@ -46,6 +49,8 @@ def banners(endpoints: dict[str, tuple[str, int]], deadline: float = 0.5) -> dic
                     out[key.data] = conn.recv(16).startswith(b"SSH-")
                 except OSError:
                     pass
+                if out[key.data]:
+                    end = time.monotonic() + deadline
                 sel.unregister(conn)
     finally:
         sel.close()
