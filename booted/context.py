@@ -49,7 +49,6 @@ class Booted:
     def gateways(self) -> Gateways:
         """booted's gateway work (nginx, apt proxy, boot log), made on first use (hosts_list needs none)."""
         from booted.discovery.gateways import Gateways
-
         return Gateways(self.kit, self.labs)
 
     # the kit, as the tasks and the monitor read it ------------------------------------------------------
@@ -102,7 +101,6 @@ class Booted:
         """The handle of an environment's lab (one per run and environment)."""
         from booted.lab.handle import LabHandle
         from booted.providers import provider_class
-
         environment = self.environment(env)
         if environment.name not in self._labs:
             cls = (self.providers or {}).get(environment.provider) or provider_class(environment.provider)
@@ -116,25 +114,21 @@ class Booted:
     def runs(self, env: str | None = None) -> Runs:
         """Start runs of an environment: boot its hosts, then make them serve (booted/runs.py)."""
         from booted.runs import Runs
-
         return Runs(self.lab(env), self.remote)
 
     def snapshots(self, env: str | None = None) -> Snapshots:
         """The snapshots of an environment (booted/snapshots/)."""
         from booted.snapshots import Snapshots
-
         return Snapshots(self.lab(env), self.remote)
 
     def runs_of(self, host: str, env: str | None = None) -> Runs:
         from booted.runs import Runs
-
         return Runs(self.lab_of(host, env), self.remote)
 
     def status(self, env: str | None = None, probe: str = "auto") -> list[dict[str, object]]:
         """Desired (environments.py) vs actual (provider, host list, deployments), one dict per host; `probe`:
         how a running host's SSH is checked (lab/status.py PROBES)."""
         from booted.lab.status import status
-
         with self.fleet() as fleet:
             return status(self.lab(env), self.inventory, fleet, probe)
 
@@ -262,7 +256,6 @@ class Booted:
             self.gateways.forget_image(name)
             return HostResult(name, True, f"deleted; {image.ip} and {image.mac} released")
         from booted.snapshots import Snapshots
-
         handle = self.lab_of(name, env)
         result = handle.delete(name)
         if result.ok and image is not None and (held := Snapshots(handle, self.remote).forget_host(name)):
@@ -273,7 +266,6 @@ class Booted:
         """The golden image (built when missing, or when Debian's suites moved on: checked at most daily;
         `refresh`: a new generation now)."""
         from booted.images.golden import ensure_golden
-
         return ensure_golden(self.settings, self.say, refresh=refresh)
 
     def fleet(self) -> Fleet:
