@@ -6,7 +6,8 @@
 For each size, in a private state directory: `start_all()` in-process (every host up and serving hello 1.0,
 checked over HTTP), a deploy/start/test round (`fab hello_deploy --version 2.0; fab hello_start; fab
 hello_test`), `fab hosts_list`, `fab env_status` and `fab env_status --probe ssh` (Python start-up included;
-the bytecode of booted and fabfile compiled first, as an installed booted has it), one monitor pass (in-process,
+the bytecode of booted and fabfile compiled first, as an installed booted has it; median of 3, with the CPU
+seconds of that run: on a loaded machine the wall time is mostly waiting for a core), one monitor pass (in-process,
 against its interval), the memory of the hosts (PSS of every process in the lab's network namespaces) and of
 the controller (this process, which holds the lab), then `stop_all()` and a check that no namespace or process
 is left. Last line: `start_per_host_500_over_50=.. deploy_per_host_500_over_50=.. status_s=.. pass_s=..`
@@ -19,6 +20,7 @@ import argparse
 import compileall
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -47,6 +49,7 @@ class Figures:
     list_s: float = 0.0
     status_s: float = 0.0
     status_ssh_s: float = 0.0  # env_status --probe ssh: every host's SSH banner
+    cpu: dict[str, float] = field(default_factory=dict)  # the CPU seconds (user + sys) of those fab runs
     pass_s: float = 0.0
     interval: float = 0.0
     hosts_mb: float = 0.0  # PSS of all the hosts' processes
@@ -147,6 +150,18 @@ class Lab:
     def fab(self, *args: str) -> float:
         return lib.timed([lib.FAB, *args], env=self.env)[0]
 
+    def fab_median(self, fig: Figures, *args: str, runs: int = 3) -> float:
+        """The median wall seconds of `runs` fab runs; its CPU seconds (user + sys) go to fig.cpu."""
+        out = []
+        for _ in range(runs):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wall = self.fab(*args)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            out.append((wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime))
+        wall, cpu = sorted(out)[len(out) // 2]
+        fig.cpu[" ".join(args)] = cpu
+        return wall
+
     def run(self) -> Figures:
         fig = Figures(self.n)
         self.prepare()
@@ -163,9 +178,9 @@ class Lab:
         say(f"{self.n} hosts serving in {fig.start_s:.1f}s; deploy/start/test")
         fig.deploy_s = self.fab("hello_deploy", "--version", "2.0") + self.fab("hello_start") + self.fab("hello_test")
         self.verify("2.0")
-        fig.list_s = self.fab("hosts_list")
-        fig.status_s = self.fab("env_status")
-        fig.status_ssh_s = self.fab("env_status", "--probe", "ssh")
+        fig.list_s = self.fab_median(fig, "hosts_list")
+        fig.status_s = self.fab_median(fig, "env_status")
+        fig.status_ssh_s = self.fab_median(fig, "env_status", "--probe", "ssh")
         monitor = Monitor(self.ctx, ENV)
         fig.interval = monitor.env.monitor.interval
         start = time.perf_counter()
@@ -194,14 +209,15 @@ class Lab:
 def report(small: Figures, big: Figures) -> str:
     rows = []
     for f in (small, big):
+        cli = zip((f.list_s, f.status_s, f.status_ssh_s), f.cpu.values())
         rows.append((f.hosts, f"{f.start_s:.1f}", f"{f.start_s / f.hosts:.3f}", f"{f.deploy_s:.1f}",
-                     f"{f.deploy_s / f.hosts:.3f}", f"{f.list_s:.2f}", f"{f.status_s:.2f}", f"{f.status_ssh_s:.2f}",
+                     f"{f.deploy_s / f.hosts:.3f}", *(f"{wall:.2f} ({cpu:.2f})" for wall, cpu in cli),
                      f"{f.pass_s:.2f} (every {f.interval:g}s)", f"{f.hosts_mb / f.hosts:.1f}",
                      f"{f.controller_mb:.0f}", f"{f.stop_s:.1f}", len(f.left)))
     out = [f"scale benchmark: {small.hosts} and {big.hosts} netns hosts; {lib.machine()}",
-           lib.table(["hosts", "start s", "s/host", "deploy+start+test s", "s/host", "hosts_list s", "env_status s",
-                      "env_status --probe ssh s", "monitor pass s", "host PSS MB", "controller PSS MB", "stop s",
-                      "left"], rows)]
+           lib.table(["hosts", "start s", "s/host", "deploy+start+test s", "s/host", "hosts_list s (cpu)",
+                      "env_status s (cpu)", "env_status --probe ssh s (cpu)", "monitor pass s", "host PSS MB",
+                      "controller PSS MB", "stop s", "left"], rows)]
     for f in (small, big):
         if f.left:
             out.append(f"left after env_stop ({f.hosts} hosts): {f.left[:5]}")
