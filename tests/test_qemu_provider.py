@@ -80,7 +80,6 @@ def test_command_line_of_a_host(tmp_path: Path) -> None:
     assert option(cmd, "-initrd") == [str(tmp_path / "initramfs.gz")]
     append = option(cmd, "-append")[0]
     assert "init=/usr/lib/booted/init" in append and "net.ifnames=0" in append and "console=ttyS0" in append
-    assert "pci=noacpi" in append and "-bios" not in cmd  # SeaBIOS: its PCI routing table
     assert option(cmd, "-drive") == [f"file={hdir}/disk.qcow2,if=virtio,format=qcow2,cache=unsafe,discard=unmap"]
     assert "virtio-rng-pci" in option(cmd, "-device")
     assert option(cmd, "-netdev") == ["tap,id=n0,ifname=bqa1b2c32,script=no,downscript=no"]

@@ -1,9 +1,8 @@
 """The QEMU command lines of the qemu provider: a lab host's VM, and an installer's VM.
 
-A host boots Debian's cloud kernel directly (-kernel under SeaBIOS, QEMU's default firmware) with booted's
-initramfs and its identity as fw_cfg files (Boot.KERNEL), or its own disk's boot loader under SeaBIOS with
-the identity on a seed disk (Boot.DISK, Boot.INSTALLED). Every path inside an option value has its commas
-doubled (opt)."""
+A host boots Debian's cloud kernel directly (qboot, no firmware menus) with booted's initramfs and its
+identity as fw_cfg files (Boot.KERNEL), or its own disk's boot loader under SeaBIOS with the identity on a
+seed disk (Boot.DISK, Boot.INSTALLED). Every path inside an option value has its commas doubled (opt)."""
 
 from __future__ import annotations
 
@@ -13,15 +12,11 @@ from booted.hosts.identity import Identity
 from booted.images.vm_assets import Assets
 from booted.providers.lab import Lab
 from booted.providers.qemu_options import Boot, boot_of
-from booted.providers.qemuctl import QEMU, opt
+from booted.providers.qemuctl import QBOOT, QEMU, opt
 from booted.providers.vm import INITS, vm_name
 
-# pci=noacpi: the PCI interrupts routed from the firmware's table, not by ACPI (the power button still is):
-# evaluating ACPI's routing methods under software emulation cost 0.7 CPU-s of a loaded boot's virtio probes,
-# and hit ACPI's 30 s loop timeout on a very loaded machine. It needs SeaBIOS's routing table (qboot has none).
 KERNEL_ARGS = ("console=ttyS0 quiet panic=1 mitigations=off cryptomgr.notests i8042.noaux i8042.nokbd "
-               "i8042.nopnp tsc=reliable no_timer_check 8250.nr_uarts=1 nowatchdog net.ifnames=0 pci=noacpi "
-               "root=/dev/vda")
+               "i8042.nopnp tsc=reliable no_timer_check 8250.nr_uarts=1 nowatchdog net.ifnames=0 root=/dev/vda")
 QMP_SOCKET = "qmp.sock"  # relative to the host's folder, QEMU's working directory: AF_UNIX paths end at 107 bytes
 IDENTITY_FILES = ("identity", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "authorized_keys")
 
@@ -59,7 +54,7 @@ def host_command(lab: Lab, host: Identity, assets: Assets, accel: str, netdev: s
     """The QEMU command line of one host, its network `netdev` (a tap, or user-mode networking)."""
     hdir = lab.host_dir(host.name)
     if boot_of(lab) is Boot.KERNEL:
-        boot = ["-kernel", str(assets.kernel.vmlinuz), "-initrd", str(assets.initramfs),
+        boot = ["-bios", QBOOT, "-kernel", str(assets.kernel.vmlinuz), "-initrd", str(assets.initramfs),
                 "-append", f"{KERNEL_ARGS} {INITS[lab.init]}"]
         for f in IDENTITY_FILES + (("serve.sh",) if host.serve else ()):
             boot += ["-fw_cfg", f"name=opt/booted/{f},file={opt(hdir / 'identity' / f)}"]
