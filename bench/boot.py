@@ -14,8 +14,9 @@ Hosts serve at first boot (they pull hello from booted's nginx before they phone
 only tests them. Last lines: `boot4_over_boot1=<ratio>` (nan with --smoke), then
 `serving_over_ssh=<1 VM> serving8_over_ssh8=<8 VMs> ssh_over_floor=<1 VM>` (serving time over the time the last
 VM answered SSH; nan without 8; ssh_over_floor: the 1-VM run's QEMU exec to sshd listening, over the floor:
-the same kernel and initramfs on the same QEMU machine booting to an init that prints a line and powers off,
-exec to that line, the median of 3 boots in this run, bench/_bootfloor.py), and with both inits
+booted's own QEMU command line (qemu_cmdline.host_command) with its kernel and initramfs booting to an init that
+prints a line and powers off, exec to that line, the median of 3 boots in this run, bench/_bootfloor.py), and with
+both inits
 `systemd_over_busybox_ssh1=<ratio>` (1 VM, until it answers SSH).
 """
 
@@ -35,6 +36,7 @@ import _bootfloor
 from _benchlib import BenchError, say
 
 from booted.config import Settings
+from booted.images.vm_assets import Assets
 from booted.providers.procs import processes
 
 ENV = '''ENVIRONMENTS = {{
@@ -48,9 +50,9 @@ ENV = '''ENVIRONMENTS = {{
 '''
 
 
-def prepare(inits: list[str]) -> tuple[str, str, tuple[Path, Path]]:
+def prepare(inits: list[str]) -> tuple[str, str, Assets]:
     """Build (or find) the golden images, the qemu assets and the accel verdict outside the timed runs: the
-    accelerator, why, and the (first init's) kernel and initramfs."""
+    accelerator, why, and the first init's assets (the floor boots its kernel, initramfs and disk)."""
     from booted.images.golden import ensure_golden
     from booted.images.vm_assets import ensure_assets
     from booted.lab.handle import SYSTEMD_PACKAGES
@@ -59,12 +61,12 @@ def prepare(inits: list[str]) -> tuple[str, str, tuple[Path, Path]]:
     settings = Settings.from_env({**os.environ, "BOOTED_CACHE_DIR": os.environ.get("BOOTED_CACHE_DIR")
                                   or str(lib.GOLDEN_CACHE)})
     accel = why = ""
-    floor: tuple[Path, Path] | None = None
+    floor: Assets | None = None
     for init in inits:
         golden = ensure_golden(settings, say, SYSTEMD_PACKAGES if init == "systemd" else ())
         assets = ensure_assets(settings.cache_dir, golden, say, settings.path)
         accel, why = detect_accel(settings.cache_dir, assets.kernel.vmlinuz, settings.accel)
-        floor = floor or (assets.kernel.vmlinuz, assets.initramfs)
+        floor = floor or assets
     assert floor is not None
     return accel, why, floor
 
@@ -116,7 +118,7 @@ def main() -> int:
         print("bench/boot.py needs root and qemu-system-x86_64", file=sys.stderr)
         return 2
     sizes = [1] if args.smoke else [1, 4, 8]
-    accel, why, (vmlinuz, initramfs) = prepare(inits)
+    accel, why, assets = prepare(inits)
     work = Path(tempfile.mkdtemp(prefix="booted-bench-boot-"))
     results: dict[tuple[str, int], dict[str, float]] = {}
     try:
@@ -124,7 +126,7 @@ def main() -> int:
             for n in sizes:
                 results[(init, n)] = run(n, init, work, work / "logs")
         say("the floor: 3 boots to a one-line init")
-        floors = sorted(_bootfloor.floor_seconds(vmlinuz, initramfs, accel))
+        floors = sorted(_bootfloor.floor_seconds(assets, accel))
     except (BenchError, RuntimeError) as exc:
         print(f"FAILED: {exc}\n(logs in {work / 'logs'})", file=sys.stderr)
         return 1

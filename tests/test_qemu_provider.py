@@ -91,6 +91,37 @@ def test_command_line_of_a_host(tmp_path: Path) -> None:
     assert "-no-reboot" in cmd and "-nodefaults" in cmd
 
 
+def test_the_boot_floor_boots_booteds_own_machine(tmp_path: Path) -> None:
+    """bench/_bootfloor's command line is host_command's for its throwaway host, with the floor's initramfs
+    and rdinit= and no control socket; nothing else differs (qemu-img makes its overlay: a real process)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    try:
+        import _bootfloor
+    finally:
+        sys.path.pop(0)
+    from booted.providers.qemu_cmdline import host_command
+
+    got = assets(tmp_path)
+    got.initramfs.write_bytes(gzip.compress(b"booted's cpio"))
+    got.disk.write_bytes(b"\0" * 65536)
+    argv, console = _bootfloor.command(got, "tcg", tmp_path / "floor")
+    lb = Lab("floor", "f1f1f1", ipaddress.ip_network("10.0.2.0/24"), tmp_path / "floor" / "lab")
+    host = Identity(name="floor", ip="10.0.2.15", prefix=24, gateway="10.0.2.2", mac="52:54:00:12:34:56",
+                    boot_url="", login_user="root", pw_hash=None, host_key=Path("unused"), authorized_key="")
+    booted = host_command(lb, host, got, "tcg", "user,id=n0,restrict=on")
+    at = booted.index("-qmp")
+    floor_initrd = tmp_path / "floor" / "floor.gz"
+    expected = [floor_initrd.as_posix() if a == str(got.initramfs) else
+                f"{a} rdinit=/floor-init" if booted[i - 1] == "-append" else a
+                for i, a in enumerate(booted)]
+    assert argv == expected[:at] + expected[at + 2:]
+    assert console == lb.host_dir("floor") / "console.log" and option(argv, "-chardev")[0].endswith(
+        f"path={console},append=on")
+    assert floor_initrd.read_bytes().startswith(got.initramfs.read_bytes())  # booted's, then /floor-init
+    assert b"floor-init" in gzip.decompress(floor_initrd.read_bytes()[len(got.initramfs.read_bytes()):])
+    assert (lb.host_dir("floor") / "disk.qcow2").exists()
+
+
 def test_user_mode_networking_command_line(tmp_path: Path) -> None:
     """No root: slirp with the guest's own lab IP, restricted; SSH and the service port forwarded on
     loopback; the boot URL's gateway:port relayed to nginx on 127.0.0.1; no tap."""
