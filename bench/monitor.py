@@ -93,7 +93,9 @@ def run_warm(tmp: Path, provider: str, count: int) -> int:
         if load is not None:
             load.start()
             time.sleep(2)
-        out = warmpool.measure(ctx, "bm", envfile, tmp / "state" / "monitor" / "bm.json", count, load, until, slow)
+        status = tmp / "state" / "monitor" / "bm.json"
+        out = warmpool.measure(ctx, "bm", envfile, status, count, load, until, slow)
+        out.update(warmpool.cold(ctx, "bm", envfile, status, until, slow))
     finally:
         if load is not None and load.is_alive():
             load.stop.set()
@@ -102,15 +104,18 @@ def run_warm(tmp: Path, provider: str, count: int) -> int:
         ctx.close()
     failed = load.failed if load is not None else 0
     print(lib.machine())
-    print(lib.table(["measurement", "value"], [
-        (f"warm pool of {count}: a worker killed -> a warm one resumed, healthy, in the lb", f"{out['heal_s']:.2f} s"),
-        ("... of which the monitor seeing it (a pass, or its watch between passes)", f"{out['seen_s']:.2f} s"),
+    print(lib.table(["measurement", f"warm pool of {count}", "cold (warm 0, same run)"], [
+        ("a worker killed (-9) -> the role back at its healthy count", f"{out['heal_s']:.2f} s",
+         f"{out['cold_heal_s']:.2f} s"),
+        ("... of which the monitor seeing it (a pass, or its watch between passes)", f"{out['seen_s']:.2f} s", ""),
         ("requests failed during the heal (of those sent)", "no load (VMs)" if load is None
-         else f"{load.failed} of {load.ok + load.failed}"),
-        ("min 2 -> 3 in environments.py -> the warm worker serves", f"{out['scaleup_s']:.2f} s"),
+         else f"{load.failed} of {load.ok + load.failed}", ""),
+        ("min raised by one in environments.py -> the new worker serves", f"{out['scaleup_s']:.2f} s",
+         f"{out['cold_scaleup_s']:.2f} s"),
         ("PSS of a paused host's processes / of a serving one", f"{out['pss_paused_mib']:.1f} MiB / "
-                                                                f"{out['pss_serving_mib']:.1f} MiB"),
+                                                                f"{out['pss_serving_mib']:.1f} MiB", ""),
     ]))
+    print(f"cold: heal_s={out['cold_heal_s']:.2f} scaleup_s={out['cold_scaleup_s']:.2f}")
     print(f"heal_s={out['heal_s']:.2f} failed_requests={failed} scaleup_s={out['scaleup_s']:.2f}")
     return 0
 
