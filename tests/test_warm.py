@@ -195,45 +195,48 @@ def test_the_daemon_fills_takes_and_refills_on_the_fake_lab(settings_env: dict[s
     ctx.close()
 
 
-class SlowBootProvider(PausingProvider):
-    """A provider whose boot of `slow` hosts waits until the test lets it go (a refill under way); a test
-    subclasses it with its own `slow` and `go`."""
+class SlowPauseProvider(PausingProvider):
+    """A provider whose pause of `slow` hosts waits until the test lets it go: a refill under way, its host
+    booted, deployed and tested (running, answering) but not warm yet. A test subclasses it with its own
+    `slow`, `entered` and `go`."""
 
     slow: frozenset[str]
+    entered: threading.Event
     go: threading.Event
 
-    def start(self, lab: Lab, hosts: list[Identity], progress: Progress) -> tuple[list[Started], dict[str, str]]:
-        if {h.name for h in hosts} & self.slow:
-            assert self.go.wait(60), "the test never let the boot go"
-        return super().start(lab, hosts, progress)
+    def pause(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        if set(names) & self.slow:
+            self.entered.set()
+            assert self.go.wait(60), "the test never let the pause go"
+        return super().pause(lab, names)
 
 
 def test_a_refill_blocks_no_pass_and_cold_work_waits_for_it(settings_env: dict[str, str], tmp_path: Path,
                                                             world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    class Slow(SlowBootProvider):
-        slow = frozenset()
-        go = threading.Event()
+    class Slow(SlowPauseProvider):
+        slow = frozenset({"web01"})
+        entered, go = threading.Event(), threading.Event()
     ctx = fake_ctx(settings_env, tmp_path, world, Slow)
     assert ctx.runs().start_min().failed() == []
-    Slow.slow = frozenset({"web01"})  # its next boot: the refill's
     monitor = Monitor(ctx)
     monkeypatch.setattr(monitor, "watch_gateways", lambda: None)
     monitor.pass_once()
     monitor.refill.join()  # web02 warm
     world.running.pop("web01")
     world.hosts["web01"].running = False
-    done = monitor.pass_once()  # web02 taken; the refill of web01 begins and hangs in its boot
+    done = monitor.pass_once()  # web02 taken; the refill of web01 begins: booted, then it hangs in its pause
     assert [(a.kind, a.host, ok) for a, ok, _ in done] == [("take", "web02", True)]
-    assert monitor.refill.filling() == "web01"
+    assert Slow.entered.wait(60) and monitor.refill.filling() == "web01" and "web01" in world.running
+    assert monitor.pass_once() == [] and monitor.last_wanted["worker"] == 1  # web01 is no serving member
 
-    # web02 dies too while the refill holds the lab lock: the pass still runs (web02 leaves the lb), and the
-    # cold start it decides waits for a later pass instead of for the lock
+    # web02 dies too while the refill holds the lab lock: the pass still runs (web02 leaves the lb; web01, up
+    # and answering, is neither counted as serving nor put in the lb), and the cold start it decides waits for
+    # a later pass instead of for the lock
     world.running.pop("web02")
     world.hosts["web02"].running = False
     starts = world.calls.count("start")
-    assert monitor.pass_once() == []
-    assert monitor.refill.filling() == "web01" and world.calls.count("start") == starts
-    assert world.hosts["lb01"].backends == ""
+    assert monitor.pass_once() == [] and monitor.refill.filling() == "web01"
+    assert world.calls.count("start") == starts and world.hosts["lb01"].backends == ""
     assert ctx.locks.lab_busy("lab") is not None  # held by the refill all along
 
     Slow.go.set()
@@ -241,8 +244,8 @@ def test_a_refill_blocks_no_pass_and_cold_work_waits_for_it(settings_env: dict[s
     assert warm_hosts(ctx.inventory, "lab", world.running) == {"web01"}
     done = monitor.pass_once()  # the refilled host is taken: no cold boot
     assert [(a.kind, a.host, ok) for a, ok, _ in done] == [("take", "web01", True)]
-    monitor.refill.join()  # and the pool refills again (web02)
-    assert world.calls.count("start") == starts + 2  # the two refills' boots, no cold start
+    monitor.refill.join()  # and the pool refills again
+    assert world.calls.count("start") == starts + 1  # that refill's boot; no cold start
     assert warm_hosts(ctx.inventory, "lab", world.running) == {"web02"}
     ctx.close()
 

@@ -157,7 +157,7 @@ class Monitor:
         for role in managed(self.env):
             low, high = self.env.monitor.bounds(role, self.env.minimum, self.pool(role))
             serving = sum(1 for h in self.env.hosts if h.role == role and h.name in seen.running
-                          and h.name not in seen.held | seen.warm and seen.failures.get(h.name, 0) == 0)
+                          and h.name not in seen.held | seen.warm | seen.filling and seen.failures.get(h.name, 0) == 0)
             if role in self.scalers and role in load:
                 out[role] = self.scalers[role].recommend(now, serving, load[role])
             else:  # no load to go by: keep what runs (a user's start included) between min and max
