@@ -21,6 +21,7 @@ from _benchlib import BenchError, say
 
 from booted.context import Booted
 from booted.providers import netns_snapshot
+from booted.state.warm import warm_hosts
 
 Until = Callable[..., float]
 
@@ -69,7 +70,10 @@ def raise_min(envfile: Path, count: int) -> None:
 def cold(ctx: Booted, env: str, envfile: Path, status: Path, until: Until, slow: int) -> dict[str, float]:
     """The same lab without a warm pool: a worker killed, then `min` 3 -> 4, each until a boot serves."""
     envfile.write_text(re.sub(r'"warm": \{"worker": \d\}', '"warm": {"worker": 0}', envfile.read_text()))
-    until("the warm pool emptied", lambda: not warm(status), timeout=60 * slow)
+    def emptied() -> bool:  # no refill under way, no warm host left (the database: the monitor's own record)
+        busy = [a for a in ctx.inventory.actions(env) if a["status"] == "in progress"]
+        return not busy and not warm_hosts(ctx.inventory, env, ctx.lab().running())
+    until("the warm pool emptied", emptied, timeout=120 * slow)
     time.sleep(2)
     serving = [h for h in ctx.lab().running() if h.startswith("web")]
     killed = time.time()
@@ -105,7 +109,9 @@ def measure(ctx: Booted, env: str, envfile: Path, status: Path, count: int, load
     if load is not None:
         load.stop.set()  # type: ignore[attr-defined]
         load.join()  # type: ignore[attr-defined]
-    until("the pool refilled", lambda: len(warm(status)) == count, timeout=90 * slow)
+    # the monitor's own record of the refill (its status file may still be the pass's before the take)
+    until("the pool refilled", lambda: took(ctx, env, killed, ("warm",)) and len(warm(status)) == count,
+          timeout=90 * slow)
     raised = time.time()
     raise_min(envfile, 3)
     until("a warm worker taken for the scale-up", lambda: took(ctx, env, raised), timeout=60 * slow)
