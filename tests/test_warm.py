@@ -6,10 +6,9 @@ boot log and the lab lock files are real; the refill runs in its own thread, as 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-
-import threading
 
 import pytest
 
@@ -19,8 +18,6 @@ from booted.environments import Environment, load_environments
 from booted.errors import ConfigError
 from booted.monitor.daemon import Monitor
 from booted.monitor.reconcile import Observed, decide
-from booted.hosts.identity import Identity
-from booted.providers.base import Progress, Started
 from booted.providers.lab import Lab
 from booted.state.warm import warm_hosts
 from tests.conftest import REPO
