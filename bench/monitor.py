@@ -10,7 +10,9 @@ a 10 s window), the monitor as `fab monitor_start`. A load generator (the lb's l
 bounded rate; its failures are counted. Times are read from the daemon's status file (a pass per second).
 Always stops what it started. Last line: `heal_s=.. failed_requests=.. scaleup_s=.. scaledown_s=..`; with
 `--warm N` (N paused workers; the scale-up is `min` raised by one; load on netns only; on networks of their
-own) `heal_s=.. failed_requests=.. scaleup_s=..`.
+own; then the cold path in the same lab and run, `warm` set to 0, on the line before:
+`cold: heal_s=.. scaleup_s=..`) `heal_s=.. failed_requests=.. scaleup_s=..`. On a loaded machine give TCG
+boots more time: BOOTED_BOOT_TIMEOUT=180.
 """
 
 from __future__ import annotations
