@@ -32,7 +32,6 @@ class Refill:
         self.holding = False  # the refill thread holds the lab lock (for this daemon)
         self.host = ""
         self._thread: threading.Thread | None = None
-        self._outcome: tuple[str, bool, str] | None = None
 
     def filling(self) -> str | None:
         """The host being filled now (None: no refill runs)."""
@@ -42,7 +41,7 @@ class Refill:
         """Fill `host` in a thread; `done(ok, detail)` is called in it at the end (recording the action)."""
         if self.filling() is not None:
             raise RuntimeError(f"a refill of {self.host} runs already")
-        self.host, self._outcome = host, None
+        self.host = host
         self._thread = threading.Thread(target=self._run, args=(env, host, fill, done), name=f"refill-{host}")
         self._thread.start()
 
@@ -58,7 +57,6 @@ class Refill:
         except Exception as exc:  # a failed refill is recorded; the pool refills in a later pass
             ok, detail = False, str(exc) or type(exc).__name__
         finally:
-            self._outcome = (host, ok, detail)
             done(ok, detail)
 
     @contextlib.contextmanager
@@ -84,13 +82,6 @@ class Refill:
             else:
                 with lab.locked(what):
                     yield
-
-    def collect(self) -> tuple[str, bool, str] | None:
-        """The last refill's (host, ok, detail) once it has ended, once; None while it runs or when told."""
-        if self._thread is None or self._thread.is_alive():
-            return None
-        self._thread, out = None, self._outcome
-        return out
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for a running refill (the daemon stops after its current actions)."""
