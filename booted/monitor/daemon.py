@@ -143,7 +143,9 @@ class Monitor:
                 data.update(json.loads(fleet.sh(t, deploy.stats_script(svc, t))))
             out[t.name] = data
             return "ok"
-        for r in fleet.run(targets, check, progress=False, timeout=5.0):
+        # an HTTP check has its own 2 s; a proxy's counters need an SSH command, and the first (a login) into a
+        # TCG VM on a loaded machine may take longer than 5 s: cut off each time, it never got its connection
+        for r in fleet.run(targets, check, progress=False, timeout=15.0):
             if r.ok and r.detail == "no service":
                 out.setdefault(r.host, {})
         return out
