@@ -70,9 +70,16 @@ def raise_min(envfile: Path, count: int) -> None:
 def cold(ctx: Booted, env: str, envfile: Path, status: Path, until: Until, slow: int) -> dict[str, float]:
     """The same lab without a warm pool: a worker killed, then `min` 3 -> 4, each until a boot serves."""
     envfile.write_text(re.sub(r'"warm": \{"worker": \d\}', '"warm": {"worker": 0}', envfile.read_text()))
-    def emptied() -> bool:  # no refill under way, no warm host left (the database: the monitor's own record)
+    edited = time.time()
+
+    def emptied() -> bool:  # two passes since the edit ended, no refill under way, no warm host left
+        at = [float(p["at"]) for p in [json.loads(status.read_text())] if float(p["at"]) > edited]
+        if at and not seen:
+            seen.append(at[0])
         busy = [a for a in ctx.inventory.actions(env) if a["status"] == "in progress"]
-        return not busy and not warm_hosts(ctx.inventory, env, ctx.lab().running())
+        return (bool(seen) and bool(at) and at[0] > seen[0] and not busy
+                and not warm_hosts(ctx.inventory, env, ctx.lab().running()))
+    seen: list[float] = []
     until("the warm pool emptied", emptied, timeout=120 * slow)
     time.sleep(2)
     serving = [h for h in ctx.lab().running() if h.startswith("web")]
