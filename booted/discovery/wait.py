@@ -71,10 +71,15 @@ def verified(ssh: tuple[str, int], deadline: float) -> float | None:
 
 
 def wait_banner(addr: str, port: int, deadline: float) -> bool:
-    """Poll until an SSH banner answers on addr:port, or the deadline passes."""
+    """Poll until an SSH banner answers on addr:port, or the deadline passes. Each probe waits longer for the
+    banner (1 s, then up to 5 s): a TCG guest's sshd forks and re-executes itself per connection, which on a
+    machine loaded far past its cores takes more than a second, and a probe that always gives up first never
+    sees it."""
+    probe = 1.0
     while True:
-        if ssh_banner(addr, 1.0, port):
+        if ssh_banner(addr, probe, port):
             return True
         if time.monotonic() > deadline:
             return False
+        probe = min(5.0, probe * 1.5)
         time.sleep(0.05)

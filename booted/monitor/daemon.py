@@ -11,29 +11,27 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from booted.context import Booted
 from booted.environments import Environment
 from booted.errors import BootedError, storage_error
-from booted.monitor import warmpool
+from booted.monitor import backends, warmpool
 from booted.monitor.api import Api, Control
 from booted.monitor.follow import Watch, stamp, take
 from booted.monitor.load import measure
 from booted.monitor.reconcile import Action, Kind, Observed, Shortage, decide, managed, wanted_version
+from booted.monitor.refill import Refill
 from booted.monitor.scaling import Scaler
 from booted.monitor.statusfile import status_file, write_status
 from booted.remote import deploy
 from booted.remote.fanout import Target
-from booted.remote.services import backend_addresses
 from booted.state import pins
 from booted.state.warm import clear_warm, warm_hosts
 
-if TYPE_CHECKING:
-    from booted.context import Booted
-
 
 class Monitor:
-    """The daemon's state for one environment (scalers, failure counts, lb counters): no globals."""
+    """The daemon's state for one environment (scalers, failure counts, lb counters, its SSH connections, the
+    warm pool's refill): no globals."""
 
     def __init__(self, ctx: Booted, env: str | None = None) -> None:
         self.ctx = ctx
@@ -51,6 +49,11 @@ class Monitor:
         self.serving: tuple[set[str], dict[str, dict[str, object]]] = (set(), {})  # the lbs' last hosts, health
         self.status_file = status_file(ctx.settings.state_dir, self.env.name)
         self.control = Control(self.env.name, {h.name for h in self.env.hosts})
+        # connections kept from pass to pass (the lbs' stats and backend changes, warm hosts while paused): a
+        # login into a TCG VM costs about a second, a command on an open connection milliseconds
+        self.fleet = ctx.fleet()
+        self.pids: dict[str, int] = {}  # host -> its handle PID as last seen (a new one: a new connection)
+        self.refill = Refill(lambda: Booted(ctx.settings, ctx.say, ctx.providers, ctx.fleets))
 
     def _scalers(self) -> None:
         """A scaler per role with a load target; one whose rule is unchanged keeps its history."""
@@ -94,7 +97,11 @@ class Monitor:
     def observe(self) -> tuple[Observed, dict[str, dict[str, object]]]:
         """What runs, its health, and what each lb reports (host -> its /health JSON)."""
         procs = self.lab.running()
-        running, warm = frozenset(procs), frozenset(warm_hosts(self.ctx.inventory, self.env.name, procs))
+        for name in [n for n, pid in self.pids.items() if procs.get(n) != pid]:
+            self.fleet.drop(name)  # gone, or another process now: its connection is dead
+        self.pids = procs
+        filling = frozenset(n for n in [self.refill.filling()] if n)
+        running, warm = frozenset(procs), frozenset(warm_hosts(self.ctx.inventory, self.env.name, procs)) | filling
         images = {i.name: i for i in self.ctx.inventory.images(self.env.name)}
         targets = {t.name: t for t in self.ctx.targets(env=self.env.name)}
         unlisted = {n for n in running - set(targets) if n in images}
@@ -114,30 +121,33 @@ class Monitor:
         pins.clear_pins(self.ctx.inventory, [n for n, p in pinned.items() if n in versions
                                              and not p.holds(versions[n]) and deployed.get(n) == versions[n]])
         return Observed(running, {n: f for n, f in self.failures.items() if n in running}, held, deployed,
-                        pinned, warm), health
+                        pinned, warm - filling, filling), health
 
     def health(self, targets: list[Target]) -> dict[str, dict[str, object]]:
         """host -> its health JSON, for the hosts whose service answers with its own name."""
         services = self.ctx.services
         specs = {h.name: h for h in self.env.hosts}
         out: dict[str, dict[str, object]] = {}
-        with self.ctx.fleet() as fleet:
-            def check(t: Target) -> str:
-                spec = specs.get(t.name)
-                if spec is None or spec.service not in services:
-                    return "no service"
-                svc = services[spec.service]
-                _, body = fleet.http_get(t, svc.port, svc.health, timeout=2.0)
-                data = json.loads(body)
-                if not isinstance(data, dict) or data.get("host") != t.name:
-                    raise ValueError("answers for another host")
-                if svc.stats:  # a proxy's counters and backends, from its own command over SSH
-                    data.update(json.loads(fleet.sh(t, deploy.stats_script(svc, t))))
-                out[t.name] = data
-                return "ok"
-            for r in fleet.run(targets, check, progress=False, timeout=5.0):
-                if r.ok and r.detail == "no service":
-                    out.setdefault(r.host, {})
+        fleet = self.fleet
+
+        def check(t: Target) -> str:
+            spec = specs.get(t.name)
+            if spec is None or spec.service not in services:
+                return "no service"
+            svc = services[spec.service]
+            _, body = fleet.http_get(t, svc.port, svc.health, timeout=2.0)
+            data = json.loads(body)
+            if not isinstance(data, dict) or data.get("host") != t.name:
+                raise ValueError("answers for another host")
+            if svc.stats:  # a proxy's counters and backends, from its own command over SSH
+                data.update(json.loads(fleet.sh(t, deploy.stats_script(svc, t))))
+            out[t.name] = data
+            return "ok"
+        # an HTTP check has its own 2 s; a proxy's counters need an SSH command, and the first (a login) into a
+        # TCG VM on a loaded machine may take longer than 5 s: cut off each time, it never got its connection
+        for r in fleet.run(targets, check, progress=False, timeout=15.0):
+            if r.ok and r.detail == "no service":
+                out.setdefault(r.host, {})
         return out
 
     def measure(self, health: dict[str, dict[str, object]], now: float) -> dict[str, float]:
@@ -149,7 +159,7 @@ class Monitor:
         for role in managed(self.env):
             low, high = self.env.monitor.bounds(role, self.env.minimum, self.pool(role))
             serving = sum(1 for h in self.env.hosts if h.role == role and h.name in seen.running
-                          and h.name not in seen.held | seen.warm and seen.failures.get(h.name, 0) == 0)
+                          and h.name not in seen.held | seen.warm | seen.filling and seen.failures.get(h.name, 0) == 0)
             if role in self.scalers and role in load:
                 out[role] = self.scalers[role].recommend(now, serving, load[role])
             else:  # no load to go by: keep what runs (a user's start included) between min and max
@@ -162,7 +172,7 @@ class Monitor:
     def pass_once(self) -> list[tuple[Action | Shortage, bool, str]]:
         self.follow()
         busy = self.ctx.locks.lab_busy(self.env.name)
-        if busy:  # a user's start/stop is under way: what runs is changing under it; look again next pass
+        if busy and not self.refill.holding:  # a user's start/stop: what runs is changing; look again next pass
             self.ctx.say(f"monitor: {busy}; waiting for it")
             return []
         quick = [(a, *self.act(a)) for a in warmpool.replacements(self)]  # before any health check
@@ -183,8 +193,15 @@ class Monitor:
                                           for host, _ in self.control.take()]
         chosen = {a.host for a in asked if isinstance(a, Action)}
         todo = asked + [a for a in decided if not isinstance(a, Action) or a.host not in chosen]
-        todo.sort(key=lambda a: not (isinstance(a, Action) and a.kind is Kind.TAKE))  # no boot: serving first
-        done = quick + [(a, *self.act(a)) for a in todo]
+        todo.sort(key=warmpool.order)  # takes (no boot: serving first), the rest, refills (background) last
+        done: list[tuple[Action | Shortage, bool, str]] = [*quick]
+        for a in todo:
+            if isinstance(a, Action) and (later := warmpool.later(self, a)):
+                self.ctx.say(f"monitor: {a.kind.value} {a.host}: {later}")
+            elif isinstance(a, Action) and a.kind is Kind.WARM and not warmpool.cannot_pause(self.lab):
+                warmpool.background(self, a)
+            else:
+                done.append((a, *self.act(a)))
         if any(ok and isinstance(a, Action) and a.kind is not Kind.DEPLOY for a, ok, _ in done):
             seen, health = self.settle()
         self.control.record(self.write_status(seen, wanted, health))
@@ -206,7 +223,8 @@ class Monitor:
         self.control.set_busy(action.host)
         doers: dict[Kind, Callable[[str], tuple[bool, str]]] = {
             Kind.HEAL: self.heal, Kind.START: self.start, Kind.STOP: self.stop, Kind.DEPLOY: self.redeploy,
-            Kind.TAKE: functools.partial(warmpool.take, self), Kind.WARM: functools.partial(warmpool.fill, self)}
+            Kind.TAKE: functools.partial(warmpool.take, self),
+            Kind.WARM: lambda _: (False, warmpool.cannot_pause(self.lab))}  # else it runs in the background
         try:
             ok, detail = doers[action.kind](action.host)
         except Exception as exc:  # one failed action is recorded and retried next pass, never the end
@@ -243,25 +261,7 @@ class Monitor:
 
     def sync_backends(self, healthy: set[str], health: dict[str, dict[str, object]]) -> None:
         """Every lb of the environment sends to exactly its upstream's healthy hosts (live, no restart)."""
-        services = self.ctx.services
-        images = self.ctx.inventory.images(self.env.name)
-        ips = {i.name: i.ip for i in images}
-        lbs = [h for h in self.env.hosts if h.service in services and services[h.service].upstream
-               and h.name in health]
-        members = healthy & {h.name for h in self.env.hosts}  # a clone's health is not checked: not sent to
-        for lb in lbs:
-            svc = services[lb.service or ""]
-            want = backend_addresses(services[svc.upstream or ""], images, members, self.env.address)
-            have = health[lb.name].get("backends")
-            if sorted(want) == sorted(str(b) for b in (have if isinstance(have, list) else [])):
-                continue
-            target = self.ctx.targets([lb.name]) or [Target(lb.name, ips[lb.name])]
-            script = deploy.backends_script(svc, target[0], ",".join(sorted(want)))
-            with self.ctx.fleet() as fleet:
-                result = fleet.run(target, functools.partial(fleet.sh, script=script), progress=False,
-                                   timeout=15)[0]
-            self.ctx.say(f"monitor: {lb.name} backends -> {', '.join(sorted(want)) or 'none'}"
-                         + ("" if result.ok else f": FAILED {result.detail}"))
+        backends.sync(self.ctx, self.env, self.fleet, healthy, health)
 
     def write_status(self, seen: Observed, wanted: dict[str, int], health: dict[str, dict[str, object]]
                      ) -> dict[str, object]:
@@ -285,4 +285,6 @@ class Monitor:
                     self.ctx.say(f"monitor: pass failed: {storage or exc}")
                 warmpool.wait(self, stop, max(0.0, self.env.monitor.interval - (time.monotonic() - started)))
         finally:
+            self.refill.join()  # a refill under way ends as an action does: the host warm, or stopped
+            self.fleet.close()
             api.close()

@@ -20,6 +20,7 @@ class Observed:
     deployed: dict[str, str] = field(default_factory=dict)  # host -> version running there (the database)
     pins: dict[str, Pin] = field(default_factory=dict)  # host -> the version a user deployed there by hand
     warm: frozenset[str] = frozenset()  # paused in the warm pool (running, never serving, never checked)
+    filling: frozenset[str] = frozenset()  # being booted for the warm pool in the background (counted as warm)
 
 
 class Kind(StrEnum):
@@ -59,14 +60,17 @@ def managed(env: Environment) -> set[str]:
 def decide(env: Environment, seen: Observed, wanted: dict[str, int]) -> list[Action | Shortage]:
     """What to do now: heal members failing their health check, start or stop pool hosts to reach
     `wanted[role]`, redeploy drifted versions, keep the role's warm pool. A heal or a start takes a warm host
-    first; the pool refills in a pass with nothing else to do for the role. Unmanaged roles are only healed."""
+    first; the pool refills (in the background) in a pass that boots nothing else for the role. A host being
+    filled is neither serving nor spare: it counts as warm, and cannot be taken yet. Unmanaged roles are only
+    healed."""
     actions: list[Action | Shortage] = []
     for role in sorted({h.role for h in env.hosts}):
         pool = sorted((h for h in env.hosts if h.role == role), key=lambda h: h.name)
-        members = [h for h in pool if h.name in seen.running and h.name not in seen.held | seen.warm]
-        warm = [h.name for h in pool if h.name in seen.warm]
+        members = [h for h in pool if h.name in seen.running and h.name not in seen.held | seen.warm | seen.filling]
+        warm = [h.name for h in pool if h.name in seen.warm and h.name not in seen.filling]
         mine = _heal(env, seen, members, warm) + _size(env, seen, role, pool, members, warm, wanted)
-        actions += mine + _warm_pool(env, seen, role, pool, warm, busy=bool(mine))
+        booting = any(not isinstance(a, Action) or a.kind is not Kind.TAKE for a in mine)
+        actions += mine + _warm_pool(env, seen, role, pool, warm, busy=booting)
         actions += _drift(env, seen, members)
     return actions
 
@@ -95,7 +99,7 @@ def _size(env: Environment, seen: Observed, role: str, pool: list[HostSpec], mem
         return []
     out: list[Action | Shortage] = []
     want = wanted.get(role, len(members))
-    spare = [h for h in pool if h.name not in seen.running and h.name not in seen.held]
+    spare = [h for h in pool if h.name not in seen.running | seen.held | seen.filling]
     if len(members) < want:
         why = f"{role}: {len(members)} running, {want} wanted"
         need = want - len(members)
@@ -117,7 +121,8 @@ def _warm_pool(env: Environment, seen: Observed, role: str, pool: list[HostSpec]
                busy: bool) -> list[Action | Shortage]:
     """Keep `warm[role]` paused hosts: fill from pool hosts that are not running (never one a user started or
     stopped), drop a warm host running another version than wanted or beyond the count. Not while the role
-    heals or grows (`busy`): serving comes first, the refill is the next pass."""
+    boots a host to heal or grow (`busy`; a take is no boot): serving comes first, the refill is the next
+    pass. A host being filled counts."""
     keep = env.monitor.warm.get(role, 0)
     specs = {h.name: h for h in pool}
     stale = [w for w in warm if _drifted(specs[w], seen) is not None]
@@ -125,11 +130,11 @@ def _warm_pool(env: Environment, seen: Observed, role: str, pool: list[HostSpec]
                                     for w in stale]
     fresh = [w for w in warm if w not in stale]
     out += [Action(Kind.STOP, w, f"{role}: {len(fresh)} warm, {keep} wanted") for w in reversed(fresh[keep:])]
-    if busy or len(fresh) >= keep:
+    have = len(fresh) + sum(1 for h in pool if h.name in seen.filling)
+    if busy or have >= keep:
         return out
-    cold = [h for h in pool if h.name not in seen.running and h.name not in seen.held]
-    return out + [Action(Kind.WARM, h.name, f"{role}: {len(fresh)} warm, {keep} wanted")
-                  for h in cold[:keep - len(fresh)]]
+    cold = [h for h in pool if h.name not in seen.running | seen.held | seen.filling]
+    return out + [Action(Kind.WARM, h.name, f"{role}: {have} warm, {keep} wanted") for h in cold[:keep - have]]
 
 
 def _drifted(h: HostSpec, seen: Observed) -> str | None:

@@ -170,6 +170,9 @@ class Provider(ABC):
     # (its memory was saved: qemu, libvirt) instead of booting from its restored disk (netns)
     snapshot_keeps: ClassVar[str] = ""
     restore_resumes: ClassVar[bool] = False
+    # True when `pause`/`resume` work (a paused host keeps its memory and runs on where it stopped): the
+    # monitor's warm pool boots no host for a provider without it
+    can_pause: ClassVar[bool] = False
 
     def _no_snapshots(self) -> ProviderError:
         return ProviderError(f"the {self.name} provider cannot take snapshots yet (README: Snapshots)")

@@ -59,6 +59,7 @@ class NetnsProvider(Provider):
                               "systemd-container (or run setup.sh)")
     needs_root = True
     snapshot_keeps = "each host's writable layer (its overlay's upper dir); a restore boots it"
+    can_pause = True
 
     # names ---------------------------------------------------------------------------------------
     @staticmethod

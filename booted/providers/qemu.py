@@ -216,6 +216,7 @@ class QemuProvider(VmProvider):
     snapshot_keeps = ("each VM's memory (its migration stream) and disk overlay; a restore continues it "
                       "where it was paused, no boot")
     restore_resumes = True
+    can_pause = True
 
     def pause(self, lab: Lab, names: list[str]) -> dict[str, str]:
         return qemu_snapshot.pause(lab, names)

@@ -203,6 +203,7 @@ class VirtualBoxProvider(VmProvider):
 
     # snapshots (vbox_snapshot.py) --------------------------------------------------------------------
     snapshot_keeps = "VirtualBox's own snapshot of each host's VM (taken paused); a restore boots it"
+    can_pause = True
 
     def pause(self, lab: Lab, names: list[str]) -> dict[str, str]:
         return snap.pause(self.vbox(), lab, names)

@@ -1,21 +1,34 @@
 """A resumed VM's clock: it stood still while the VM was paused (QMP stop) or saved, so it is behind by that
-long. No guest agent runs in booted's guests, so the controller sets it over SSH as root (`date -s @N`, sent
-as the controller's clock reaches second N, less how late the last one landed) and measures the offset
-before and after (guest minus controller, taken at the middle of one SSH round trip). Used after a restore
-that resumes VMs, after a snapshot's pause, and by whoever resumes paused hosts (the warm pool)."""
+long. No guest agent runs in booted's guests, so the controller sets it over SSH as root (`date -s @N.N`,
+the controller's clock plus half an SSH round trip: about when the command runs) and measures the offset
+before and after (guest minus controller, taken at the middle of one SSH round trip). The one clock code of
+booted: a restore that resumes VMs, a snapshot's pause (`correct`, up to PASSES passes, within GOOD), and the
+monitor's warm pool taking a paused host (`quick`: one command that reads and sets it, no pass after)."""
 
 from __future__ import annotations
 
-import math
 import time
 
 from booted.remote.fanout import Fleet, StepFailed, Target
 from booted.remote.reach import Remote
 from booted.results import HostResult
 
-NOW = "date +%s.%N"
+NOW = "date +%s.%N"  # busybox and coreutils both print nanoseconds
 PASSES = 3
-GOOD = 0.25  # seconds: a closer clock is not worth another pass  # busybox and coreutils both print nanoseconds
+GOOD = 0.25  # seconds: a closer clock is not worth another pass
+LEAD = 0.02  # seconds a command runs after it is sent, when no round trip was measured (a reused connection)
+
+
+def _set(at: float) -> str:
+    """Set the clock to `at` (fractions of a second where `date` takes them: coreutils does, busybox not)."""
+    return f"date -u -s @{at:.6f} >/dev/null 2>&1 || date -u -s @{round(at)} >/dev/null"
+
+
+def _parse(said: str) -> float:
+    try:
+        return float(said.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise StepFailed(f"`{NOW}` said {said[-80:]!r}") from None
 
 
 def offset(fleet: Fleet, target: Target) -> tuple[float, float]:
@@ -23,27 +36,30 @@ def offset(fleet: Fleet, target: Target) -> tuple[float, float]:
     before = time.time()
     said = fleet.sh(target, NOW)
     after = time.time()
-    try:
-        return float(said.strip().splitlines()[-1]) - (before + after) / 2, after - before
-    except (ValueError, IndexError):
-        raise StepFailed(f"`{NOW}` said {said[-80:]!r}") from None
+    return _parse(said) - (before + after) / 2, after - before
 
 
 def correct(fleet: Fleet, target: Target) -> tuple[float, float]:
-    """Set the host's clock to the controller's: (offset before, offset after). `date -s` takes whole seconds
-    and lands as late as the SSH command takes to run, so a second pass sends it that much earlier."""
+    """Set the host's clock to the controller's: (offset before, offset after). The set lands about half a
+    round trip after it is sent; a pass that lands farther than GOOD sends the next one that much earlier."""
     was, trip = offset(fleet, target)
-    now, lead = was, trip / 2  # a command runs about half a round trip after it is sent
+    now, lead = was, trip / 2
     for _ in range(PASSES):
-        at = time.time()
-        second = math.ceil(at + lead + 0.05)
-        time.sleep(max(0.0, second - lead - at))
-        fleet.sh(target, f"date -u -s @{second} >/dev/null")
+        fleet.sh(target, _set(time.time() + lead))
         now, _ = offset(fleet, target)
         if abs(now) < GOOD:
             break
         lead = max(0.0, lead - now)  # it landed `-now` late: send the next one that much earlier
     return was, now
+
+
+def quick(fleet: Fleet, target: Target) -> float:
+    """One SSH command that reads the host's clock and sets it to the controller's (plus LEAD): the offset it
+    had. For a warm host taken to serve, over the connection kept open while it was paused (a few ms): within
+    about one way of that round trip, no measuring pass after."""
+    sent = time.time()
+    said = fleet.sh(target, f"{NOW}; {_set(sent + LEAD)}")
+    return _parse(said) - sent
 
 
 def correct_all(remote: Remote, names: list[str], env: str) -> dict[str, HostResult]:
