@@ -9,7 +9,7 @@ import json
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -160,6 +160,7 @@ class FakeVirsh(Virsh):
         super().__init__("qemu:///fake")
         self.disks, self.snapshots, self.vols = disks, snapshots, vols  # vm -> disk; vm -> snapshot -> disk
         self.refuse_live_delete = False
+        self.active: set[str] = set()
 
     def run(self, *args: str, timeout: float | None = None, ok: tuple[str, ...] = ()) -> str:
         self.calls.append(list(args))
@@ -173,6 +174,10 @@ class FakeVirsh(Virsh):
         if cmd == "snapshot-dumpxml":
             domain = DOMAIN.format(vm=rest[0], disk=self.snapshots[rest[0]][rest[1]])
             return f"<domainsnapshot>{domain}</domainsnapshot>"
+        if cmd == "domstate":
+            return "paused\n" if rest[0] in self.active else "shut off\n"
+        if cmd == "snapshot-create-as":
+            self.snapshots.setdefault(rest[0], {})[rest[1]] = self.disks[rest[0]]
         if cmd == "vol-list":
             return "".join(f"{v} /pool/{v}\n" for v in sorted(self.vols))
         if cmd == "vol-delete":
@@ -213,6 +218,22 @@ def test_env_stop_keeps_a_disk_snapshots_live_in_and_gives_the_domain_a_new_one(
     assert working_disk(virsh, "booted-ab-w1") == "booted-ab-w1.1.qcow2"
     assert snap.keep_disk(virsh, lab, "w2") is False  # no snapshot of booted's in it: env_stop deletes it
     assert snap.keep_disk(virsh, lab, "w3") is False and working_disk(virsh, "booted-ab-w3") == "booted-ab-w3.qcow2"
+
+
+def test_a_snapshot_is_named_in_its_folder_before_libvirt_takes_it(tmp_path: Path) -> None:
+    lab = replace(snap_lab(tmp_path), placed=lambda name: "local" if name != "w9" else "")
+    virsh = FakeVirsh({"booted-ab-w1": "booted-ab-w1.1.qcow2", "booted-ab-w2": "booted-ab-w2.qcow2"}, {}, set())
+    virsh.active = {"booted-ab-w1"}
+    for host in ("w1", "w2"):
+        (tmp_path / host).mkdir()
+        snap.save(lambda hv: virsh, lab, host, tmp_path / host)
+    one, two = snap.Saved.read(tmp_path / "w1"), snap.Saved.read(tmp_path / "w2")
+    assert (one.hypervisor, one.disk, one.memory) == ("local", "booted-ab-w1.1.qcow2", True)  # paused: with memory
+    assert (two.disk, two.memory) == ("booted-ab-w2.qcow2", False)  # shut off: its disk only
+    assert virsh.snapshots["booted-ab-w1"] == {one.snapshot: "booted-ab-w1.1.qcow2"}
+    assert one.snapshot.startswith(snap.PREFIX) and one.snapshot != two.snapshot
+    with pytest.raises(ProviderError, match="never placed"):
+        snap.save(lambda hv: virsh, lab, "w9", tmp_path)
 
 
 def saved_folder(tmp_path: Path, saved: snap.Saved) -> Path:

@@ -272,7 +272,7 @@ class LibvirtProvider(VmProvider):
         snap.drop(self.virsh, lab, self._on(lab), names)
 
     def save(self, lab: Lab, name: str, folder: Path) -> list[str]:
-        snap.save(self.virsh, lab, self._on(lab), name, folder)
+        snap.save(self.virsh, lab, name, folder)
         return []  # the golden volume it is backed by stays on the hypervisor (booted never deletes one)
 
     def restore(self, lab: Lab, name: str, folder: Path) -> None:

@@ -127,15 +127,16 @@ def hypervisor(lab: Lab, name: str) -> Hypervisor:
     return hv
 
 
-def save(virsh_of: Callable[[Hypervisor], Virsh], lab: Lab, on: dict[str, Hypervisor], name: str,
-         folder: Path) -> None:
+def save(virsh_of: Callable[[Hypervisor], Virsh], lab: Lab, name: str, folder: Path) -> None:
     """libvirt's snapshot of the host's domain (paused: disk and memory; shut off: its disk), named in `folder`
-    first, so a killed run's folder still says what to delete. `on`: where the running domains run."""
-    hv = on.get(name) or placed_on(lab, name)
+    first, so a killed run's folder still says what to delete. (No listing of every hypervisor here: it runs
+    while the lab is paused.)"""
+    hv = placed_on(lab, name)
     if hv is None:
         raise ProviderError(f"host {name} was never placed on a hypervisor: nothing to snapshot")
     virsh, vm = virsh_of(hv), vm_name(lab, name)
-    saved = Saved(f"{PREFIX}{secrets.token_hex(6)}", hv.name, working_disk(virsh, vm), name in on)
+    active = virsh.run("domstate", vm).strip() in ("running", "paused")
+    saved = Saved(f"{PREFIX}{secrets.token_hex(6)}", hv.name, working_disk(virsh, vm), active)
     (folder / MARK).write_text(json.dumps(asdict(saved)) + "\n")
     virsh.run("snapshot-create-as", vm, saved.snapshot, "--description", f"booted snapshot of {name}",
               timeout=SNAPSHOT_SECONDS)

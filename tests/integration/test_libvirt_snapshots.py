@@ -56,8 +56,13 @@ def boot_ids(lab_run: LabRun) -> dict[str, str]:
 
 def volumes(hv: libvirtd.Libvirtd) -> list[str]:
     hv.virsh("pool-refresh", "booted")
-    return sorted(line.split()[0] for line in hv.virsh("vol-list", "booted").splitlines()
-                  if line.strip() and line.split()[0].endswith(".qcow2") and not line.startswith("golden-"))
+    names = [line.split()[0] for line in hv.virsh("vol-list", "booted").splitlines() if line.strip()]
+    return sorted(n for n in names if n.endswith(".qcow2") and not n.startswith("golden-"))
+
+
+def allocation(hv: libvirtd.Libvirtd, volume: str) -> int:
+    hv.virsh("pool-refresh", "booted")
+    return int(hv.virsh("vol-info", "--pool", "booted", volume, "--bytes").split("Allocation:")[1].split()[0])
 
 
 def assert_as_snapshot(lab_run: LabRun, booted: dict[str, str]) -> None:
@@ -74,9 +79,12 @@ def test_libvirt_snapshot_change_restore_and_after_env_stop(daemon: libvirtd.Lib
     Path(lab_run.env["BOOTED_ENVIRONMENTS"]).write_text(ENV.format(uri=daemon.uri))
     lab_run.env["HELLO_REPO"] = str(make_hello_repo(lab_run.tmp))
     lab_run.env.setdefault("BOOTED_BOOT_TIMEOUT", "600")
+    began = time.monotonic()
     lab_run.fab("env_start_all", timeout=1200)
+    print(f"libvirt env_start_all: {time.monotonic() - began:.1f}s")
     lab_id = lab_run.ctx().settings.lab_id("lsnap")
     booted = boot_ids(lab_run)
+    before = allocation(daemon, f"booted-{lab_id}-web01.qcow2")
 
     taken = lab_run.fab("env_snapshot", "clean", timeout=600)
     assert "2 running host(s) paused together" in taken.stdout, taken.stdout + taken.stderr
@@ -85,7 +93,8 @@ def test_libvirt_snapshot_change_restore_and_after_env_stop(daemon: libvirtd.Lib
     for host in ("web01", "web02"):  # libvirt's own, with memory
         info = daemon.virsh("snapshot-info", f"booted-{lab_id}-{host}", "--current")
         assert "Location:       internal" in info and "State:          paused" in info, info
-    print(f"libvirt snapshot: pause_s={snap['pause_s']}")
+    grown = allocation(daemon, f"booted-{lab_id}-web01.qcow2") - before
+    print(f"libvirt snapshot: pause_s={snap['pause_s']} web01's volume grew {grown / 2**20:.1f} MiB")
 
     lab_run.fab("hello_deploy", "--version", "1.1", "--hosts", "web01", timeout=600)
     assert health(WEB1)["version"] == "1.1"
