@@ -213,11 +213,30 @@ def test_env_stop_keeps_a_disk_snapshots_live_in_and_gives_the_domain_a_new_one(
     virsh = FakeVirsh({"booted-ab-w1": "booted-ab-w1.qcow2", "booted-ab-w2": "booted-ab-w2.qcow2"},
                       {"booted-ab-w1": {"booted-1": "booted-ab-w1.qcow2"}, "booted-ab-w2": {"other": "x.qcow2"}},
                       {"booted-ab-w1.qcow2", "booted-ab-w2.qcow2"})
-    assert snap.keep_disk(virsh, lab, "w1") is True
+    assert snap.keep_disk(virsh, lab, "w1", {"booted-1"}) is True
     assert virsh.disks["booted-ab-w1"] == "booted-ab-w1.1.qcow2"  # the next start makes it, fresh
     assert working_disk(virsh, "booted-ab-w1") == "booted-ab-w1.1.qcow2"
-    assert snap.keep_disk(virsh, lab, "w2") is False  # no snapshot of booted's in it: env_stop deletes it
-    assert snap.keep_disk(virsh, lab, "w3") is False and working_disk(virsh, "booted-ab-w3") == "booted-ab-w3.qcow2"
+    assert snap.keep_disk(virsh, lab, "w2", {"booted-1"}) is False  # no snapshot of booted's: env_stop deletes it
+    assert snap.keep_disk(virsh, lab, "w3", set()) is False
+    assert working_disk(virsh, "booted-ab-w3") == "booted-ab-w3.qcow2"
+
+
+def test_a_killed_snapshot_runs_libvirt_snapshot_does_not_keep_a_disk(tmp_path: Path) -> None:
+    """The run saved, then was killed: its folder (.partial-*) is gone, its libvirt snapshot is not; booted's
+    folders name the others (found by known(), as the provider reads the state dir)."""
+    lab = snap_lab(tmp_path)
+    store = tmp_path / "snapshots" / "e"
+    kept = store / "clean" / "hosts" / "w1"
+    kept.mkdir(parents=True)
+    (kept / snap.MARK).write_text(json.dumps(asdict(snap.Saved("booted-kept", "local", "d.qcow2", True))))
+    half = store / ".partial-half-1-ab" / "hosts" / "w1"  # the killed run's, left until the next snapshot run
+    half.mkdir(parents=True)
+    (half / snap.MARK).write_text(json.dumps(asdict(snap.Saved("booted-half", "local", "d.qcow2", True))))
+    assert snap.known(store) == {"booted-kept"}
+    virsh = FakeVirsh({"booted-ab-w1": "booted-ab-w1.qcow2"}, {"booted-ab-w1": {"booted-half": "booted-ab-w1.qcow2"}},
+                      {"booted-ab-w1.qcow2"})
+    assert snap.keep_disk(virsh, lab, "w1", snap.known(store)) is False
+    assert virsh.snapshots["booted-ab-w1"] == {} and ["snapshot-delete", "booted-ab-w1", "booted-half"] in virsh.calls
 
 
 def test_a_snapshot_is_named_in_its_folder_before_libvirt_takes_it(tmp_path: Path) -> None:
@@ -275,15 +294,15 @@ def test_deleting_the_last_snapshot_of_a_kept_disk_deletes_the_disk(tmp_path: Pa
                       {"booted-ab-w1.qcow2", "booted-ab-w1.1.qcow2"})
     virsh.refuse_live_delete = True  # the domain runs on w1.1: libvirt 9 will not delete live from another disk
     a = saved_folder(tmp_path, snap.Saved("booted-a", "local", "booted-ab-w1.qcow2", True))
-    snap.forget(lambda hv: virsh, lab, "w1", a)
+    snap.forget(lambda hv: virsh, lab, "w1", a, {"booted-a", "booted-b"})
     assert ["snapshot-delete", "booted-ab-w1", "booted-a", "--metadata"] in virsh.calls
     assert "booted-ab-w1.qcow2" in virsh.vols  # booted-b still lives in it
     b = tmp_path / "b"
     b.mkdir()
     (b / snap.MARK).write_text(json.dumps(asdict(snap.Saved("booted-b", "local", "booted-ab-w1.qcow2", True))))
-    snap.forget(lambda hv: virsh, lab, "w1", b)
+    snap.forget(lambda hv: virsh, lab, "w1", b, {"booted-b"})
     assert virsh.vols == {"booted-ab-w1.1.qcow2"}
-    snap.forget(lambda hv: virsh, lab, "w1", tmp_path / "never-written")  # a killed run's empty folder: nothing
+    snap.forget(lambda hv: virsh, lab, "w1", tmp_path / "never-written", set())  # a killed run's empty folder: nothing
 
 
 def test_pause_and_resume_each_domain_on_its_hypervisor(tmp_path: Path) -> None:

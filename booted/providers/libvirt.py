@@ -235,7 +235,8 @@ class LibvirtProvider(VmProvider):
     def discard(self, lab: Lab, name: str) -> None:
         """env_stop: the host's domain and volumes go, except a disk snapshots live in (libvirt_snapshot.py)."""
         hv = placed_on(lab, name)
-        if hv is not None and name not in self.running(lab) and snap.keep_disk(self.virsh(hv), lab, name):
+        if hv is not None and name not in self.running(lab) and \
+                snap.keep_disk(self.virsh(hv), lab, name, self._named(lab)):
             shutil.rmtree(lab.host_dir(name), ignore_errors=True)
             return
         self.destroy(lab, name)
@@ -284,4 +285,8 @@ class LibvirtProvider(VmProvider):
         return [Started(h.name, pids.get(h.name, 0)) for h in hosts if h.name not in errors], errors
 
     def forget(self, lab: Lab, name: str, folder: Path) -> None:
-        snap.forget(self.virsh, lab, name, folder)
+        snap.forget(self.virsh, lab, name, folder, self._named(lab))
+
+    def _named(self, lab: Lab) -> set[str]:
+        """libvirt snapshots that booted's snapshot folders of the lab name (state dir: snapshots/<env>/)."""
+        return snap.known(self.settings.state_dir / "snapshots" / lab.env)

@@ -206,11 +206,47 @@ def start_all(virsh_of: Callable[[Hypervisor], Virsh], lab: Lab, names: list[str
     return errors | each(list(todo), one)
 
 
-def keep_disk(virsh: Virsh, lab: Lab, name: str) -> bool:
-    """env_stop is about to delete the host's volumes: if booted's snapshots live in its disk, keep it (and the
-    domain, with libvirt's snapshot metadata) and define the domain with a new disk instead (True)."""
-    vm = vm_name(lab, name)
+def delete(virsh: Virsh, vm: str, snapshot: str) -> None:
+    try:
+        virsh.run("snapshot-delete", vm, snapshot, timeout=SNAPSHOT_SECONDS)
+    except VirshError as exc:
+        if ELSEWHERE not in str(exc):
+            raise
+        # the domain runs on another disk: the snapshot's data stays in its kept disk until that goes
+        virsh.run("snapshot-delete", vm, snapshot, "--metadata")
+
+
+def live(virsh: Virsh, vm: str, known: set[str]) -> dict[str, str]:
+    """booted's libvirt snapshots of the domain that a snapshot folder names (`known`): name -> disk. The others
+    (a snapshot run killed after saving: its folder is gone) are deleted."""
     disks = snapshot_disks(virsh, vm)
+    for orphan in [s for s in disks if s not in known]:
+        delete(virsh, vm, orphan)
+        del disks[orphan]
+    return disks
+
+
+def known(folder: Path) -> set[str]:
+    """The libvirt snapshots named by the complete snapshot folders under `folder`, an environment's snapshots
+    (`<name>/hosts/<host>/MARK`). Not those of `.partial-*` folders: the caller holds the lab lock, so no
+    snapshot is being written; they are a killed run's (the next snapshot run removes them)."""
+    out = set()
+    for mark in folder.glob(f"*/hosts/*/{MARK}"):
+        if mark.parents[2].name.startswith("."):
+            continue
+        try:
+            out.add(Saved.read(mark.parent).snapshot)
+        except (OSError, ValueError, TypeError):
+            continue
+    return out
+
+
+def keep_disk(virsh: Virsh, lab: Lab, name: str, named: set[str]) -> bool:
+    """env_stop is about to delete the host's volumes: if booted's snapshots (`named` by a folder) live in its
+    disk, keep it (and the domain, with libvirt's snapshot metadata) and define the domain with a new disk
+    instead (True)."""
+    vm = vm_name(lab, name)
+    disks = live(virsh, vm, named)
     disk = working_disk(virsh, vm)
     if disk not in disks.values():
         return False
@@ -223,22 +259,14 @@ def keep_disk(virsh: Virsh, lab: Lab, name: str) -> bool:
     return True
 
 
-def forget(virsh_of: Callable[[Hypervisor], Virsh], lab: Lab, name: str, folder: Path) -> None:
-    """Delete the host's libvirt snapshot; a kept disk that no snapshot needs any more goes too."""
+def forget(virsh_of: Callable[[Hypervisor], Virsh], lab: Lab, name: str, folder: Path, named: set[str]) -> None:
+    """Delete the host's libvirt snapshot (and any a killed run left: not `named` by a folder); a kept disk
+    that no snapshot needs any more goes too."""
     try:
         saved = Saved.read(folder)
     except (OSError, ValueError, TypeError):
         return
     virsh, vm = virsh_of(hypervisor(lab, saved.hypervisor)), vm_name(lab, name)
-    disks = snapshot_disks(virsh, vm)
-    if saved.snapshot in disks:
-        try:
-            virsh.run("snapshot-delete", vm, saved.snapshot, timeout=SNAPSHOT_SECONDS)
-        except VirshError as exc:
-            if ELSEWHERE not in str(exc):
-                raise
-            # the domain runs on another disk: the snapshot's data stays in its kept disk until that goes
-            virsh.run("snapshot-delete", vm, saved.snapshot, "--metadata")
-        del disks[saved.snapshot]
+    disks = live(virsh, vm, named - {saved.snapshot})
     if saved.disk != working_disk(virsh, vm) and saved.disk not in disks.values():
         virsh.run("vol-delete", "--pool", POOL, saved.disk, ok=MISSING)

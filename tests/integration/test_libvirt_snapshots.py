@@ -7,14 +7,17 @@ snapshot lives in. Deleting the snapshot lets env_stop remove them."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import libvirtd
-from tests.integration.conftest import LabRun, leftovers
+from tests.integration.conftest import FAB, LabRun, leftovers
 from tests.integration.test_netns_lab import health, make_hello_repo
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(libvirtd.missing() is not None,
@@ -58,6 +61,19 @@ def volumes(hv: libvirtd.Libvirtd) -> list[str]:
     hv.virsh("pool-refresh", "booted")
     names = [line.split()[0] for line in hv.virsh("vol-list", "booted").splitlines() if line.strip()]
     return sorted(n for n in names if n.endswith(".qcow2") and not n.startswith("golden-"))
+
+
+def states(hv: libvirtd.Libvirtd, domains: list[str]) -> str:
+    """The domains' one state ("running", "paused"), or all of them when they differ."""
+    said = {hv.virsh("domstate", d).strip() for d in domains}
+    return said.pop() if len(said) == 1 else " / ".join(sorted(said))
+
+
+def until(done: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return done()
 
 
 def allocation(hv: libvirtd.Libvirtd, volume: str) -> int:
@@ -119,9 +135,23 @@ def test_libvirt_snapshot_change_restore_and_after_env_stop(daemon: libvirtd.Lib
     assert again.stdout.count("continued from the snapshot") == 2, again.stdout + again.stderr
     assert_as_snapshot(lab_run, booted)
 
+    # a snapshot run killed while the lab is paused (after saving): the watchdog resumes every domain
+    domains = [f"booted-{lab_id}-web01", f"booted-{lab_id}-web02"]
+    proc = subprocess.Popen([FAB, "env_snapshot", "half"], cwd=Path(__file__).parents[2],
+                            env={**lab_run.env, "BOOTED_SNAPSHOT_HOLD": "300"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert until(lambda: states(daemon, domains) == "paused", 300), states(daemon, domains)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert until(lambda: states(daemon, domains) == "running", 60), states(daemon, domains)
+    assert [s["name"] for s in json.loads(lab_run.fab("env_snapshots", "--json").stdout)] == ["clean"]
+    assert "2 ok, 0 failed" in lab_run.fab("hello_test").stdout
+
     lab_run.fab("env_snapshot_del", "clean")  # libvirt's snapshots go (live: the domains run on those disks)
-    assert daemon.virsh("snapshot-list", f"booted-{lab_id}-web01", "--name").split() == []
-    lab_run.fab("env_stop", timeout=300)
+    assert daemon.virsh("snapshot-list", f"booted-{lab_id}-web01", "--name").split()  # the killed run's
+    lab_run.fab("env_stop", timeout=300)  # deletes what the killed run left in libvirt, then the disks
     assert volumes(daemon) == [] and daemon.virsh("list", "--all", "--name").split() == []
     assert leftovers(lab_run) == []
     lab_run.fab("image_del", "web01,web02")
