@@ -149,9 +149,10 @@ def test_libvirt_snapshot_change_restore_and_after_env_stop(daemon: libvirtd.Lib
     assert [s["name"] for s in json.loads(lab_run.fab("env_snapshots", "--json").stdout)] == ["clean"]
     assert "2 ok, 0 failed" in lab_run.fab("hello_test").stdout
 
-    lab_run.fab("env_snapshot_del", "clean")  # libvirt's snapshots go (live: the domains run on those disks)
-    assert daemon.virsh("snapshot-list", f"booted-{lab_id}-web01", "--name").split()  # the killed run's
-    lab_run.fab("env_stop", timeout=300)  # deletes what the killed run left in libvirt, then the disks
+    # libvirt's snapshots go (live: the domains run on those disks), and those the killed run left
+    lab_run.fab("env_snapshot_del", "clean")
+    assert [daemon.virsh("snapshot-list", d, "--name").split() for d in domains] == [[], []]
+    lab_run.fab("env_stop", timeout=300)
     assert volumes(daemon) == [] and daemon.virsh("list", "--all", "--name").split() == []
     assert leftovers(lab_run) == []
     lab_run.fab("image_del", "web01,web02")
