@@ -76,6 +76,11 @@ def until(done: Callable[[], bool], seconds: float) -> bool:
     return done()
 
 
+def steps(said: str) -> str:
+    """A restore's steps as it printed them (for the run's log: where its time went)."""
+    return "; ".join(line.split(": ", 1)[1] for line in said.splitlines() if line.startswith("restore clean: "))
+
+
 def allocation(hv: libvirtd.Libvirtd, volume: str) -> int:
     hv.virsh("pool-refresh", "booted")
     return int(hv.virsh("vol-info", "--pool", "booted", volume, "--bytes").split("Allocation:")[1].split()[0])
@@ -120,7 +125,7 @@ def test_libvirt_snapshot_change_restore_and_after_env_stop(daemon: libvirtd.Lib
 
     began = time.monotonic()
     restored = lab_run.fab("env_restore", "clean", timeout=900)
-    print(f"libvirt restore (running lab): {time.monotonic() - began:.1f}s")
+    print(f"libvirt restore (running lab): {time.monotonic() - began:.1f}s", steps(restored.stderr))
     assert restored.stdout.count("continued from the snapshot") == 2, restored.stdout + restored.stderr
     assert_as_snapshot(lab_run, booted)
 
@@ -131,7 +136,7 @@ def test_libvirt_snapshot_change_restore_and_after_env_stop(daemon: libvirtd.Lib
     assert volumes(daemon) == kept
     began = time.monotonic()
     again = lab_run.fab("env_restore", "clean", timeout=900)
-    print(f"libvirt restore (after env_stop): {time.monotonic() - began:.1f}s")
+    print(f"libvirt restore (after env_stop): {time.monotonic() - began:.1f}s", steps(again.stderr))
     assert again.stdout.count("continued from the snapshot") == 2, again.stdout + again.stderr
     assert_as_snapshot(lab_run, booted)
 
