@@ -217,6 +217,11 @@ def test_env_stop_keeps_a_disk_snapshots_live_in_and_gives_the_domain_a_new_one(
     assert virsh.disks["booted-ab-w1"] == "booted-ab-w1.1.qcow2"  # the next start makes it, fresh
     assert working_disk(virsh, "booted-ab-w1") == "booted-ab-w1.1.qcow2"
     assert snap.keep_disk(virsh, lab, "w2", {"booted-1"}) is False  # no snapshot of booted's: env_stop deletes it
+    # started again on w1.1, stopped again: w1.1 holds no snapshot and goes; the domain and the kept disk stay
+    virsh.vols.add("booted-ab-w1.1.qcow2")
+    assert snap.keep_disk(virsh, lab, "w1", {"booted-1"}) is True
+    assert "booted-ab-w1.qcow2" in virsh.vols and "booted-ab-w1.1.qcow2" not in virsh.vols
+    assert virsh.disks["booted-ab-w1"] == "booted-ab-w1.1.qcow2"  # made fresh by the next start
     assert snap.keep_disk(virsh, lab, "w3", set()) is False
     assert working_disk(virsh, "booted-ab-w3") == "booted-ab-w3.qcow2"
 

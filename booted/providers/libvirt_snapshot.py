@@ -242,14 +242,18 @@ def known(folder: Path) -> set[str]:
 
 
 def keep_disk(virsh: Virsh, lab: Lab, name: str, named: set[str]) -> bool:
-    """env_stop is about to delete the host's volumes: if booted's snapshots (`named` by a folder) live in its
-    disk, keep it (and the domain, with libvirt's snapshot metadata) and define the domain with a new disk
-    instead (True)."""
+    """env_stop is about to delete the host's domain and volumes: if booted's snapshots (`named` by a folder)
+    live in any of its disks, keep those and the domain (with libvirt's snapshot metadata) and discard only the
+    disk it runs on: a disk with snapshots is kept and the domain defined with a new one instead, one without
+    is deleted (the next start makes it fresh). True when kept."""
     vm = vm_name(lab, name)
     disks = live(virsh, vm, named)
+    if not disks:
+        return False
     disk = working_disk(virsh, vm)
     if disk not in disks.values():
-        return False
+        virsh.run("vol-delete", "--pool", POOL, disk, ok=MISSING)
+        return True
     domain = virsh.xml("dumpxml", "--inactive", vm)
     for node in domain.iterfind("devices/disk"):
         target, source = node.find("target"), node.find("source")
