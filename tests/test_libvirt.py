@@ -178,6 +178,11 @@ class FakeVirsh(Virsh):
             return "paused\n" if rest[0] in self.active else "shut off\n"
         if cmd == "snapshot-create-as":
             self.snapshots.setdefault(rest[0], {})[rest[1]] = self.disks[rest[0]]
+        if cmd == "list":
+            return "".join(f"{vm}\n" for vm in sorted(self.active))
+        if cmd == "undefine":
+            self.disks.pop(rest[0], None)
+            self.snapshots.pop(rest[0], None)
         if cmd == "vol-list":
             return "".join(f"{v} /pool/{v}\n" for v in sorted(self.vols))
         if cmd == "vol-delete":
@@ -299,6 +304,7 @@ def test_deleting_the_last_snapshot_of_a_kept_disk_deletes_the_disk(tmp_path: Pa
                       {"booted-ab-w1.qcow2", "booted-ab-w1.1.qcow2"})
     virsh.refuse_live_delete = True  # the domain runs on w1.1: libvirt 9 will not delete live from another disk
     a = saved_folder(tmp_path, snap.Saved("booted-a", "local", "booted-ab-w1.qcow2", True))
+    lab.host_dir("w1").mkdir(parents=True)  # the host has its disk (not discarded by env_stop)
     snap.forget(lambda hv: virsh, lab, "w1", a, {"booted-a", "booted-b"})
     assert ["snapshot-delete", "booted-ab-w1", "booted-a", "--metadata"] in virsh.calls
     assert "booted-ab-w1.qcow2" in virsh.vols  # booted-b still lives in it
@@ -307,7 +313,18 @@ def test_deleting_the_last_snapshot_of_a_kept_disk_deletes_the_disk(tmp_path: Pa
     (b / snap.MARK).write_text(json.dumps(asdict(snap.Saved("booted-b", "local", "booted-ab-w1.qcow2", True))))
     snap.forget(lambda hv: virsh, lab, "w1", b, {"booted-b"})
     assert virsh.vols == {"booted-ab-w1.1.qcow2"}
-    snap.forget(lambda hv: virsh, lab, "w1", tmp_path / "never-written", set())  # a killed run's empty folder: nothing
+    snap.forget(lambda hv: virsh, lab, "w1", tmp_path / "never-written", set())  # a killed run's empty folder
+    assert "booted-ab-w1" in virsh.disks  # the host has a folder: its domain stays
+
+    # env_stop kept w2's domain and disk for its snapshot; deleting that snapshot removes what env_stop would have
+    virsh.disks["booted-ab-w2"] = "booted-ab-w2.1.qcow2"
+    virsh.snapshots["booted-ab-w2"] = {"booted-c": "booted-ab-w2.qcow2"}
+    virsh.vols |= {"booted-ab-w2.qcow2", "booted-ab-w2-seed.img", "booted-ab-w2.console"}
+    c = tmp_path / "c"
+    c.mkdir()
+    (c / snap.MARK).write_text(json.dumps(asdict(snap.Saved("booted-c", "local", "booted-ab-w2.qcow2", True))))
+    snap.forget(lambda hv: virsh, lab, "w2", c, {"booted-c"})
+    assert "booted-ab-w2" not in virsh.disks and virsh.vols == {"booted-ab-w1.1.qcow2"}
 
 
 def test_pause_and_resume_each_domain_on_its_hypervisor(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from booted.providers.lab import Lab
 from booted.providers.libvirt_hypervisors import placed_on
 from booted.providers.libvirt_net import ensure_lab_network
 from booted.providers.libvirt_options import libvirt_of
-from booted.providers.libvirt_store import POOL, spare_disk, volumes, working_disk
+from booted.providers.libvirt_store import POOL, delete_disks, spare_disk, volumes, working_disk
 from booted.providers.virsh import MISSING, Virsh, VirshError
 from booted.providers.vm import vm_name
 
@@ -265,12 +265,16 @@ def keep_disk(virsh: Virsh, lab: Lab, name: str, named: set[str]) -> bool:
 
 def forget(virsh_of: Callable[[Hypervisor], Virsh], lab: Lab, name: str, folder: Path, named: set[str]) -> None:
     """Delete the host's libvirt snapshot (and any a killed run left: not `named` by a folder); a kept disk
-    that no snapshot needs any more goes too."""
+    that no snapshot needs any more goes too, and so does the domain of a host env_stop discarded (it has no
+    folder) once none is left: what env_stop would have removed."""
     try:
         saved = Saved.read(folder)
     except (OSError, ValueError, TypeError):
         return
     virsh, vm = virsh_of(hypervisor(lab, saved.hypervisor)), vm_name(lab, name)
     disks = live(virsh, vm, named - {saved.snapshot})
-    if saved.disk != working_disk(virsh, vm) and saved.disk not in disks.values():
+    if not disks and not lab.host_dir(name).exists() and vm not in virsh.names():
+        virsh.run("undefine", vm, "--snapshots-metadata", ok=MISSING)
+        delete_disks(virsh, vm)
+    elif saved.disk != working_disk(virsh, vm) and saved.disk not in disks.values():
         virsh.run("vol-delete", "--pool", POOL, saved.disk, ok=MISSING)
