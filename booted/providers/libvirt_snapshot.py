@@ -13,7 +13,8 @@ The snapshot lives in the host's disk, and env_stop deletes a host's disk: a dis
 live in is kept instead, with the domain and libvirt's snapshot metadata, and the domain is defined with a
 new disk (`<vm>.<n>.qcow2`, libvirt_store.py) that the next start makes fresh; a restore reverts to the
 snapshot's definition, whose disk is the kept one. A kept disk goes with its last snapshot. What booted
-keeps in its snapshot folder: which libvirt snapshot, on which hypervisor, in which volume (MARK).
+keeps in its snapshot folder: which libvirt snapshot, on which hypervisor, in which volume (MARK); a libvirt
+snapshot of booted's that no complete folder names is a killed run's, deleted at env_stop and snapshot_del.
 """
 
 from __future__ import annotations
