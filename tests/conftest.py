@@ -21,7 +21,8 @@ from booted.remote.releases import discard  # noqa: E402
 # the tests whose hosts install packages share one group (their labs' apt-cacher-ngs share one cache folder,
 # BOOTED_CACHE_DIR's), and so do the libvirt ones (the daemons' QEMUs are the heaviest VMs).
 GROUPS = {"test_containment.py": "apt", "test_golden_patched.py": "apt", "test_tools.py": "apt",
-          "test_qemu_lab.py": "apt", "test_libvirt_lab.py": "libvirt", "test_libvirt_smoke": "libvirt"}
+          "test_qemu_lab.py": "apt", "test_libvirt_lab.py": "libvirt", "test_libvirt_smoke": "libvirt",
+          "test_libvirt_snapshots.py": "libvirt"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

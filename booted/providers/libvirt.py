@@ -4,7 +4,8 @@ On each hypervisor booted owns a storage pool with the bootable golden disk and 
 (providers/libvirt_store.py); the lab network is a libvirt network per lab over a bridge
 (providers/libvirt_net.py); a host is a domain, kvm where KVM works, else qemu (TCG), remembered per
 hypervisor (providers/libvirt_domain.py). State is libvirt's own listing, one `virsh list` per hypervisor.
-A hypervisor that is down fails its hosts with that reason; the others go on.
+A hypervisor that is down fails its hosts with that reason; the others go on. Snapshots are libvirt's own,
+internal, with memory (providers/libvirt_snapshot.py).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from booted.config import Settings
 from booted.errors import ProviderError
 from booted.hosts.identity import Identity
 from booted.hosts.seed import write_seed
+from booted.providers import libvirt_snapshot as snap
 from booted.providers import libvirt_store as store
-from booted.providers.base import Progress
+from booted.providers.base import Progress, Started
 from booted.providers.bridge import remove_bridge
 from booted.providers.hypervisors import Hypervisor, place
 from booted.providers.lab import Lab
@@ -189,10 +191,11 @@ class LibvirtProvider(VmProvider):
             hdir.mkdir(parents=True, exist_ok=True)
             host.write_dir(hdir / "identity")
             seed = write_seed(hdir / "identity", hdir / "seed.img", self.settings.path)
-            fresh = store.volume_names(vm)[0] not in ready.volumes
-            store.make_disks(virsh, vm, ready.golden, size, seed, fresh)
+            disk = store.working_disk(virsh, vm)  # a new name once env_stop kept its disk for snapshots
+            store.make_disks(virsh, vm, ready.golden, size, seed, disk not in ready.volumes, disk)
             seed.unlink(missing_ok=True)
-            start_domain(virsh, host_domain(lab, host, ready.pool_dir, ready.kind), hdir / "domain.xml", self._kvm(hv))
+            spec = host_domain(lab, host, ready.pool_dir, ready.kind, disk)
+            start_domain(virsh, spec, hdir / "domain.xml", self._kvm(hv))
         except (VirshError, OSError) as exc:
             return None, str(exc)
         return self._pids(lab).get(host.name, 0), None
@@ -225,9 +228,18 @@ class LibvirtProvider(VmProvider):
             raise ProviderError(f"host {name} is running: stop it first (fab image_stop {name})")
         if hv is not None:
             virsh, vm = self.virsh(hv), vm_name(lab, name)
-            virsh.run("undefine", vm, ok=MISSING)
+            virsh.run("undefine", vm, "--snapshots-metadata", ok=MISSING)
             store.delete_disks(virsh, vm)
         shutil.rmtree(lab.host_dir(name), ignore_errors=True)
+
+    def discard(self, lab: Lab, name: str) -> None:
+        """env_stop: the host's domain and volumes go, except a disk snapshots live in (libvirt_snapshot.py)."""
+        hv = placed_on(lab, name)
+        if hv is not None and name not in self.running(lab) and \
+                snap.keep_disk(self.virsh(hv), lab, name, self._named(lab)):
+            shutil.rmtree(lab.host_dir(name), ignore_errors=True)
+            return
+        self.destroy(lab, name)
 
     def clone(self, lab: Lab, src: str, new: str) -> None:
         """A copy of src's volume on src's hypervisor (src paused meanwhile if it runs); new lives there too."""
@@ -235,7 +247,46 @@ class LibvirtProvider(VmProvider):
         if hv is None:
             return  # never started: the clone starts from the golden disk too
         virsh, source, target = self.virsh(hv), vm_name(lab, src), vm_name(lab, new)
-        if store.volume_names(target)[0] in store.volumes(virsh):
+        if store.disk_volumes(target, store.volumes(virsh)):
             raise ProviderError(f"host {new} already has a volume on {hv.name}")
-        store.copy_disk(virsh, source, target, lab.host_dir(new) / f".clone.{os.getpid()}", source in virsh.names())
+        store.copy_disk(virsh, source, store.working_disk(virsh, source), store.volume_names(target)[0],
+                        lab.host_dir(new) / f".clone.{os.getpid()}", source in virsh.names())
 
+    # snapshots (libvirt_snapshot.py) -----------------------------------------------------------------
+    snapshot_keeps = ("libvirt's internal snapshot of each domain (disk and memory, in its qcow2 volume on its "
+                      "hypervisor); a restore continues it")
+    restore_resumes = True
+
+    def _on(self, lab: Lab) -> dict[str, Hypervisor]:
+        return self.hypervisors.domains(lab)[0]
+
+    def pause(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        return snap.pause(self.virsh, lab, self._on(lab), names)
+
+    def resume(self, lab: Lab, names: list[str]) -> dict[str, str]:
+        return snap.pause(self.virsh, lab, self._on(lab), names, resume=True)
+
+    def resume_command(self, lab: Lab, names: list[str]) -> list[str] | None:
+        return snap.resume_command(self.hypervisors.binary, lab, self._on(lab), names)
+
+    def drop(self, lab: Lab, names: list[str]) -> None:
+        snap.drop(self.virsh, lab, self._on(lab), names)
+
+    def save(self, lab: Lab, name: str, folder: Path) -> list[str]:
+        snap.save(self.virsh, lab, name, folder)
+        return []  # the golden volume it is backed by stays on the hypervisor (booted never deletes one)
+
+    def restore(self, lab: Lab, name: str, folder: Path) -> None:
+        snap.restore(self.virsh, lab, name, folder)
+
+    def start_saved(self, lab: Lab, hosts: list[Identity]) -> tuple[list[Started], dict[str, str]]:
+        errors = snap.start_all(self.virsh, lab, [h.name for h in hosts])
+        pids = self._pids(lab)
+        return [Started(h.name, pids.get(h.name, 0)) for h in hosts if h.name not in errors], errors
+
+    def forget(self, lab: Lab, name: str, folder: Path) -> None:
+        snap.forget(self.virsh, lab, name, folder, self._named(lab))
+
+    def _named(self, lab: Lab) -> set[str]:
+        """libvirt snapshots that booted's snapshot folders of the lab name (state dir: snapshots/<env>/)."""
+        return snap.known(self.settings.state_dir / "snapshots" / lab.env)

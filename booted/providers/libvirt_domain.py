@@ -45,13 +45,14 @@ def domain_type(virsh: Virsh, kvm: KvmRecord) -> str:
     return "kvm" if caps.find("guest/arch/domain[@type='kvm']") is not None else "qemu"
 
 
-def host_domain(lab: Lab, host: Identity, pool_dir: Path, kind: str) -> DomainSpec:
-    """The domain of a host whose volumes are in `pool_dir` (on its hypervisor), of type `kind`."""
+def host_domain(lab: Lab, host: Identity, pool_dir: Path, kind: str, disk: str = "") -> DomainSpec:
+    """The domain of a host whose volumes are in `pool_dir` (on its hypervisor), of type `kind`; its disk the
+    volume `disk` (default `<vm>.qcow2`)."""
     vm = vm_name(lab, host.name)
-    disk, seed, console = volume_names(vm)
+    default, seed, console = volume_names(vm)
     return DomainSpec(vm, str(uuid.uuid5(uuid.NAMESPACE_URL, f"booted:{lab.lab_id}:{host.name}")), host.memory,
-                      host.cpus, pool_dir / disk, pool_dir / seed, lab_net_name(lab), host.mac, pool_dir / console,
-                      kind)
+                      host.cpus, pool_dir / (disk or default), pool_dir / seed, lab_net_name(lab), host.mac,
+                      pool_dir / console, kind)
 
 
 def start_domain(virsh: Virsh, spec: DomainSpec, definition: Path, kvm: KvmRecord) -> str:

@@ -1,11 +1,16 @@
 """booted's storage on a libvirt hypervisor: a directory pool (`booted`) holding the bootable golden disk,
 uploaded once (`vol-upload`: another machine needs no shared folder), and per host a qcow2 volume backed by
 it (copy-on-write, kept across stop/start), its seed disk (uploaded per start: the boot token changes) and
-its serial console (a file libvirt writes there, fetched with `vol-download`)."""
+its serial console (a file libvirt writes there, fetched with `vol-download`).
+
+A host's disk is `<vm>.qcow2` until a disk that snapshots live in is kept at env_stop (libvirt_snapshot.py):
+then its domain is defined with the next free `<vm>.<n>.qcow2`; the disk a domain is defined with is the
+host's (`working_disk`)."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from booted.providers.base import Progress
@@ -57,9 +62,37 @@ def volume_names(vm: str) -> tuple[str, str, str]:
     return f"{vm}.qcow2", f"{vm}-seed.img", f"{vm}.console"
 
 
-def make_disks(virsh: Virsh, vm: str, golden: str, size: int, seed: Path, fresh: bool) -> None:
-    """A new host's (`fresh`) disk, backed by the golden volume and as large; its seed disk replaced by `seed`."""
-    disk, seed_volume, _ = volume_names(vm)
+def disk_volumes(vm: str, names: set[str]) -> list[str]:
+    """Of volume `names`, the host's disks: `<vm>.qcow2` and `<vm>.<n>.qcow2` (kept for snapshots)."""
+    pattern = re.compile(re.escape(vm) + r"(\.[0-9]+)?\.qcow2")
+    return sorted(n for n in names if pattern.fullmatch(n))
+
+
+def spare_disk(vm: str, taken: set[str]) -> str:
+    """A name for a host's new disk while `<vm>.qcow2` (or another in `taken`) is kept for snapshots."""
+    return next(f"{vm}.{n}.qcow2" for n in range(1, len(taken) + 2) if f"{vm}.{n}.qcow2" not in taken)
+
+
+def working_disk(virsh: Virsh, vm: str) -> str:
+    """The volume the host's domain is defined with as its disk (vda); `<vm>.qcow2` when none is defined."""
+    try:
+        domain = virsh.xml("dumpxml", "--inactive", vm)
+    except VirshError as exc:
+        if any(m in str(exc) for m in MISSING):
+            return volume_names(vm)[0]
+        raise
+    for disk in domain.iterfind("devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is not None and target.get("dev") == "vda" and source is not None and source.get("file"):
+            return Path(source.get("file", "")).name
+    return volume_names(vm)[0]
+
+
+def make_disks(virsh: Virsh, vm: str, golden: str, size: int, seed: Path, fresh: bool, disk: str = "") -> None:
+    """A new host's (`fresh`) disk (`disk`, else `<vm>.qcow2`), backed by the golden volume and as large; its
+    seed disk replaced by `seed`."""
+    default, seed_volume, _ = volume_names(vm)
+    disk = disk or default
     if fresh:
         virsh.run("vol-create-as", POOL, disk, str(size), "--format", "qcow2", "--backing-vol", golden,
                   "--backing-vol-format", "qcow2")
@@ -69,18 +102,17 @@ def make_disks(virsh: Virsh, vm: str, golden: str, size: int, seed: Path, fresh:
 
 
 def delete_disks(virsh: Virsh, vm: str) -> None:
-    """A host's disk, seed disk and console volumes."""
-    virsh.run("pool-refresh", POOL)
-    for volume in volume_names(vm):
+    """A host's disks (those kept for snapshots too), seed disk and console volumes."""
+    _, seed, console = volume_names(vm)
+    for volume in [*disk_volumes(vm, volumes(virsh)), seed, console]:
         virsh.run("vol-delete", "--pool", POOL, volume, ok=MISSING)
 
 
-def copy_disk(virsh: Virsh, source: str, target: str, through: Path, paused: bool) -> None:
-    """Host `target`'s disk as a copy of host `source`'s (VM names), through the local file `through`;
-    `source` suspended meanwhile when `paused`. vol-clone and vol-create-from flatten the copy (qemu-img
-    convert without -B, libvirt 9): a byte copy keeps it an overlay over the same golden volume (the
-    backing path in its header is absolute)."""
-    source_disk, target_disk = volume_names(source)[0], volume_names(target)[0]
+def copy_disk(virsh: Virsh, source: str, source_disk: str, target_disk: str, through: Path, paused: bool) -> None:
+    """A new disk volume `target_disk` as a copy of host `source`'s (VM name) `source_disk`, through the local
+    file `through`; `source` suspended meanwhile when `paused`. vol-clone and vol-create-from flatten the copy
+    (qemu-img convert without -B, libvirt 9): a byte copy keeps it an overlay over the same golden volume (the
+    backing path in its header is absolute; internal snapshots in it come along)."""
     through.parent.mkdir(parents=True, exist_ok=True)
     if paused:
         virsh.run("suspend", source)
