@@ -44,12 +44,13 @@ def uptime(lab_run: LabRun, host: str) -> float:
 
 
 def clock_offset(lab_run: LabRun, host: str) -> float:
-    """The guest's clock minus ours, measured by `date` inside a hosts_run (so at most its run's length late:
-    the result is an upper bound of how far ahead of us the guest is, a lower bound of how far behind)."""
+    """How far the guest's clock is from ours at least, measured by `date` inside a hosts_run: the guest read
+    it at some moment of the run, so its offset lies between `said - after` and `said - before`; the bound
+    nearest zero (0 when that range holds it). A run slowed by load widens the range, never fails it."""
     before = time.time()
     said = float(guest(lab_run, host, "date +%s.%N"))
     after = time.time()
-    return said - before if said > after else said - after
+    return said - after if said > after else said - before if said < before else 0.0
 
 
 def console(lab_run: LabRun, host: str) -> str:
@@ -148,7 +149,7 @@ def test_pause_resume_and_the_watchdogs_cont_on_a_bare_qemu(tmp_path: Path) -> N
                 said = qmp(sock, {"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 1000}},
                            {"execute": "migrate", "arguments": {"uri": "exec:cat > /dev/null"}})
                 assert all(r and "return" in r for r in said), said
-                assert (qmp(sock, "query-migrate")[0] or {})["return"]["status"] == "active"
+                assert (qmp(sock, "query-migrate")[0] or {})["return"]["status"] in ("setup", "active")
             if resume == "resume":
                 assert qemu_snapshot.resume(lab, ["a", "b"]) == {}
             else:
