@@ -75,7 +75,7 @@ def run(n: int, work: Path, logs: Path, repeat: int = 1) -> dict:
             restore_s, proc = lib.timed([lib.FAB, "env_restore", "s"], env=env, log=logs / f"restore{k}.log")
             if proc.stdout.count("continued from the snapshot") != n or "serving hello 1.0" not in proc.stdout:
                 raise BenchError(f"the restore did not continue every VM serving 1.0:\n{proc.stdout[-2000:]}")
-            steps = STEP.findall(proc.stdout)
+            steps = STEP.findall(proc.stderr + proc.stdout)
             say(f"restored and serving after {restore_s:.1f}s; steps: " + ", ".join(f"{s} at {t}s" for s, t in steps))
             restores.append(restore_s)
     finally:
