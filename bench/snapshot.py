@@ -4,10 +4,11 @@
 In one run, on one private state directory and network, with the golden image, the VM assets and the
 accelerator verdict already cached: `fab env_start_all` (timed: cold boots to serving hello), `fab
 env_snapshot s` (its pause: the snapshot's own pause_s, every VM stopped together, each VM's memory and disk
-saved), `fab hello_deploy --version 1.1` (the lab changed), `fab env_restore s` (timed: the running VMs
-stopped, disks and memory put back, each VM continued where it was, clocks set, hello tested: serving 1.0).
-Last line: `restore_over_start=<restore s / start s> snapshot_pause_s=<pause>`. The lab is stopped in
-`finally` and checked for leftover QEMU processes and taps.
+saved), then `--restores` times (3) `fab hello_deploy --version 1.1` (the lab changed) and `fab env_restore s`
+(timed: the running VMs stopped, disks and memory put back, each VM continued where it was, clocks set, hello
+tested: serving 1.0; its steps and the load average printed). Last line: `restore_over_start=<median
+restore s / start s> snapshot_pause_s=<pause>`. The lab is stopped in `finally` and checked for leftover
+QEMU processes and taps.
 """
 
 from __future__ import annotations
@@ -58,19 +59,17 @@ def run(n: int, work: Path, logs: Path, repeat: int = 1) -> dict:
                          BOOTED_BOOT_TIMEOUT=os.environ.get("BOOTED_BOOT_TIMEOUT", "600"))
     lab_id = Settings.from_env(env).lab_id("bench")
     try:
-        say(f"{n} VM(s): fab env_start_all")
+        say(f"{n} VM(s): fab env_start_all (load {load()})")
         start_s, proc = lib.timed([lib.FAB, "env_start_all"], env=env, log=logs / "start.log")
         if f"{n} ok, 0 failed" not in proc.stdout:
             raise BenchError(f"not all hosts served:\n{proc.stdout[-2000:]}")
-        say(f"serving after {start_s:.1f}s; fab env_snapshot s")
+        say(f"serving after {start_s:.1f}s; fab env_snapshot s (load {load()})")
         snap_s, _ = lib.timed([lib.FAB, "env_snapshot", "s"], env=env, log=logs / "snapshot.log")
         _, listing = lib.timed([lib.FAB, "env_snapshots", "--json"], env=env)
         [row] = json.loads(listing.stdout)
-        lib.timed([lib.FAB, "hello_deploy", "--version", "1.1"], env=env, log=logs / "deploy.log")
         restores: list[float] = []
         for k in range(repeat):
-            if k:
-                lib.timed([lib.FAB, "hello_deploy", "--version", "1.1"], env=env, log=logs / f"deploy{k}.log")
+            lib.timed([lib.FAB, "hello_deploy", "--version", "1.1"], env=env, log=logs / f"deploy{k}.log")
             say(f"fab env_restore s (load {load()})")
             restore_s, proc = lib.timed([lib.FAB, "env_restore", "s"], env=env, log=logs / f"restore{k}.log")
             if proc.stdout.count("continued from the snapshot") != n or "serving hello 1.0" not in proc.stdout:
