@@ -90,7 +90,7 @@ def test_qemu_snapshot_change_restore_and_after_env_stop(lab_run: LabRun) -> Non
 
     lab_run.fab("hello_deploy", "--version", "1.1", "--hosts", "web01", timeout=600)
     assert health(WEB1)["version"] == "1.1"
-    lab_run.fab("hosts_run", "echo later > /root/after", "--hosts", "web02")
+    assert guest(lab_run, "web02", "echo later > /root/after && echo written") == "written"
 
     restored = lab_run.fab("env_restore", "clean", timeout=900)
     assert "continued from the snapshot" in restored.stdout, restored.stdout + restored.stderr
