@@ -30,6 +30,7 @@ from boot import leftovers, prepare
 from booted.config import Settings
 
 STEP = re.compile(r"restore s: (\w+) \((\d+\.\d+)s\)")  # env_restore's steps, seconds since it began
+CLOCK = re.compile(r"clock was [-+.\d]+ s off, now [-+.\d]+ s")  # each host's, as env_restore says it
 ENV = '''ENVIRONMENTS = {{
     "bench": {{
         "provider": "qemu",
@@ -75,7 +76,8 @@ def run(n: int, work: Path, logs: Path, repeat: int = 1) -> dict:
             if proc.stdout.count("continued from the snapshot") != n or "serving hello 1.0" not in proc.stdout:
                 raise BenchError(f"the restore did not continue every VM serving 1.0:\n{proc.stdout[-2000:]}")
             steps = STEP.findall(proc.stderr + proc.stdout)
-            say(f"restored and serving after {restore_s:.1f}s; steps: " + ", ".join(f"{s} at {t}s" for s, t in steps))
+            say(f"restored and serving after {restore_s:.1f}s; steps: " + ", ".join(f"{s} at {t}s" for s, t in steps)
+                + "; " + ", ".join(CLOCK.findall(proc.stdout)))
             restores.append(restore_s)
     finally:
         stop_s, _ = lib.timed([lib.FAB, "env_stop"], env=env, check=False, log=logs / "stop.log")
