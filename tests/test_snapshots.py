@@ -262,3 +262,12 @@ def test_a_provider_without_snapshots_says_so(settings_env: dict[str, str], tmp_
         ctx.snapshots().take("s")
     assert Store(ctx.settings.state_dir, "lab").all() == []
     ctx.close()
+
+
+def test_a_vm_is_saved_with_the_command_line_its_host_was_started_with() -> None:
+    """A VM that was itself continued from a snapshot runs with `-incoming fd:N`: that is not saved (the next
+    restore adds its own); /proc's empty last word goes too, an empty word inside stays."""
+    from booted.providers.qemu_migrate import as_started as _as_started
+    argv = ["qemu-system-x86_64", "-name", "booted-x-web01", "-append", "", "-m", "256", "-incoming", "fd:7", ""]
+    assert _as_started(argv) == ["qemu-system-x86_64", "-name", "booted-x-web01", "-append", "", "-m", "256"]
+    assert _as_started(["qemu", "-incoming", "defer", "-incoming", "fd:3", "-m", "64"]) == ["qemu", "-m", "64"]

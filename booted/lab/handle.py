@@ -252,9 +252,10 @@ class LabHandle:
         return relist(self.kit.inventory, img, self.ssh_endpoint(img))
 
     @under_lab_lock("stopping hosts of")
-    def stop(self, names: list[str], by_user: bool = True) -> list[HostResult]:
-        """Stop hosts; stopped hosts leave the host list. Removes the lab network when none runs. A user's
-        stop is remembered: the monitor does not start those hosts again (a start by anyone clears it)."""
+    def stop(self, names: list[str], by_user: bool = True, keep_network: bool = False) -> list[HostResult]:
+        """Stop hosts; stopped hosts leave the host list. Removes the lab network when none runs (unless
+        `keep_network`: a restore starts them again at once). A user's stop is remembered: the monitor does
+        not start those hosts again (a start by anyone clears it)."""
         self.check()
         inventory = self.kit.inventory
         if by_user:
@@ -266,8 +267,9 @@ class LabHandle:
             inventory.set_running(name, None)
         inventory.remove_hosts(stopped)
         self.links.stopped(stopped)
-        self.provider.teardown(self.lab)
-        self.gateways.serve()  # stop listening on a gateway that is gone
+        if not keep_network:
+            self.provider.teardown(self.lab)
+            self.gateways.serve()  # stop listening on a gateway that is gone
         return [HostResult(n, n not in errors, errors.get(n, "stopped" if n in running else "was not running"))
                 for n in names]
 

@@ -3,6 +3,7 @@ before every signal: PIDs get reused), stopping it, and what its logs last said.
 
 from __future__ import annotations
 
+import array
 import hashlib
 import json
 import os
@@ -108,9 +109,9 @@ def connect_unix(sock: socket.socket, path: Path) -> None:
         os.close(folder)
 
 
-def qmp(sock_path: Path, *commands: str | dict, timeout: float = 2.0) -> list[dict | None]:
+def qmp(sock_path: Path, *commands: str | dict, timeout: float = 2.0, fd: int | None = None) -> list[dict | None]:
     """Run QMP commands on a VM's control socket (a name, or {"execute": .., "arguments": ..}); one reply per
-    command."""
+    command. `fd` is handed to QEMU (SCM_RIGHTS) with each `getfd` command, which names it for later ones."""
     out: list[dict | None] = []
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(timeout)
@@ -118,8 +119,12 @@ def qmp(sock_path: Path, *commands: str | dict, timeout: float = 2.0) -> list[di
         stream = sock.makefile("rwb")
         json.loads(stream.readline())  # greeting
         for cmd in ("qmp_capabilities", *commands):
-            stream.write(json.dumps(cmd if isinstance(cmd, dict) else {"execute": cmd}).encode() + b"\n")
-            stream.flush()
+            line = json.dumps(cmd if isinstance(cmd, dict) else {"execute": cmd}).encode() + b"\n"
+            if fd is not None and isinstance(cmd, dict) and cmd.get("execute") == "getfd":
+                sock.sendmsg([line], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+            else:
+                stream.write(line)
+                stream.flush()
             while True:
                 line = stream.readline()
                 if not line:
