@@ -150,7 +150,7 @@ def test_deploys_under_load_end_consistent(lab_run: LabRun) -> None:
         first = subprocess.Popen([FAB, "hello_deploy", "--version", "2.0"], cwd=REPO, env=env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
-        while not held(lock):  # the first holds the service's lock before the second starts
+        while not held(lock, first.pid):  # the first holds the service's lock before the second starts
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()
             time.sleep(0.05)
         # the first stays paused while the second starts (however slow its start on a busy machine), until the
@@ -184,9 +184,10 @@ def said_waiting(proc: subprocess.Popen[str], seconds: float) -> str:
     return said
 
 
-def held(lock: Path) -> bool:
-    """Whether another process holds the flock on `lock` now."""
-    if not lock.exists():
+def held(lock: Path, pid: int) -> bool:
+    """Whether process `pid` holds the flock on `lock` now and has written so into it (a holder writes "pid
+    what" just after taking the flock; the file keeps the last holder's line after it is released)."""
+    if not lock.exists() or not lock.read_text().startswith(f"{pid} "):
         return False
     fd = os.open(lock, os.O_RDONLY)
     try:
