@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 import time
 
+import paramiko
+
 from booted.remote.fanout import Fleet, StepFailed, Target
 from booted.remote.reach import Remote
 from booted.results import HostResult
 
 NOW = "date +%s.%N"
 PASSES = 3
+CONNECT_SECONDS = 30.0
 GOOD = 0.25  # seconds: a closer clock is not worth another pass  # busybox and coreutils both print nanoseconds
 
 
@@ -29,9 +32,27 @@ def offset(fleet: Fleet, target: Target) -> tuple[float, float]:
         raise StepFailed(f"`{NOW}` said {said[-80:]!r}") from None
 
 
+def connected(fleet: Fleet, target: Target, seconds: float = CONNECT_SECONDS) -> None:
+    """The host's SSH connection open, tried again until `seconds` pass: a guest just continued from its
+    memory, starved of CPU (TCG), can miss one connect's 10 s banner wait. The last failure is raised."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fleet.connection(target)
+            return
+        except (paramiko.SSHException, OSError, EOFError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def correct(fleet: Fleet, target: Target) -> tuple[float, float]:
     """Set the host's clock to the controller's: (offset before, offset after). `date -s` takes whole seconds
-    and lands as late as the SSH command takes to run, so a second pass sends it that much earlier."""
+    and lands as late as the SSH command takes to run, so a second pass sends it that much earlier. Connected
+    first: a round trip that includes the SSH handshake (seconds, on a TCG guest) would aim the first pass
+    that much early. A pass ends it when the offset is within GOOD or within what one round trip can tell
+    (half of it: a loaded guest's round trips vary by more than GOOD, and another pass only adds noise)."""
+    connected(fleet, target)
     was, trip = offset(fleet, target)
     now, lead = was, trip / 2  # a command runs about half a round trip after it is sent
     for _ in range(PASSES):
@@ -39,8 +60,8 @@ def correct(fleet: Fleet, target: Target) -> tuple[float, float]:
         second = math.ceil(at + lead + 0.05)
         time.sleep(max(0.0, second - lead - at))
         fleet.sh(target, f"date -u -s @{second} >/dev/null")
-        now, _ = offset(fleet, target)
-        if abs(now) < GOOD:
+        now, trip = offset(fleet, target)
+        if abs(now) < max(GOOD, trip / 2):
             break
         lead = max(0.0, lead - now)  # it landed `-now` late: send the next one that much earlier
     return was, now
