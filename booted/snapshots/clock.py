@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+import paramiko
+
 from booted.remote.fanout import Fleet, StepFailed, Target
 from booted.remote.reach import Remote
 from booted.results import HostResult
@@ -16,6 +18,7 @@ from booted.results import HostResult
 NOW = "date +%s.%N"  # busybox and coreutils both print nanoseconds
 PASSES = 3
 GOOD = 0.25  # seconds: a closer clock is not worth another pass
+CONNECT_SECONDS = 30.0
 LEAD = 0.02  # seconds a command runs after it is sent, when no round trip was measured (a reused connection)
 
 
@@ -39,15 +42,33 @@ def offset(fleet: Fleet, target: Target) -> tuple[float, float]:
     return _parse(said) - (before + after) / 2, after - before
 
 
+def connected(fleet: Fleet, target: Target, seconds: float = CONNECT_SECONDS) -> None:
+    """The host's SSH connection open, tried again until `seconds` pass: a guest just continued from its
+    memory, starved of CPU (TCG), can miss one connect's 10 s banner wait. The last failure is raised."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fleet.connection(target)
+            return
+        except (paramiko.SSHException, OSError, EOFError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def correct(fleet: Fleet, target: Target) -> tuple[float, float]:
     """Set the host's clock to the controller's: (offset before, offset after). The set lands about half a
-    round trip after it is sent; a pass that lands farther than GOOD sends the next one that much earlier."""
+    round trip after it is sent; a pass that lands farther than GOOD sends the next one that much earlier.
+    Connected first: a round trip that includes the SSH handshake (seconds, on a TCG guest) would aim the
+    first pass that much early. A pass ends it when the offset is within GOOD or within what one round trip
+    can tell (half of it: a loaded guest's round trips vary by more than GOOD; another pass only adds noise)."""
+    connected(fleet, target)
     was, trip = offset(fleet, target)
     now, lead = was, trip / 2
     for _ in range(PASSES):
         fleet.sh(target, _set(time.time() + lead))
-        now, _ = offset(fleet, target)
-        if abs(now) < GOOD:
+        now, trip = offset(fleet, target)
+        if abs(now) < max(GOOD, trip / 2):
             break
         lead = max(0.0, lead - now)  # it landed `-now` late: send the next one that much earlier
     return was, now
