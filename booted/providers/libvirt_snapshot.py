@@ -24,11 +24,11 @@ import secrets
 import shlex
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from booted.errors import ProviderError
+from booted.providers.each import each
 from booted.providers.hypervisors import Hypervisor
 from booted.providers.lab import Lab
 from booted.providers.libvirt_hypervisors import placed_on
@@ -58,15 +58,6 @@ class Saved:
     @classmethod
     def read(cls, folder: Path) -> Saved:
         return cls(**json.loads((folder / MARK).read_text()))
-
-
-def each(names: list[str], one: Callable[[str], str]) -> dict[str, str]:
-    """one(name) -> error|"" for every host at once; host -> error."""
-    if not names:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
-        said = dict(zip(names, pool.map(one, names)))
-    return {n: e for n, e in said.items() if e}
 
 
 def pause(virsh_of: Callable[[Hypervisor], Virsh], lab: Lab, on: dict[str, Hypervisor], names: list[str],

@@ -24,14 +24,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from booted.config import CHILD_ENV
 from booted.errors import ProviderError
 from booted.providers import qemu_migrate
 from booted.providers.base import Started
+from booted.providers.each import each
 from booted.providers.lab import Lab
 from booted.providers.procs import cmdline
 from booted.providers.qemu_migrate import MOVING, as_started, command, incoming, loaded, migrate_to
@@ -64,24 +63,15 @@ CONT = ("import json,os,socket,sys,time\n"
         "    pass\n")
 
 
-def _each(names: list[str], one: Callable[[str], str]) -> dict[str, str]:
-    """Run one(name) -> error|"" for every host at once; host -> error."""
-    if not names:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(32, len(names))) as pool:
-        said = dict(zip(names, pool.map(one, names)))
-    return {n: e for n, e in said.items() if e}
-
-
 def pause(lab: Lab, names: list[str]) -> dict[str, str]:
-    return _each(names, lambda n: command(lab.host_dir(n) / "qmp.sock", "stop"))
+    return each(names, lambda n: command(lab.host_dir(n) / "qmp.sock", "stop"), most=32)
 
 
 def resume(lab: Lab, names: list[str]) -> dict[str, str]:
     """`cont` (a running VM ignores it), after cancelling a migration still under way (a `cont` during one
     would run the VM until it completes, then leave it stopped). The caller corrects the guests' clocks
     (booted/snapshots/clock.py)."""
-    return _each(names, lambda n: qemu_migrate.resume(lab.host_dir(n) / "qmp.sock"))
+    return each(names, lambda n: qemu_migrate.resume(lab.host_dir(n) / "qmp.sock"), most=32)
 
 
 def resume_command(lab: Lab, names: list[str]) -> list[str]:
@@ -91,7 +81,7 @@ def resume_command(lab: Lab, names: list[str]) -> list[str]:
 def drop(lab: Lab, pids: dict[str, int]) -> None:
     """QMP `quit` on running VMs whose state a restore replaces (no power button: nothing of theirs is kept),
     waiting a few seconds for them to exit; the stop that follows ends any left."""
-    _each(list(pids), lambda n: command(lab.host_dir(n) / "qmp.sock", "quit"))
+    each(list(pids), lambda n: command(lab.host_dir(n) / "qmp.sock", "quit"), most=32)
     deadline = time.monotonic() + QUIT_SECONDS
     while time.monotonic() < deadline and any(is_vm(pid, vm_name(lab, n)) for n, pid in pids.items()):
         time.sleep(0.02)

@@ -36,6 +36,18 @@ class LabRun:
         return Booted(Settings.from_env(self.env), say=lambda line: None)
 
 
+def guest(lab_run: LabRun, host: str, command: str) -> str:
+    """A command's first line of output on a host; tried up to 3 times: a TCG guest on a machine loaded far
+    past its cores can miss hosts_run's 10 s SSH banner wait."""
+    for _ in range(2):
+        run = lab_run.fab("hosts_run", command, "--hosts", host, check=False)
+        if run.returncode == 0:
+            break
+    else:
+        run = lab_run.fab("hosts_run", command, "--hosts", host)
+    return run.stdout.split(f"--- {host}\n", 1)[1].strip().splitlines()[0]
+
+
 def leftovers(run: LabRun) -> list[str]:
     """Anything of this lab still on the machine: namespaces, bridge, host processes, nginx."""
     ctx = run.ctx()

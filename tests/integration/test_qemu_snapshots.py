@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import LabRun, leftovers
+from tests.integration.conftest import LabRun, guest, leftovers
 from tests.integration.test_netns_lab import health, make_hello_repo
 
 pytestmark = [pytest.mark.integration,
@@ -25,18 +25,6 @@ ENV = '''ENVIRONMENTS = {
     },
 }
 '''
-
-
-def guest(lab_run: LabRun, host: str, command: str) -> str:
-    """A command's first line of output on a host; tried up to 3 times: a TCG guest on a machine loaded far
-    past its cores can miss hosts_run's 10 s SSH banner wait."""
-    for _ in range(2):
-        run = lab_run.fab("hosts_run", command, "--hosts", host, check=False)
-        if run.returncode == 0:
-            break
-    else:
-        run = lab_run.fab("hosts_run", command, "--hosts", host)
-    return run.stdout.split(f"--- {host}\n", 1)[1].strip().splitlines()[0]
 
 
 def uptime(lab_run: LabRun, host: str) -> float:
