@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,19 @@ def guest(lab_run: LabRun, host: str, command: str) -> str:
         run = lab_run.fab("hosts_run", command, "--hosts", host)
     return run.stdout.split(f"--- {host}\n", 1)[1].strip().splitlines()[0]
 
+
+
+def assert_back_at_one(lab_run: LabRun, ips: tuple[str, str], changed_on: str) -> None:
+    """After a restore of the two-host hello 1.0 lab the snapshot tests take: both serve 1.0, env_status
+    says so, and the file written on `changed_on` after the snapshot is gone."""
+    for ip in ips:
+        with urllib.request.urlopen(f"http://{ip}:8000/health", timeout=5) as resp:
+            assert json.loads(resp.read())["version"] == "1.0", ip
+    rows = {r["name"]: r for r in json.loads(lab_run.fab("env_status", "--json").stdout)}
+    # (its `state` needs an SSH banner within 0.5 s: not asserted, a TCG guest on a loaded machine misses it)
+    assert {n: (r["running"], r["deployed"]) for n, r in rows.items()} == {
+        "web01": (True, "hello 1.0"), "web02": (True, "hello 1.0")}
+    assert guest(lab_run, changed_on, "test -e /root/after && echo present || echo absent") == "absent"
 
 def leftovers(run: LabRun) -> list[str]:
     """Anything of this lab still on the machine: namespaces, bridge, host processes, nginx."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import libvirtd
-from tests.integration.conftest import FAB, LabRun, guest, leftovers
+from tests.integration.conftest import FAB, LabRun, assert_back_at_one, guest, leftovers
 from tests.integration.test_netns_lab import health, make_hello_repo
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(libvirtd.missing() is not None,
@@ -75,11 +75,7 @@ def allocation(hv: libvirtd.Libvirtd, volume: str) -> int:
 
 
 def assert_as_snapshot(lab_run: LabRun, booted: dict[str, str]) -> None:
-    assert health(WEB1)["version"] == "1.0" and health(WEB2)["version"] == "1.0"
-    rows = {r["name"]: r for r in json.loads(lab_run.fab("env_status", "--json").stdout)}
-    assert {n: (r["running"], r["deployed"]) for n, r in rows.items()} == {
-        "web01": (True, "hello 1.0"), "web02": (True, "hello 1.0")}
-    assert guest(lab_run, "web01", "test -e /root/after && echo present || echo absent") == "absent"
+    assert_back_at_one(lab_run, (WEB1, WEB2), "web01")
     assert boot_ids(lab_run) == booted  # continued from its memory: the same boot, not a new one
     assert "2 ok, 0 failed" in lab_run.fab("hello_test").stdout
 
