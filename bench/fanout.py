@@ -54,7 +54,9 @@ class Bench:
         self.state = self.tmp / "state"
         self.envfile = self.tmp / "environments.py"
         self.repo = self.tmp / "hello-repo"
-        self.tags = ["1.0"] + [f"r{r}-{t}" for r in range(1, args.runs + 1) for t in TOOLS if t != "floor"]
+        self.tags = ["1.0", "prof-booted", "prof-fabric"] + [f"r{r}-{t}" for r in range(1, args.runs + 1)
+                                                             for t in TOOLS if t != "floor"]
+        self.profiles: list[str] = []
         self.env = lib.booted_env(self.state, self.envfile, HELLO_REPO=str(self.repo))
         self.ctx: Booted | None = None
         self.hosts: list[Target] = []
@@ -148,10 +150,14 @@ class Bench:
         seconds, _ = lib.timed([lib.PYTHON, str(lib.ROOT / "bench" / "_fabric_run.py"), "true", str(job)])
         return seconds
 
-    def run_fabric(self, version: str) -> float:
+    def fabric_job(self, version: str) -> Path:
         job = self.tmp / "fabric.json"
         job.write_text(json.dumps({"key": self.key, "known_hosts": self.known_hosts,
                                    "hosts": self.release_inputs(version)}))
+        return job
+
+    def run_fabric(self, version: str) -> float:
+        job = self.fabric_job(version)
         seconds, _ = lib.timed([lib.PYTHON, str(lib.ROOT / "bench" / "_fabric_run.py"), "deploy", str(job)])
         return seconds
 
@@ -193,6 +199,9 @@ class Bench:
                     self.verify(version)
                 self.times[tool].append(seconds)
                 say(f"run {r}/{self.args.runs} {tool}: {seconds:.2f}s (verified)")
+        if self.args.profile:
+            import _profile
+            self.profiles = _profile.profile(self)
 
     def stop_ssh_masters(self) -> None:
         """Ansible's ControlPersist masters are ours: close them before their hosts go away."""
@@ -244,7 +253,7 @@ class Bench:
                   for k in ("ansible", "pyinfra", "floor")}
         out.append(f"booted_over_ansible={ratios['ansible']:.3f} booted_over_pyinfra={ratios['pyinfra']:.3f} "
                    f"booted_over_floor={ratios['floor']:.3f}")
-        return "\n".join(out)
+        return "\n".join(self.profiles + out)
 
 
 def main() -> int:
@@ -253,6 +262,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per tool; the median counts")
     parser.add_argument("--network", default="10.213.150.0/24", help="lab network (a /24 of 10.213.150-199)")
     parser.add_argument("--tools", default="", help=f"comma list (default all): {','.join(TOOLS)}")
+    parser.add_argument("--profile", action="store_true", help="then where booted's time goes (bench/README.md)")
     parser.add_argument("--keep-up", action="store_true", help="debugging: leave the hosts running (no teardown)")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (debugging)")
     args = parser.parse_args()

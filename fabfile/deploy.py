@@ -52,9 +52,11 @@ def _make(service: str, op: str) -> Any:
 
 def _relist(ctx: Booted, service: str, chosen: list[str] | None, env: str | None) -> list[HostResult]:
     """A host of the service that runs but is off the host list is listed again (said on stderr), or its
-    failure is one of the task's results: never skipped silently."""
-    envs = sorted({i.env for i in ctx.inventory.images() if i.service == service and i.env in ctx.environments
-                   and (env is None or i.env == env)})
+    failure is one of the task's results: never skipped silently. When every host of the service is listed,
+    none can be off the list: no lab handle is made and no provider asked (a service task's start-up)."""
+    listed = {h.name for h in ctx.inventory.hosts()}
+    envs = sorted({i.env for i in ctx.inventory.images() if i.service == service and i.name not in listed
+                   and i.env in ctx.environments and (env is None or i.env == env)})
     lost = [r for e in envs for r in ctx.lab(e).relist_unlisted(service) if chosen is None or r.host in chosen]
     for r in lost:
         err(f"{r.host}: runs but was not in the host list: {r.detail}")

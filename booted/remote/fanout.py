@@ -23,6 +23,7 @@ from invoke.exceptions import UnexpectedExit
 
 from booted.errors import BootedError
 from booted.netcheck import banners
+from booted.remote.sshkeys import Credentials
 from booted.results import Done, HostResult
 
 
@@ -89,6 +90,7 @@ class Fleet:
 
     def __init__(self, key: Path, known_hosts: Path, user: str, parallel: int, timeout: int = 10) -> None:
         self.key, self.known_hosts, self.user = key, known_hosts, user
+        self.credentials = Credentials(key, known_hosts)  # read once for all connections
         self.parallel, self.timeout = parallel, timeout
         self.abandon = ABANDON_SECONDS
         self.config = Config(ssh_config=paramiko.SSHConfig())
@@ -106,11 +108,10 @@ class Fleet:
             if conn is None or (conn.host, conn.port) != (addr, port):
                 conn = Connection(addr, port=port, user=self.user, config=self.config.clone(),
                                   connect_timeout=self.timeout,
-                                  connect_kwargs={"key_filename": str(self.key), "look_for_keys": False,
+                                  connect_kwargs={**self.credentials.connect_kwargs(), "look_for_keys": False,
                                                   "allow_agent": False, "banner_timeout": self.timeout,
                                                   "auth_timeout": self.timeout})
-                conn.client.load_host_keys(str(self.known_hosts))
-                conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+                self.credentials.pin(conn.client, addr, port)  # its pinned key only; others refused
                 self._conns[target.name] = conn
         if not conn.is_connected:  # outside the lock: hosts connect in parallel
             conn.open()
