@@ -19,9 +19,9 @@ svc_lock
 if [ ! -d "$base/$rel" ]; then
   if [ -n "$fetch" ]; then
     tgz="$base/.incoming.$$"
-    if [ -n "$svc_bb" ]; then  # busybox's wget, bounded by its timeout (curl's -m)
+    if [ -n "$svc_bb" ]; then  # busybox's wget, bounded by its timeout (curl's -m; its -T crashes busybox 1.35)
       # shellcheck disable=SC2086 # svc_bb: a path, or nothing
-      set -- $svc_bb timeout 60 $svc_bb wget -q -T 5 -O "$tgz" "$fetch"
+      set -- $svc_bb timeout 60 $svc_bb wget -q -O "$tgz" "$fetch"
     else
       set -- curl -fsS --connect-timeout 5 -m 60 -o "$tgz" "$fetch"
     fi
