@@ -27,7 +27,7 @@ if [ -x /bin/busybox ]; then svc_bb=/bin/busybox; fi
 # when two controllers or a killed run's leftover command reach the host at once. Then keep the output in
 # $base/.out and .err (only the holder of the lock writes them) until the script ends.
 svc_lock() {
-  [ -d "$base" ] || mkdir -p "$base"
+  [ -d "$base" ] || $svc_bb mkdir -p "$base"
   exec 9>"$base/.lock"
   if ! flock -w 30 9; then
     echo "another operation on $service holds $base/.lock for more than 30s" >&2
@@ -51,7 +51,7 @@ svc_get() {
 # Wait $1 seconds: bash's read -t on a FIFO nobody writes (no process); other shells run sleep.
 svc_nap() {
   if [ -n "${BASH_VERSION:-}" ]; then
-    [ -p "$base/.nap" ] || mkfifo "$base/.nap" 2>/dev/null || :
+    [ -p "$base/.nap" ] || $svc_bb mkfifo "$base/.nap" 2>/dev/null || :
     if [ -p "$base/.nap" ]; then
       # shellcheck disable=SC3045 # bash only (checked above)
       read -r -t "$1" _ <>"$base/.nap" || :
@@ -228,9 +228,18 @@ svc_healthy() {
 # How many sockets listen on the service's port: sets $listening. One question to the kernel (ss asks for
 # listening sockets only, filtered by port, over netlink: it never walks the table of connections, which
 # reading /proc/net/tcp does (the machine's whole hash table: 7 ms a read, even on an idle host)); without
-# ss, one awk pass over /proc/net/tcp{,6}.
+# ss, one awk pass over /proc/net/tcp{,6}. With svc_scan set (a first boot's serve.sh: under emulation a program
+# costs 0.1-0.4 s, and a VM's table is small) the shell reads /proc/net/tcp{,6} itself.
 svc_listening() {
-  if command -v ss >/dev/null 2>&1; then
+  if [ -n "${svc_scan:-}" ]; then
+    listening=0
+    for table in /proc/net/tcp /proc/net/tcp6; do
+      if [ ! -r "$table" ]; then continue; fi
+      while read -r _ svc_local _ svc_st _; do
+        case $svc_local:$svc_st in *":$port_hex:0A") listening=$((listening + 1)) ;; esac
+      done <"$table"
+    done
+  elif command -v ss >/dev/null 2>&1; then
     svc_ss=$(ss -H -lnt "sport = :$port" 2>/dev/null) || :
     svc_ifs=$IFS
     IFS='
