@@ -14,8 +14,8 @@ import io
 import os
 import py_compile
 import stat
-import sys
 import subprocess
+import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
