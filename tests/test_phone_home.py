@@ -51,8 +51,9 @@ def serve_once(status: str) -> tuple[int, list[bytes]]:
 def phone(port: int, tmp: Path) -> subprocess.CompletedProcess[str]:
     script = functions("urlencode", "boot_get") + """
 query=""
-for field in "host=web01" "mac=52:54:0a:d5:67:02" "ip=127.0.0.1" "hostkey=SHA256:/iJ9453/kuOnL5bkDYRavsz3khbiXWs46mCINNTzbnQ" \\
-    "token=c47d48b8b3fa199d133f9b1ee7aba967" "serving=1.0-9f71616dfb" "times=1796584360.889882_25.14_1.27_14.79_19.37_25.11"; do
+for field in "host=web01" "mac=52:54:0a:d5:67:02" "ip=127.0.0.1" \\
+    "hostkey=SHA256:/iJ9453/kuOnL5bkDYRavsz3khbiXWs46mCINNTzbnQ" "token=c47d48b8b3fa199d133f9b1ee7aba967" \\
+    "serving=1.0-9f71616dfb" "times=1796584360.889882_25.14_1.27_14.79_19.37_25.11"; do
   urlencode "${field#*=}"
   query+="${query:+&}${field%%=*}=$enc"
 done
