@@ -84,3 +84,20 @@ def test_an_error_answer_or_no_server_fails(tmp_path: Path) -> None:
     port = free.getsockname()[1]
     free.close()  # nothing listens there now: refused at once
     assert phone(port, tmp_path).returncode != 0
+
+
+def test_the_host_key_fingerprint_is_handed_in(tmp_path: Path) -> None:
+    """booted tells the host its key's fingerprint (what ssh-keygen -lf would print in the guest); no key file:
+    nothing, and the guest computes it."""
+    from booted.hosts.identity import Identity
+
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    want = subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True, text=True,
+                          check=True).stdout.split()[1]
+    ident = Identity("w1", "10.213.230.3", 24, "10.213.230.1", "52:54:0a:d5:e6:03", "http://x/booted", "root",
+                     None, key, "ssh-ed25519 AAAA")
+    assert f"BOOTED_HOSTKEY={want}\n" in ident.env_text()
+    gone = Identity("w1", "10.213.230.3", 24, "10.213.230.1", "52:54:0a:d5:e6:03", "http://x/booted", "root",
+                    None, tmp_path / "nokey", "ssh-ed25519 AAAA")
+    assert "BOOTED_HOSTKEY=''\n" in gone.env_text()
