@@ -3,6 +3,7 @@
     .venv/bin/python bench/boot.py           # 1, 4 and 8 VMs, one after the other (needs root + QEMU)
     .venv/bin/python bench/boot.py --smoke   # 1 VM
     .venv/bin/python bench/boot.py --inits busybox,systemd   # both images: busybox init and Debian's systemd
+    .venv/bin/python bench/boot.py --sizes 1,8 --networks 10.213.103.0/24,10.213.104.0/24   # other sizes/networks
 
 Each size gets a private state directory and its own network with N hosts running hello 1.0. The number
 is the wall time of `fab env_start_all` (Python start-up, VMs launched BOOTED_BOOT_PARALLEL at a time,
@@ -77,9 +78,9 @@ def leftovers(lab_id: str) -> list[str]:
                                                                        for a in argv)]
 
 
-def run(n: int, init: str, work: Path, logs: Path) -> dict[str, float]:
+def run(n: int, init: str, work: Path, logs: Path, net: str) -> dict[str, float]:
     state, envfile = work / f"state{init}{n}", work / f"environments{init}{n}.py"
-    envfile.write_text(ENV.format(net=f"10.213.{80 + n}.0/24", n=n, init=init))
+    envfile.write_text(ENV.format(net=net, n=n, init=init))
     env = lib.booted_env(state, envfile)
     lab_id = Settings.from_env(env).lab_id("bench")
     try:
@@ -110,6 +111,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="boot just 1 VM")
     parser.add_argument("--inits", default="busybox", help="comma list of busybox, systemd (default busybox)")
+    parser.add_argument("--sizes", default="", help="comma list of lab sizes (default 1,4,8; --smoke: 1)")
+    parser.add_argument("--networks", default="", help="comma list of /24 lab networks, one per size (default "
+                        "10.213.<80+N>.0/24)")
     args = parser.parse_args()
     inits = [i for i in args.inits.split(",") if i]
     if not inits or set(inits) - {"busybox", "systemd"}:
@@ -117,14 +121,17 @@ def main() -> int:
     if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
         print("bench/boot.py needs root and qemu-system-x86_64", file=sys.stderr)
         return 2
-    sizes = [1] if args.smoke else [1, 4, 8]
+    sizes = [int(n) for n in args.sizes.split(",") if n] or ([1] if args.smoke else [1, 4, 8])
+    nets = [n for n in args.networks.split(",") if n] or [f"10.213.{80 + n}.0/24" for n in sizes]
+    if 1 not in sizes or len(nets) != len(sizes):
+        parser.error("--sizes must include 1, and --networks give one network per size")
     accel, why, assets = prepare(inits)
     work = Path(tempfile.mkdtemp(prefix="booted-bench-boot-"))
     results: dict[tuple[str, int], dict[str, float]] = {}
     try:
         for init in inits:
             for n in sizes:
-                results[(init, n)] = run(n, init, work, work / "logs")
+                results[(init, n)] = run(n, init, work, work / "logs", nets[sizes.index(n)])
         say("the floor: 3 boots to a one-line init")
         floors = sorted(_bootfloor.floor_seconds(assets, accel))
     except (BenchError, RuntimeError) as exc:

@@ -222,3 +222,35 @@ def test_a_release_is_packed_streaming(tmp_path: Path) -> None:
     assert release.blob.size < 1 << 20 and release.id == f"1.0-{release.sha256[:10]}"
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(release.data))) as tar:
         assert tar.getmember("data.bin").size == 60 << 20 and tar.getmember("VERSION").size == 4
+
+
+def test_a_release_carries_the_bytecode_python_uses(tmp_path: Path) -> None:
+    """hello's release holds app.py's hash-checked bytecode; a real python3 started the way service.toml starts
+    hello imports app from it without compiling (python3 -v says so). A file that does not compile is packed
+    without bytecode; so are the files of a release from a repo."""
+    import sys
+
+    hello = get_service(REPO / "service", "hello")
+    assert "import app; app.main()" in hello.start
+    content = files(package(hello, None).data)
+    pyc = f"__pycache__/app.{sys.implementation.cache_tag}.pyc"
+    assert pyc in content
+    with tarfile.open(fileobj=io.BytesIO(package(hello, None).data)) as tar:
+        tar.extractall(tmp_path / "rel", filter="data")
+    proc = subprocess.run([sys.executable, "-v", "-c", "import app"], cwd=tmp_path / "rel", capture_output=True,
+                          text=True, env={"PYTHONDONTWRITEBYTECODE": "1"}, check=True)
+    assert f"{tmp_path / 'rel' / pyc} matches" in proc.stderr and f"code object from '{tmp_path / 'rel' / pyc}'" \
+        in proc.stderr
+
+    repo = tmp_path / "repo"
+    (repo / "service" / "hello" / "lib").mkdir(parents=True)
+    (repo / "service" / "hello" / "lib" / "ok.py").write_text("X = 1\n")
+    (repo / "service" / "hello" / "bad.py").write_text("def (:\n")
+    (repo / "service" / "hello" / "service.toml").write_text('port = 8000\nstart = "x"\n')
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "1.0")
+    git(repo, "tag", "1.0")
+    names = set(files(package(hello, "1.0", str(repo)).data))
+    assert f"lib/__pycache__/ok.{sys.implementation.cache_tag}.pyc" in names, names
+    assert not any(n.endswith(f"bad.{sys.implementation.cache_tag}.pyc") for n in names)

@@ -144,6 +144,14 @@ class Identity:
         """Every NIC of the host, eth0 first."""
         return (Nic(self.network, "eth0", self.ip, self.prefix, self.mac), *self.extra)
 
+    def hostkey_fingerprint(self) -> str:
+        """The host key's fingerprint, handed in so the guest need not compute it ('' without the key file:
+        the guest computes it then)."""
+        try:
+            return fingerprint(Path(f"{self.host_key}.pub").read_text())
+        except (OSError, IndexError, ValueError):
+            return ""
+
     def env_text(self) -> str:
         """The /run/booted/identity file: shell KEY='value' lines, every value quoted."""
         values = {
@@ -151,7 +159,7 @@ class Identity:
             "BOOTED_GATEWAY": self.gateway, "BOOTED_MAC": self.mac, "BOOTED_BOOT_URL": self.boot_url,
             "BOOTED_IFACE": "eth0", "BOOTED_LOGIN_USER": self.login_user, "BOOTED_PW_HASH": self.pw_hash or "",
             "BOOTED_BOOT_TOKEN": self.boot_token, "BOOTED_APT_PROXY": self.apt_proxy,
-            "BOOTED_RELEASE": self.release,
+            "BOOTED_RELEASE": self.release, "BOOTED_HOSTKEY": self.hostkey_fingerprint(),
             "BOOTED_NICS": " ".join(f"{n.iface}={n.ip}/{n.prefix}" for n in self.extra),
         }
         return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())

@@ -1,7 +1,9 @@
 """hello: a tiny HTTP service for booted labs. /health answers with host name and version as JSON.
 
 It imports only what it uses (socketserver, no http.server/json/argparse/pathlib): a lab host under software
-emulation pays for every module at start-up, and a host serves only once this process listens."""
+emulation pays for every module at start-up, and a host serves only once this process listens. It is started as
+`python3 -c 'import app; app.main()' ...`: imported, so the bytecode the release carries is used (a script run as
+`python3 app.py` is compiled at every start)."""
 
 import os
 import signal
@@ -81,7 +83,7 @@ def options(argv: list[str]) -> tuple[str, int]:
     given = dict(zip(argv[::2], argv[1::2]))
     if len(argv) % 2 or set(given) - {"--bind", "--port"} or "--bind" not in given or \
             not given.get("--port", "8000").isdigit():
-        sys.exit("usage: app.py --bind ADDRESS [--port N]")
+        sys.exit("usage: python3 -c 'import app; app.main()' --bind ADDRESS [--port N]")
     return given["--bind"], int(given.get("--port", "8000"))
 
 

@@ -19,12 +19,18 @@ svc_lock
 if [ ! -d "$base/$rel" ]; then
   if [ -n "$fetch" ]; then
     tgz="$base/.incoming.$$"
-    if ! curl -fsS --connect-timeout 5 -m 60 -o "$tgz" "$fetch"; then
+    if [ -n "$svc_bb" ]; then  # busybox's wget, bounded by its timeout (curl's -m; its -T crashes busybox 1.35)
+      # shellcheck disable=SC2086 # svc_bb: a path, or nothing
+      set -- $svc_bb timeout 60 $svc_bb wget -q -O "$tgz" "$fetch"
+    else
+      set -- curl -fsS --connect-timeout 5 -m 60 -o "$tgz" "$fetch"
+    fi
+    if ! "$@"; then
       rm -f "$tgz"
       echo "could not fetch $fetch" >&2
       exit 7
     fi
-    got=$(sha256sum <"$tgz")
+    got=$($svc_bb sha256sum <"$tgz")
     if [ "${got%% *}" != "$sha256" ]; then
       rm -f "$tgz"
       echo "$fetch: checksum ${got%% *} is not the release's $sha256" >&2
@@ -34,9 +40,9 @@ if [ ! -d "$base/$rel" ]; then
   tmp="$base/releases/.unpack.$$"
   if [ -e "$tmp" ]; then rm -rf "$tmp"; fi  # a killed run's, of the same pid
   # shellcheck disable=SC2174 # the mode is for the new release only
-  mkdir -p -m 755 "$tmp"
-  tar -xzf "$tgz" -C "$tmp"
-  mv -T "$tmp" "$base/$rel" 2>/dev/null || rm -rf "$tmp"  # another run unpacked it first: same content
+  $svc_bb mkdir -p -m 755 "$tmp"
+  $svc_bb tar -xzf "$tgz" -C "$tmp"
+  $svc_bb mv -T "$tmp" "$base/$rel" 2>/dev/null || rm -rf "$tmp"  # another run unpacked it first: same content
 fi
 if [ -n "$setup" ] && [ ! -e "$base/$rel/.booted-setup-done" ]; then
   if (cd "$base/$rel" && sh -c "$setup") >"$base/$rel/.booted-setup.log" 2>&1 </dev/null; then
@@ -55,7 +61,7 @@ fi
 svc_get have_id "$base/run.sh.id"
 if [ "$have_id" != "$run_id" ] || [ ! -f "$base/run.sh" ]; then
   printf '%s' "$run_sh" >"$base/.run.sh.new"
-  mv -f "$base/.run.sh.new" "$base/run.sh"
+  $svc_bb mv -f "$base/.run.sh.new" "$base/run.sh"
   printf '%s\n' "$run_id" >"$base/run.sh.id"
 fi
 svc_target current
@@ -82,7 +88,7 @@ for d in "$base"/releases/*; do
   [ "$r" = "$rel" ] || [ "$r" = "$prev" ] || set -- "$@" "$d"
 done
 if [ -n "$tgz" ]; then set -- "$@" "$tgz"; fi
-if [ "$#" -gt 0 ]; then rm -rf -- "$@"; fi
+if [ "$#" -gt 0 ]; then $svc_bb rm -rf -- "$@"; fi
 # restarted in the same SSH command: wanted here, and not running exactly this release and run.sh
 if [ -n "$restart" ] && { [ -n "$start" ] || [ -f "$base/enabled" ] || svc_running; }; then
   svc_want

@@ -16,11 +16,18 @@
 # nothing started in the background may keep them (the session would not end).
 trap '' HUP PIPE
 
+# Static busybox's applets where the host has /bin/busybox (a VM's image, this machine's root for netns hosts):
+# no dynamic linking, which under software emulation costs a dynamically linked program 0.1-0.2 s, an applet
+# a tenth of that. Only applets that do what the system's program does here (sha256sum, tar with its built-in
+# gzip, mkdir, mv, rm, setsid, sleep, wget); the system's program otherwise.
+svc_bb=""
+if [ -x /bin/busybox ]; then svc_bb=/bin/busybox; fi
+
 # Hold the service's lock on this host for the rest of the script (fd 9): one operation at a time, also
 # when two controllers or a killed run's leftover command reach the host at once. Then keep the output in
 # $base/.out and .err (only the holder of the lock writes them) until the script ends.
 svc_lock() {
-  [ -d "$base" ] || mkdir -p "$base"
+  [ -d "$base" ] || $svc_bb mkdir -p "$base"
   exec 9>"$base/.lock"
   if ! flock -w 30 9; then
     echo "another operation on $service holds $base/.lock for more than 30s" >&2
@@ -44,14 +51,14 @@ svc_get() {
 # Wait $1 seconds: bash's read -t on a FIFO nobody writes (no process); other shells run sleep.
 svc_nap() {
   if [ -n "${BASH_VERSION:-}" ]; then
-    [ -p "$base/.nap" ] || mkfifo "$base/.nap" 2>/dev/null || :
+    [ -p "$base/.nap" ] || $svc_bb mkfifo "$base/.nap" 2>/dev/null || :
     if [ -p "$base/.nap" ]; then
       # shellcheck disable=SC3045 # bash only (checked above)
       read -r -t "$1" _ <>"$base/.nap" || :
       return 0
     fi
   fi
-  sleep "$1"
+  $svc_bb sleep "$1"
 }
 
 # The release the symlink $base/$1 points at (releases/<id>) into $target; empty when there is no such
@@ -172,7 +179,7 @@ svc_start() {
   svc_want
   printf '%s\n' "$want_now" >"$base/started"
   # the supervisor gets default signal handling back, and none of this script's descriptors
-  (trap - HUP PIPE; exec setsid sh "$base/run.sh") >>"$base/service.log" 2>&1 </dev/null 3>&- 4>&- 9>&- &
+  (trap - HUP PIPE; exec $svc_bb setsid sh "$base/run.sh") >>"$base/service.log" 2>&1 </dev/null 3>&- 4>&- 9>&- &
   new=$!
   echo "$new" >"$base/supervisor.pid"
   # wait for the new listener (10 s beside an old one, else 30 s)
@@ -182,9 +189,7 @@ svc_start() {
     echo "overlapped"
   fi
   svc_reap "$new"
-  # one curl, retrying by itself for up to 10 s
-  if curl -fsS -m 2 --retry 10 --retry-delay 1 --retry-max-time 10 --retry-all-errors -o /dev/null "$url" \
-    2>/dev/null; then
+  if svc_healthy; then
     echo started
     return 0
   fi
@@ -193,12 +198,48 @@ svc_start() {
   return 1
 }
 
+# Does the health URL answer 200 (retried for up to 10 s)? Under bash a request over /dev/tcp (no process: the
+# URL is http://IP:PORT/PATH with the host's own IP: a connection is taken or refused at once; the answer is
+# waited for 2 s); other shells run one curl that retries by itself.
+svc_healthy() {
+  if [ -n "${BASH_VERSION:-}" ]; then
+    svc_hp=${url#http://}
+    svc_path=/${svc_hp#*/}
+    svc_hp=${svc_hp%%/*}
+    # shellcheck disable=SC3028 # bash only
+    svc_end=$((SECONDS + 10))
+    while :; do
+      svc_status=""
+      # shellcheck disable=SC3025,SC3045 # bash only (checked above): /dev/tcp, read -t
+      if { exec 5<>"/dev/tcp/${svc_hp%:*}/${svc_hp##*:}"; } 2>/dev/null; then
+        printf 'GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n' "$svc_path" "$svc_hp" >&5 2>/dev/null &&
+          read -r -t 2 _ svc_status _ <&5 2>/dev/null
+        exec 5<&-
+      fi
+      if [ "$svc_status" = 200 ]; then return 0; fi
+      # shellcheck disable=SC3028 # bash only
+      if [ "$SECONDS" -ge "$svc_end" ]; then return 1; fi
+      svc_nap 0.5
+    done
+  fi
+  curl -fsS -m 2 --retry 10 --retry-delay 1 --retry-max-time 10 --retry-all-errors -o /dev/null "$url" 2>/dev/null
+}
+
 # How many sockets listen on the service's port: sets $listening. One question to the kernel (ss asks for
 # listening sockets only, filtered by port, over netlink: it never walks the table of connections, which
 # reading /proc/net/tcp does (the machine's whole hash table: 7 ms a read, even on an idle host)); without
-# ss, one awk pass over /proc/net/tcp{,6}.
+# ss, one awk pass over /proc/net/tcp{,6}. With svc_scan set (a first boot's serve.sh: under emulation a program
+# costs 0.1-0.4 s, and a VM's table is small) the shell reads /proc/net/tcp{,6} itself.
 svc_listening() {
-  if command -v ss >/dev/null 2>&1; then
+  if [ -n "${svc_scan:-}" ]; then
+    listening=0
+    for table in /proc/net/tcp /proc/net/tcp6; do
+      if [ ! -r "$table" ]; then continue; fi
+      while read -r _ svc_local _ svc_st _; do
+        case $svc_local:$svc_st in *":$port_hex:0A") listening=$((listening + 1)) ;; esac
+      done <"$table"
+    done
+  elif command -v ss >/dev/null 2>&1; then
     svc_ss=$(ss -H -lnt "sport = :$port" 2>/dev/null) || :
     svc_ifs=$IFS
     IFS='
@@ -255,7 +296,11 @@ svc_wait_listening() {
 
 # Point the symlink $base/$1 at $2 atomically (ln -f makes a temporary link and renames it over the old).
 svc_link() {
-  ln -sfnT "$2" "$base/$1"
+  if [ -n "$svc_bb" ]; then  # busybox's ln -f removes, then links: a new link renamed over the old instead
+    $svc_bb ln -sfn "$2" "$base/.$1.new" && $svc_bb mv -fT "$base/.$1.new" "$base/$1"
+  else
+    ln -sfnT "$2" "$base/$1"
+  fi
 }
 
 # Write the backend list a proxy reads live ($base/backends), atomically.
