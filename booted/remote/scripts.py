@@ -21,8 +21,9 @@ def assignments(values: dict[str, str]) -> str:
 
 
 def render(name: str, values: dict[str, str]) -> str:
-    """The script `name` for one host: `values` as quoted shell variables, lib.sh, then the script."""
-    return f"# booted: {name}\n" + assignments(values) + text("lib") + text(name)
+    """The script `name` for one host: `values` as quoted shell variables, the library of functions (lib.sh,
+    probe.sh), then the script."""
+    return f"# booted: {name}\n" + assignments(values) + text("lib") + text("probe") + text(name)
 
 
 def run_sh(values: dict[str, str], command: str) -> str:
