@@ -8,6 +8,7 @@ Result for every host: a dead host is one failed row, never an abort of the othe
 from __future__ import annotations
 
 import io
+import os
 import queue
 import sys
 import threading
@@ -94,6 +95,7 @@ class Fleet:
         self.config = Config(ssh_config=paramiko.SSHConfig())
         self._conns: dict[str, Connection] = {}
         self._lock = threading.Lock()
+        self._pins: tuple[tuple[int, int, int], dict[str, list[paramiko.PKey]]] | None = None
         self._http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy, whatever is set
 
     def connection(self, target: Target) -> Connection:
@@ -109,13 +111,25 @@ class Fleet:
                                   connect_kwargs={"key_filename": str(self.key), "look_for_keys": False,
                                                   "allow_agent": False, "banner_timeout": self.timeout,
                                                   "auth_timeout": self.timeout})
-                conn.client.load_host_keys(str(self.known_hosts))
+                pinned = conn.client.get_host_keys()  # this host's pins only (not a parse of every host's)
+                name = addr if port == 22 else f"[{addr}]:{port}"  # how paramiko looks it up
+                for key in self.pinned().get(name, []):
+                    pinned.add(name, key.get_name(), key)
                 conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
                 self._conns[target.name] = conn
         if not conn.is_connected:  # outside the lock: hosts connect in parallel
             conn.open()
             conn.transport.set_keepalive(KEEPALIVE_SECONDS)
         return conn
+
+    def pinned(self) -> dict[str, list[paramiko.PKey]]:
+        """known_hosts by host name, parsed once per version of the file (called under the lock): loading the
+        whole file into each connection cost O(hosts) per host (30 ms of CPU per connection at 500 hosts)."""
+        st = os.stat(self.known_hosts)
+        version = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._pins is None or self._pins[0] != version:
+            self._pins = (version, known_hosts(self.known_hosts))
+        return self._pins[1]
 
     def sh(self, target: Target, script: str) -> str:
         """Run a shell script on a host (one SSH command); its stdout, stripped."""
@@ -240,6 +254,23 @@ class Fleet:
         if show:
             print(file=sys.stderr)
         return [results[t.name] for t in targets]
+
+
+def known_hosts(path: Path) -> dict[str, list[paramiko.PKey]]:
+    """A known_hosts file as host name -> its keys (lines paramiko cannot read are skipped, as it does)."""
+    out: dict[str, list[paramiko.PKey]] = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
+        except paramiko.SSHException:
+            continue
+        if entry is not None:
+            for host in entry.hostnames:
+                out.setdefault(host, []).append(entry.key)
+    return out
 
 
 def run_command(conn: Connection, command: str) -> str:
