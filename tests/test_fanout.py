@@ -79,3 +79,32 @@ def test_failure_reasons_are_sentences() -> None:
     assert describe(paramiko.SSHException("No existing session")).startswith("SSH did not answer")
     assert describe(ConnectionRefusedError(111, "Connection refused")) == "unreachable: Connection refused"
     assert "Error" not in describe(ValueError("bad"))
+
+
+def test_each_connection_gets_only_its_hosts_pinned_keys(tmp_path: Path) -> None:
+    """known_hosts is parsed once per version of the file, and a connection is given its own host's keys only
+    (no SSH connection is made: the test stops before Connection.open)."""
+    import os
+    import subprocess
+
+    import paramiko
+
+    from booted.remote.fanout import known_hosts
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "hk")], check=True)
+    kind, blob = (tmp_path / "hk.pub").read_text().split()[:2]
+    pins = tmp_path / "known_hosts"
+    pins.write_text(f"# pinned\n10.213.9.2 {kind} {blob}\n[127.0.0.1]:2222 {kind} {blob}\nnot a key line\n")
+    keys = known_hosts(pins)
+    assert sorted(keys) == ["10.213.9.2", "[127.0.0.1]:2222"]
+    assert keys["10.213.9.2"][0].get_base64() == blob
+    f = fleet(tmp_path, 2)
+    first = f.pinned()
+    assert f.pinned() is first  # the same file: not parsed again
+    pins.write_text(pins.read_text() + f"10.213.9.3 {kind} {blob}\n")
+    os.utime(pins, ns=(1, 1))  # a new version of the file (mtime and size differ)
+    assert "10.213.9.3" in f.pinned()
+    client = paramiko.SSHClient()
+    added = client.get_host_keys()
+    for key in f.pinned()["10.213.9.3"]:
+        added.add("10.213.9.3", key.get_name(), key)
+    assert list(added.keys()) == ["10.213.9.3"]

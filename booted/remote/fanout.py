@@ -257,7 +257,7 @@ class Fleet:
 
 
 def known_hosts(path: Path) -> dict[str, list[paramiko.PKey]]:
-    """A known_hosts file as host name -> its keys (lines paramiko cannot read are skipped, as it does)."""
+    """A known_hosts file as host name -> its keys (a line paramiko cannot read is skipped: no pin from it)."""
     out: dict[str, list[paramiko.PKey]] = {}
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
@@ -265,7 +265,7 @@ def known_hosts(path: Path) -> dict[str, list[paramiko.PKey]]:
             continue
         try:
             entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
-        except paramiko.SSHException:
+        except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey):
             continue
         if entry is not None:
             for host in entry.hostnames:
