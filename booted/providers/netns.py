@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from booted.config import CHILD_ENV
+from booted.config import CHILD_ENV, Settings
 from booted.errors import ProviderError, ToolMissing
 from booted.hosts.identity import Identity
 from booted.images.golden import ensure_golden
@@ -51,6 +51,13 @@ class NetnsProvider(Provider):
     own_netns = True
     tools: ClassVar[dict[str, str]] = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
                                        "pivot_root": "util-linux", "mount": "mount", "nft": "nftables"}
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # the host handles this process started, kept until stopped: a Popen dropped while its process runs
+        # joins subprocess's list of children that every later Popen polls (O(hosts) per spawn, O(hosts^2)
+        # per start); start() and stop() reap the ended ones
+        self._handles: dict[int, subprocess.Popen[bytes]] = {}
 
     def check(self, lab: Lab | None = None) -> None:
         super().check(lab)
@@ -92,6 +99,7 @@ class NetnsProvider(Provider):
             if ":" in str(path) or "," in str(path):
                 raise ProviderError(f"image path {path} contains ':' or ',': overlayfs cannot use it; "
                                     "set BOOTED_CACHE_DIR to a plain path")
+        self._reap()
         running = self.running(lab)
         todo = [h for h in hosts if h.name not in running]
         errors_text = self._plug(lab, todo, [ns for ns in self._namespaces(lab) if ns.split("-", 1)[1] not in running])
@@ -122,6 +130,7 @@ class NetnsProvider(Provider):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(alive(running[n]) for n in names if n in running):
             time.sleep(0.02)
+        self._reap()
         present = set(self._namespaces(lab))
         gone = [self.netns(lab, n) for n in names if self.netns(lab, n) in present]
         for ns in gone:
@@ -191,6 +200,11 @@ class NetnsProvider(Provider):
         return err + ip_batch([f"link set {veth} master {bridge} up" for _, _, veth, bridge in nics
                                if link_exists(veth) and not _on_bridge(veth, bridge)])
 
+    def _reap(self) -> None:
+        """Forget (and reap) the handles of hosts that ended: once per start or stop, not per host."""
+        for pid in [pid for pid, handle in self._handles.items() if handle.poll() is not None]:
+            del self._handles[pid]
+
     def _namespaces(self, lab: Lab) -> list[str]:
         prefix = f"bt{lab.lab_id}-"
         try:
@@ -225,6 +239,7 @@ class NetnsProvider(Provider):
             console.flush()
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                                     env=CHILD_ENV, start_new_session=True)
+        self._handles[proc.pid] = proc
         return proc.pid
 
 
