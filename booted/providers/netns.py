@@ -29,7 +29,7 @@ from booted.providers.base import Progress, Provider, Started
 from booted.providers.bridge import remove_bridge
 from booted.providers.hostroot import SPAN
 from booted.providers.lab import Lab, address_on
-from booted.providers.links import ip_batch, link_exists
+from booted.providers.links import add_netns, ip_batch, link_exists
 from booted.providers.portfilter import guard
 from booted.providers.procs import alive
 
@@ -191,7 +191,8 @@ class NetnsProvider(Provider):
         deadline = time.monotonic() + 5
         while any(link_exists(veth) for _, _, veth, _ in nics) and time.monotonic() < deadline:
             time.sleep(0.02)
-        lines = [f"netns add {self.netns(lab, h.name)}" for h in hosts]
+        err += add_netns([self.netns(lab, h.name) for h in hosts])
+        lines = []
         for host, nic, veth, bridge in nics:
             lines += [f"link add {veth} type veth peer name {nic.iface} address {nic.mac} "
                       f"netns {self.netns(lab, host.name)}", f"link set {veth} master {bridge} up"]
