@@ -133,8 +133,7 @@ class NetnsProvider(Provider):
         self._reap()
         present = set(self._namespaces(lab))
         gone = [self.netns(lab, n) for n in names if self.netns(lab, n) in present]
-        for ns in gone:
-            self._kill_netns_pids(ns)
+        _kill_netns_pids(gone)
         ip_batch([f"netns del {ns}" for ns in gone])
         for name in names:
             _remove_cgroups(self.netns(lab, name))
@@ -152,8 +151,7 @@ class NetnsProvider(Provider):
     def teardown(self, lab: Lab) -> None:
         running = self.running(lab)
         stale = [ns for ns in self._namespaces(lab) if ns.split("-", 1)[1] not in running]
-        for ns in stale:
-            self._kill_netns_pids(ns)
+        _kill_netns_pids(stale)
         ip_batch([f"netns del {ns}" for ns in stale])
         if not running:
             remove_bridge(lab)
@@ -182,8 +180,7 @@ class NetnsProvider(Provider):
         (namespaces whose host process is gone, their veths) are removed first and waited for: the kernel
         tears a namespace down asynchronously, and a veth made while the old one goes can lose its bridge
         side. Returns ip's error output."""
-        for ns in stale:
-            self._kill_netns_pids(ns)
+        _kill_netns_pids(stale)
         nics = [(h, nic, self.veth(lab, nic.ip), lab.bridge_of(nic.network) if k else lab.bridge)
                 for h in hosts for k, nic in enumerate(h.nics)]  # a veth per NIC, on its network's bridge
         err = ip_batch([f"netns del {ns}" for ns in stale]
@@ -213,15 +210,6 @@ class NetnsProvider(Provider):
         except FileNotFoundError:
             return []
 
-    @staticmethod
-    def _kill_netns_pids(ns: str) -> None:
-        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
-        for pid in out.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-
     def _spawn(self, lab: Lab, host: Identity, ns: str, lower: str) -> int:
         hdir = lab.host_dir(host.name)
         for sub in ("root", "upper", "work", "boot"):
@@ -243,6 +231,27 @@ class NetnsProvider(Provider):
         self._handles[proc.pid] = proc
         return proc.pid
 
+
+
+def _kill_netns_pids(names: list[str]) -> None:
+    """SIGKILL every process in these network namespaces: one scan of /proc for all of them (`ip netns pids`
+    per namespace scanned every process of the machine once per namespace: O(hosts^2) for a lab's stop)."""
+    inodes = set()
+    for name in names:
+        try:
+            st = os.stat(f"/run/netns/{name}")
+            inodes.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    if not inodes:
+        return
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            st = os.stat(f"/proc/{pid}/ns/net")
+            if (st.st_dev, st.st_ino) in inodes:
+                os.kill(int(pid), signal.SIGKILL)
+        except OSError:  # gone meanwhile
+            pass
 
 
 def _on_bridge(link: str, bridge: str) -> bool:
