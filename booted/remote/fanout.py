@@ -124,7 +124,8 @@ class Fleet:
 
     def pinned(self) -> dict[str, list[paramiko.PKey]]:
         """known_hosts by host name, parsed once per version of the file (called under the lock): loading the
-        whole file into each connection cost O(hosts) per host (30 ms of CPU per connection at 500 hosts)."""
+        whole file into each connection cost O(hosts^2) per connection (paramiko checks each line against
+        those before it): 1.5 ms of CPU per connection at 50 hosts, 30 ms at 500."""
         st = os.stat(self.known_hosts)
         version = (st.st_ino, st.st_mtime_ns, st.st_size)
         if self._pins is None or self._pins[0] != version:
