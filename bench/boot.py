@@ -77,9 +77,9 @@ def leftovers(lab_id: str) -> list[str]:
                                                                        for a in argv)]
 
 
-def run(n: int, init: str, work: Path, logs: Path) -> dict[str, float]:
+def run(n: int, init: str, work: Path, logs: Path, net: int = 80) -> dict[str, float]:
     state, envfile = work / f"state{init}{n}", work / f"environments{init}{n}.py"
-    envfile.write_text(ENV.format(net=f"10.213.{80 + n}.0/24", n=n, init=init))
+    envfile.write_text(ENV.format(net=f"10.213.{net + n}.0/24", n=n, init=init))
     env = lib.booted_env(state, envfile)
     lab_id = Settings.from_env(env).lab_id("bench")
     try:
@@ -110,6 +110,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="boot just 1 VM")
     parser.add_argument("--inits", default="busybox", help="comma list of busybox, systemd (default busybox)")
+    parser.add_argument("--net", type=int, default=80, help="N VMs use the network 10.213.<net+N>.0/24 (default 80)")
     args = parser.parse_args()
     inits = [i for i in args.inits.split(",") if i]
     if not inits or set(inits) - {"busybox", "systemd"}:
@@ -124,7 +125,7 @@ def main() -> int:
     try:
         for init in inits:
             for n in sizes:
-                results[(init, n)] = run(n, init, work, work / "logs")
+                results[(init, n)] = run(n, init, work, work / "logs", args.net)
         say("the floor: 3 boots to a one-line init")
         floors = sorted(_bootfloor.floor_seconds(assets, accel))
     except (BenchError, RuntimeError) as exc:
