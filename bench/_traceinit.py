@@ -16,7 +16,7 @@ STAMP_FN = 'st() { read -r u _ </proc/uptime; echo "booted-trace: $1 @$u" >/dev/
 # base: booted as it is; permod: a stamp per insmod; pc: the pc machine (booted's before q35); rdrand: a vCPU
 # with RDRAND (the kernel trusts it: entropy at once) and no virtio-rng device or module; nosig: rdrand, and
 # the modules without their signatures
-VARIANTS = ("base", "permod", "pc", "rdrand", "nosig")
+VARIANTS = ("base", "permod", "pc", "rdrand", "nosig", "dropbear")
 
 
 def qemu_argv(variant: str, argv: list[str]) -> list[str]:
@@ -87,6 +87,7 @@ def trial_init(variant: str) -> str:
     text = stamped(text, "while read -r m", "modules")
     text = before(text, "mkdir -p /newroot", "st root\n")
     text = before(text, "umount /proc /sys", "cp -a /trace/guest/. /newroot/usr/lib/booted/\n"
+                  "[ -d /trace/root ] && cp -a /trace/root/. /newroot/\n"
                   "cp /trace/inittab /newroot/etc/inittab\nst switch\n")
     return text
 
@@ -99,10 +100,13 @@ def trial_guest(variant: str) -> dict[str, str]:
     boot = (GUEST / "boot").read_text()
     boot = re.sub(r"\A(#![^\n]*\n)", lambda m: m.group(1) + STAMP_FN + "st boot\n", boot)
     boot = before(boot, "exec /usr/sbin/sshd", "st sshd-exec\n")
+    if variant == "dropbear":
+        boot = boot.replace('exec /usr/sbin/sshd -D -e "${rexec[@]}" -f "$ID/sshd_config"',
+                            'exec /usr/sbin/dropbear -F -E -s -p "$BOOTED_IP:22" -r /etc/dropbear/host.dropbear')
     return {"guest-init": gi, "boot": boot, "inittab": (GUEST / "inittab").read_text()}
 
 
-def build(assets: Assets, variant: str, out: Path) -> str:
+def build(assets: Assets, variant: str, out: Path, root: dict[str, tuple[bytes, int]] | None = None) -> str:
     """Write the variant's initramfs to `out`; the kernel arguments it adds."""
     entries = read_cpio(gzip.decompress(assets.initramfs.read_bytes()))
     cpio = ir.Cpio()
@@ -124,6 +128,17 @@ def build(assets: Assets, variant: str, out: Path) -> str:
     cpio.file("trace/inittab", files.pop("inittab").encode(), 0o644)
     for name, text in files.items():
         cpio.file(f"trace/guest/{name}", text.encode(), 0o755)
+    made = {"trace/root"}
+    if root:
+        cpio.dir("trace/root")
+    for path, (data, mode) in (root or {}).items():
+        parts = path.split("/")
+        for k in range(1, len(parts)):
+            d = "trace/root/" + "/".join(parts[:k])
+            if d not in made:
+                cpio.dir(d)
+                made.add(d)
+        cpio.file(f"trace/root/{path}", data, mode)
     out.write_bytes(gzip.compress(cpio.finish(), compresslevel=6, mtime=0))
     return ""
 

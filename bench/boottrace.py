@@ -129,6 +129,22 @@ def one_boot(argv: list[str], console: Path, ssh_port: int, ssh_argv: list[str],
         proc.wait(timeout=10)
 
 
+def dropbear_files(vdir: Path, host_key: Path, client: Path) -> dict[str, tuple[bytes, int]]:
+    """The dropbear trial's files for the root disk: Debian's dropbear-bin and its two libraries (unpacked in
+    $BOOTED_DROPBEAR_ROOT), the host key converted here, root's authorized_keys."""
+    root = Path(os.environ.get("BOOTED_DROPBEAR_ROOT", "/tmp/s21/bi-dropbear/root"))
+    libs = root / "usr/lib/x86_64-linux-gnu"
+    key = vdir / "host.dropbear"
+    subprocess.run([str(root / "usr/bin/dropbearconvert"), "openssh", "dropbear", str(host_key), str(key)],
+                   env={**os.environ, "LD_LIBRARY_PATH": str(libs)}, check=True, capture_output=True)
+    files = {"usr/sbin/dropbear": ((root / "usr/sbin/dropbear").read_bytes(), 0o755),
+             "etc/dropbear/host.dropbear": (key.read_bytes(), 0o600),
+             "root/.ssh/authorized_keys": (Path(f"{client}.pub").read_bytes(), 0o600)}
+    for lib in ("libtomcrypt.so.1", "libtommath.so.1"):
+        files[f"usr/lib/x86_64-linux-gnu/{lib}"] = ((libs / lib).read_bytes(), 0o644)
+    return files
+
+
 def setup(assets: Assets, accel: str, tmp: Path, variant: str, kernel_log: bool
           ) -> tuple[list[str], Path, int, list[str], list[float]]:
     """The trial VM's command line (booted's, with the trial initramfs), console file, forward port, ssh argv."""
@@ -147,7 +163,8 @@ def setup(assets: Assets, accel: str, tmp: Path, variant: str, kernel_log: bool
     netdev = f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-10.0.2.15:22"
     argv = _bootfloor.dropped(host_command(lab, host, assets, accel, netdev), "-qmp")
     initrd = vdir / "trace-initramfs.gz"
-    extra = _traceinit.build(assets, variant, initrd)
+    extra = _traceinit.build(assets, variant, initrd, dropbear_files(vdir, host_key, client)
+                             if variant == "dropbear" else None)
     argv = _bootfloor.replaced(argv, "-initrd", str(initrd))
     append = argv[argv.index("-append") + 1]
     if kernel_log:
