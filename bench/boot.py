@@ -3,6 +3,7 @@
     .venv/bin/python bench/boot.py           # 1, 4 and 8 VMs, one after the other (needs root + QEMU)
     .venv/bin/python bench/boot.py --smoke   # 1 VM
     .venv/bin/python bench/boot.py --inits busybox,systemd   # both images: busybox init and Debian's systemd
+    .venv/bin/python bench/boot.py --smoke --net 106         # N VMs on 10.213.<106+N>.0/24 (default 80+N)
 
 Each size gets a private state directory and its own network with N hosts running hello 1.0. The number
 is the wall time of `fab env_start_all` (Python start-up, VMs launched BOOTED_BOOT_PARALLEL at a time,
