@@ -76,6 +76,7 @@ def test_command_line_of_a_host(tmp_path: Path) -> None:
     assert option(cmd, "-name") == ["booted-a1b2c3-web01"]
     assert option(cmd, "-m") == ["512"] and option(cmd, "-smp") == ["2"]
     assert option(cmd, "-accel") == ["tcg"] and "-cpu" not in cmd
+    assert option(cmd, "-M") == ["q35"]  # a constant PCI interrupt table: pc's _PRT is an AML loop (0.1 s a device)
     assert option(cmd, "-kernel") == [str(tmp_path / "kernel/boot/vmlinuz-6.1.0-56-cloud-amd64")]
     assert option(cmd, "-initrd") == [str(tmp_path / "initramfs.gz")]
     append = option(cmd, "-append")[0]
