@@ -57,8 +57,8 @@ for path in sys.stdin.read().split("\\0"):
     try:
         if os.path.isdir(path):
             os.listdir(path)
-        else:
-            open(path, "rb").close()
+        else:  # non-blocking: a FIFO (a host script's .nap) would wait for a writer forever
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
     except OSError:
         continue
     print(path)
