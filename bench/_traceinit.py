@@ -15,8 +15,9 @@ GUEST = Path(__file__).resolve().parent.parent / "booted" / "guest"
 STAMP_FN = 'st() { read -r u _ </proc/uptime; echo "booted-trace: $1 @$u" >/dev/console; }\n'
 # base: booted as it is; permod: a stamp per insmod; pc: the pc machine (booted's before q35); rdrand: a vCPU
 # with RDRAND (the kernel trusts it: entropy at once) and no virtio-rng device or module; nosig: rdrand, and
-# the modules without their signatures
-VARIANTS = ("base", "permod", "pc", "rdrand", "nosig", "dropbear")
+# the modules without their signatures; microvm: QEMU's microvm machine (virtio-mmio devices found through its
+# ACPI tables, virtio_mmio instead of virtio_pci, qboot firmware)
+VARIANTS = ("base", "permod", "pc", "rdrand", "nosig", "dropbear", "microvm")
 
 
 def qemu_argv(variant: str, argv: list[str]) -> list[str]:
@@ -24,12 +25,32 @@ def qemu_argv(variant: str, argv: list[str]) -> list[str]:
     if variant == "pc":
         at = argv.index("-M") + 1
         argv = [*argv[:at], "pc", *argv[at + 1:]]
+    if variant == "microvm":
+        argv = microvm_argv(argv)
     if variant in ("rdrand", "nosig"):
         at = argv.index("virtio-rng-pci")
         argv = [*argv[:at - 1], *argv[at + 1:]]
         at = argv.index("-accel") + 2
         argv = [*argv[:at], "-cpu", "qemu64,+rdrand", *argv[at:]]
     return argv
+
+
+def microvm_argv(argv: list[str]) -> list[str]:
+    """booted's command line on QEMU's microvm machine: each virtio PCI device as a virtio-mmio one."""
+    out: list[str] = []
+    drives = 0
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1] == "-M":
+            arg = "microvm"
+        elif i and argv[i - 1] == "-drive" and "if=virtio" in arg:
+            arg = arg.replace("if=virtio", f"if=none,id=vd{drives}")
+            out += [arg, "-device", f"virtio-blk-device,drive=vd{drives}"]
+            drives += 1
+            continue
+        elif i and argv[i - 1] == "-device" and arg.startswith("virtio-") and "-pci" in arg:
+            arg = arg.replace("-pci", "-device", 1)
+        out.append(arg)
+    return out
 
 
 def read_cpio(data: bytes) -> list[tuple[str, int, bytes, tuple[int, int]]]:
@@ -118,9 +139,14 @@ def build(assets: Assets, variant: str, out: Path, root: dict[str, tuple[bytes, 
             body = unsigned(body)
         if name == "lib/modules/load.order" and rdrand:
             body = body.replace(b"virtio-rng.ko\n", b"")
+        if name == "lib/modules/load.order" and variant == "microvm":
+            body = body.replace(b"virtio.ko\n", b"virtio.ko\nvirtio_mmio.ko\n", 1)
         if name == "init":
             body = trial_init(variant).encode()
         cpio._entry(name, mode, body, nlink=2 if mode & 0o040000 else 1, rdev=rdev)
+    if variant == "microvm":
+        mmio = next(assets.kernel.modules.rglob("virtio_mmio.ko"))
+        cpio.file("lib/modules/virtio_mmio.ko", mmio.read_bytes(), 0o644)
     cpio.symlink("bin/cp", "busybox")
     for d in ("trace", "trace/guest"):
         cpio.dir(d)
