@@ -40,3 +40,12 @@ def test_trial_init_stamps_each_step_and_copies_the_guest_files() -> None:
     guest = _traceinit.trial_guest("dropbear")
     assert "st sshd-exec\n" in guest["boot"] and "exec /usr/sbin/dropbear" in guest["boot"]
     assert "st guest-init-end\n" in guest["guest-init"]
+
+
+def test_the_microvm_variant_makes_each_virtio_pci_device_a_virtio_mmio_one() -> None:
+    argv = ["qemu", "-M", "q35", "-drive", "file=a.qcow2,if=virtio,format=qcow2", "-drive", "file=s.img,if=virtio",
+            "-device", "virtio-rng-pci", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01"]
+    assert _traceinit.qemu_argv("microvm", argv) == [
+        "qemu", "-M", "microvm", "-drive", "file=a.qcow2,if=none,id=vd0,format=qcow2", "-device",
+        "virtio-blk-device,drive=vd0", "-drive", "file=s.img,if=none,id=vd1", "-device", "virtio-blk-device,drive=vd1",
+        "-device", "virtio-rng-device", "-device", "virtio-net-device,netdev=n0,mac=52:54:00:00:00:01"]
