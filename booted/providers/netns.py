@@ -232,7 +232,6 @@ class NetnsProvider(Provider):
         return proc.pid
 
 
-
 def _kill_netns_pids(names: list[str]) -> None:
     """SIGKILL every process in these network namespaces: one scan of /proc for all of them (`ip netns pids`
     per namespace scanned every process of the machine once per namespace: O(hosts^2) for a lab's stop)."""
