@@ -3,9 +3,9 @@
 # sockets listen on its port, and the wait until they do. Built-ins and /proc files where they can (see lib.sh).
 # shellcheck disable=SC2154
 
-# Does the health URL answer 200 (retried for up to 10 s)? Under bash a request over /dev/tcp (no process: the
-# URL is http://IP:PORT/PATH with the host's own IP: a connection is taken or refused at once; the answer is
-# waited for 2 s); other shells run one curl that retries by itself.
+# Does the health URL answer with a status below 400, as curl -f takes it (retried for up to 10 s)? Under bash a
+# request over /dev/tcp (no process: the URL is http://IP:PORT/PATH with the host's own IP: a connection is taken
+# or refused at once; the answer is waited for 2 s); other shells run one curl that retries by itself.
 svc_healthy() {
   if [ -n "${BASH_VERSION:-}" ]; then
     svc_hp=${url#http://}
@@ -21,7 +21,7 @@ svc_healthy() {
           read -r -t 2 _ svc_status _ <&5 2>/dev/null
         exec 5<&-
       fi
-      if [ "$svc_status" = 200 ]; then return 0; fi
+      case $svc_status in [123][0-9][0-9]) return 0 ;; esac  # what curl -f takes: any answer below 400
       # shellcheck disable=SC3028 # bash only
       if [ "$SECONDS" -ge "$svc_end" ]; then return 1; fi
       svc_nap 0.5
