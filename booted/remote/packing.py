@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import io
+import marshal
 import os
-import py_compile
 import stat
 import subprocess
 import sys
@@ -111,16 +112,14 @@ def _archive() -> tuple[IO[bytes], gzip.GzipFile, tarfile.TarFile]:
 
 
 def _bytecode(source: bytes, name: str) -> bytes | None:
-    """The hash-checked bytecode of a Python file (None: it does not compile here)."""
-    with tempfile.TemporaryDirectory(prefix="booted-pyc-") as tmp:
-        src, pyc = Path(tmp) / "source.py", Path(tmp) / "source.pyc"
-        src.write_bytes(source)
-        try:
-            py_compile.compile(str(src), str(pyc), dfile=name, doraise=True,
-                               invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
-        except (py_compile.PyCompileError, ValueError):
-            return None
-        return pyc.read_bytes()
+    """The hash-checked bytecode of a Python file (None: it does not compile here), in memory: a .pyc is the
+    magic number, the flags (0b11: hash-based, checked), the source's hash and the marshalled code (PEP 552)."""
+    try:
+        code = compile(source, name, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+    return importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little") + importlib.util.source_hash(source) \
+        + marshal.dumps(code)
 
 
 def _add_bytecode(tar: tarfile.TarFile, name: str, source: bytes, dirs: set[str]) -> None:
